@@ -1,0 +1,293 @@
+package keyschema
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// DefaultPrefix is the key prefix used when none is configured.
+const DefaultPrefix = "analytics"
+
+// Family names one of the three counter families.
+type Family uint8
+
+const (
+	// Daily counts events per type and UTC day.
+	Daily Family = iota + 1
+	// Hourly counts events per type and UTC hour.
+	Hourly
+	// UserDaily counts events per user, type and UTC day.
+	UserDaily
+)
+
+// String returns the family name used in logs and metrics.
+func (f Family) String() string {
+	switch f {
+	case Daily:
+		return "daily"
+	case Hourly:
+		return "hourly"
+	case UserDaily:
+		return "user_daily"
+	default:
+		return fmt.Sprintf("family(%d)", uint8(f))
+	}
+}
+
+// Counter identifies one Redis counter.
+type Counter struct {
+	Family    Family
+	EventType string
+	// UserID is set for the UserDaily family only.
+	UserID string
+	// Hour is the bucket start in whole hours since the Unix epoch (UTC). For
+	// the daily families it is a multiple of 24 (the day's first hour).
+	Hour int64
+}
+
+// Day returns the bucket's day number since the Unix epoch (UTC).
+func (c Counter) Day() int64 { return floorDiv(c.Hour, 24) }
+
+// Start returns the bucket's start as a UTC time.
+func (c Counter) Start() time.Time { return time.Unix(c.Hour*3600, 0).UTC() }
+
+// Hour and day limits: the key format has four-digit years.
+var (
+	minHour = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Unix() / 3600
+	maxHour = time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC).Unix() / 3600
+)
+
+// HourOf returns the hour bucket of t (UTC) in hours since the Unix epoch.
+func HourOf(t time.Time) int64 { return floorDiv(t.Unix(), 3600) }
+
+// HourOfUnixNano returns the hour bucket of a Unix timestamp in nanoseconds.
+func HourOfUnixNano(ns int64) int64 { return floorDiv(ns, int64(time.Hour)) }
+
+// ValidHour reports whether hour can be written in a key (years 0000 to 9999).
+func ValidHour(hour int64) bool { return hour >= minHour && hour <= maxHour }
+
+var (
+	errForeignKey = errors.New("key does not belong to this schema")
+	errKeyShape   = errors.New("key does not match the counter layout")
+)
+
+// Schema builds and parses keys under one prefix.
+type Schema struct {
+	prefix        string // "analytics:"
+	counterPrefix string // "analytics:counter:"
+	userPrefix    string // "analytics:user:"
+}
+
+// New returns the schema for prefix. The prefix is used verbatim (it may hold
+// a Redis Cluster hash tag such as "{analytics}" so that all keys share a slot).
+func New(prefix string) (Schema, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return Schema{}, err
+	}
+	p := prefix + ":"
+	return Schema{prefix: p, counterPrefix: p + "counter:", userPrefix: p + "user:"}, nil
+}
+
+// ValidatePrefix reports why prefix cannot be used, or nil.
+func ValidatePrefix(prefix string) error {
+	if prefix == "" {
+		return errors.New("prefix must not be empty")
+	}
+	for i := 0; i < len(prefix); i++ {
+		if b := prefix[i]; b <= ' ' || b == 0x7f {
+			return fmt.Errorf("prefix %q must not contain spaces or control bytes", prefix)
+		}
+	}
+	return nil
+}
+
+// Prefix returns the configured prefix (without the trailing separator).
+func (s Schema) Prefix() string { return strings.TrimSuffix(s.prefix, ":") }
+
+// PendingKey is the sorted set of counter keys that await a flush.
+func (s Schema) PendingKey() string { return s.prefix + "pending" }
+
+// StagingIndexKey is the sorted set of staging ids not yet fully flushed.
+func (s Schema) StagingIndexKey() string { return s.prefix + "staging" }
+
+// StagingKey is the hash that holds the counts moved out by flush id.
+func (s Schema) StagingKey(id string) string { return s.prefix + "staging:" + id }
+
+// BatchKey marks an exporter batch id as applied.
+func (s Schema) BatchKey(id string) string { return s.prefix + "batch:" + id }
+
+// Key returns the Redis key of c.
+func (s Schema) Key(c Counter) string { return string(s.AppendKey(nil, c)) }
+
+// AppendKey appends the Redis key of c to dst. It does not validate c: use
+// [ValidHour] and a known family.
+func (s Schema) AppendKey(dst []byte, c Counter) []byte {
+	switch c.Family {
+	case UserDaily:
+		dst = append(dst, s.userPrefix...)
+		dst = AppendEscape(dst, c.UserID)
+		dst = append(dst, ':')
+	default:
+		dst = append(dst, s.counterPrefix...)
+	}
+	dst = AppendEscape(dst, c.EventType)
+	dst = append(dst, ':')
+	dst = appendDate(dst, c.Day())
+	if c.Family == Hourly {
+		h := floorMod(c.Hour, 24)
+		dst = append(dst, ':', byte('0'+h/10), byte('0'+h%10))
+	}
+	return dst
+}
+
+// Parse returns the counter that key names. It accepts exactly the keys that
+// AppendKey produces.
+func (s Schema) Parse(key string) (Counter, error) {
+	var (
+		c    Counter
+		rest string
+	)
+	switch {
+	case strings.HasPrefix(key, s.counterPrefix):
+		rest = key[len(s.counterPrefix):]
+		parts := strings.Split(rest, ":")
+		switch len(parts) {
+		case 2:
+			c.Family = Daily
+		case 3:
+			c.Family = Hourly
+		default:
+			return Counter{}, fmt.Errorf("%w: %q", errKeyShape, key)
+		}
+		if err := parseInto(&c, parts[0], parts[1:]); err != nil {
+			return Counter{}, fmt.Errorf("parse %q: %w", key, err)
+		}
+	case strings.HasPrefix(key, s.userPrefix):
+		rest = key[len(s.userPrefix):]
+		parts := strings.Split(rest, ":")
+		if len(parts) != 3 {
+			return Counter{}, fmt.Errorf("%w: %q", errKeyShape, key)
+		}
+		c.Family = UserDaily
+		user, err := Unescape(parts[0])
+		if err != nil {
+			return Counter{}, fmt.Errorf("parse %q: user: %w", key, err)
+		}
+		c.UserID = user
+		if err := parseInto(&c, parts[1], parts[2:]); err != nil {
+			return Counter{}, fmt.Errorf("parse %q: %w", key, err)
+		}
+	default:
+		return Counter{}, fmt.Errorf("%w: %q", errForeignKey, key)
+	}
+	return c, nil
+}
+
+// parseInto fills the event type and the bucket: timeParts is [date] or [date, HH].
+func parseInto(c *Counter, typeSeg string, timeParts []string) error {
+	eventType, err := Unescape(typeSeg)
+	if err != nil {
+		return fmt.Errorf("event type: %w", err)
+	}
+	if eventType == "" {
+		return errors.New("empty event type")
+	}
+	c.EventType = eventType
+	day, err := parseDate(timeParts[0])
+	if err != nil {
+		return err
+	}
+	c.Hour = day * 24
+	if len(timeParts) == 2 {
+		h := timeParts[1]
+		if len(h) != 2 || !isDigit(h[0]) || !isDigit(h[1]) {
+			return fmt.Errorf("bad hour %q", h)
+		}
+		hh := int64(h[0]-'0')*10 + int64(h[1]-'0')
+		if hh > 23 {
+			return fmt.Errorf("bad hour %q", h)
+		}
+		c.Hour += hh
+	}
+	return nil
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
+
+// appendDate appends day (days since the Unix epoch) as YYYY-MM-DD.
+func appendDate(dst []byte, day int64) []byte {
+	y, m, d := civilFromDays(day)
+	return append(dst,
+		byte('0'+y/1000%10), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+m/10), byte('0'+m%10), '-',
+		byte('0'+d/10), byte('0'+d%10))
+}
+
+// parseDate parses YYYY-MM-DD strictly (the only spelling appendDate writes).
+func parseDate(s string) (int64, error) {
+	if len(s) != 10 || s[4] != '-' || s[7] != '-' {
+		return 0, fmt.Errorf("bad date %q", s)
+	}
+	var v [8]int64
+	for i, pos := range [8]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if !isDigit(s[pos]) {
+			return 0, fmt.Errorf("bad date %q", s)
+		}
+		v[i] = int64(s[pos] - '0')
+	}
+	y := v[0]*1000 + v[1]*100 + v[2]*10 + v[3]
+	m := v[4]*10 + v[5]
+	d := v[6]*10 + v[7]
+	day := daysFromCivil(y, m, d)
+	if yy, mm, dd := civilFromDays(day); yy != y || mm != m || dd != d {
+		return 0, fmt.Errorf("bad date %q", s)
+	}
+	return day, nil
+}
+
+// civilFromDays and daysFromCivil convert between days since 1970-01-01 and
+// proleptic Gregorian dates (H. Hinnant's algorithms), without time.Time
+// allocations on the hot path.
+func civilFromDays(z int64) (y, m, d int64) {
+	z += 719468
+	era := floorDiv(z, 146097)
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	y = yoe + era*400
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	d = doy - (153*mp+2)/5 + 1
+	if mp < 10 {
+		m = mp + 3
+	} else {
+		m = mp - 9
+	}
+	if m <= 2 {
+		y++
+	}
+	return y, m, d
+}
+
+func daysFromCivil(y, m, d int64) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := floorDiv(y, 400)
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+func floorMod(a, b int64) int64 { return a - floorDiv(a, b)*b }

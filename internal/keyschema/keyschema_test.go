@@ -1,0 +1,183 @@
+package keyschema
+
+import (
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func mustSchema(t testing.TB, prefix string) Schema {
+	t.Helper()
+	s, err := New(prefix)
+	require.NoError(t, err)
+	return s
+}
+
+func TestKeyLayout(t *testing.T) {
+	t.Parallel()
+	s := mustSchema(t, DefaultPrefix)
+	hour := HourOf(time.Date(2024, 3, 9, 14, 59, 59, 0, time.UTC))
+	day := hour - hour%24
+	tests := []struct {
+		name string
+		c    Counter
+		want string
+	}{
+		{"daily", Counter{Family: Daily, EventType: "page_view", Hour: day}, "analytics:counter:page_view:2024-03-09"},
+		{"hourly", Counter{Family: Hourly, EventType: "page_view", Hour: hour}, "analytics:counter:page_view:2024-03-09:14"},
+		{"user", Counter{Family: UserDaily, EventType: "signup", UserID: "u1", Hour: day}, "analytics:user:u1:signup:2024-03-09"},
+		{"separator escaped", Counter{Family: UserDaily, EventType: "a:b", UserID: "x:y", Hour: day}, "analytics:user:x%3Ay:a%3Ab:2024-03-09"},
+		{"hash tag escaped", Counter{Family: Daily, EventType: "{slot}", Hour: day}, "analytics:counter:%7Bslot%7D:2024-03-09"},
+		{"unicode kept", Counter{Family: Daily, EventType: "vue_page_été", Hour: day}, "analytics:counter:vue_page_été:2024-03-09"},
+		{"epoch", Counter{Family: Hourly, EventType: "t", Hour: 0}, "analytics:counter:t:1970-01-01:00"},
+		{"before epoch", Counter{Family: Hourly, EventType: "t", Hour: -1}, "analytics:counter:t:1969-12-31:23"},
+		{"year 9999", Counter{Family: Daily, EventType: "t", Hour: maxHour - 23}, "analytics:counter:t:9999-12-31"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			key := s.Key(tt.c)
+			assert.Equal(t, tt.want, key)
+			got, err := s.Parse(key)
+			require.NoError(t, err)
+			assert.Equal(t, tt.c, got)
+		})
+	}
+}
+
+func TestHelperKeys(t *testing.T) {
+	t.Parallel()
+	s := mustSchema(t, "{app}")
+	assert.Equal(t, "{app}:pending", s.PendingKey())
+	assert.Equal(t, "{app}:staging", s.StagingIndexKey())
+	assert.Equal(t, "{app}:staging:f1", s.StagingKey("f1"))
+	assert.Equal(t, "{app}:batch:b1", s.BatchKey("b1"))
+	assert.Equal(t, "{app}", s.Prefix())
+}
+
+func TestParseRejects(t *testing.T) {
+	t.Parallel()
+	s := mustSchema(t, DefaultPrefix)
+	for _, key := range []string{
+		"other:counter:a:2024-01-01",
+		"analytics:counter:a",
+		"analytics:counter::2024-01-01",
+		"analytics:counter:a:2024-02-30",
+		"analytics:counter:a:2024-1-01",
+		"analytics:counter:a:2024-01-01:24",
+		"analytics:counter:a:2024-01-01:7",
+		"analytics:counter:a:2024-01-01:07:00",
+		"analytics:counter:a%3a:2024-01-01",
+		"analytics:counter:a%3:2024-01-01",
+		"analytics:counter:a%:2024-01-01",
+		"analytics:counter:a b:2024-01-01",
+		"analytics:user:u:a:2024-01-01:05",
+		"analytics:user:u:2024-01-01",
+		"analytics:pending",
+		"analytics:staging:abc",
+	} {
+		_, err := s.Parse(key)
+		assert.Error(t, err, key)
+	}
+}
+
+func TestValidatePrefix(t *testing.T) {
+	t.Parallel()
+	require.Error(t, ValidatePrefix(""))
+	require.Error(t, ValidatePrefix("a b"))
+	require.Error(t, ValidatePrefix("a\nb"))
+	require.NoError(t, ValidatePrefix("{tenant:1}"))
+	_, err := New("")
+	require.Error(t, err)
+}
+
+func TestDateConversionsAgreeWithTime(t *testing.T) {
+	t.Parallel()
+	for day := int64(-800_000); day <= 2_932_896; day += 997 {
+		y, m, d := civilFromDays(day)
+		tm := time.Unix(day*86400, 0).UTC()
+		require.Equal(t, int64(tm.Year()), y, day)
+		require.Equal(t, int64(tm.Month()), m, day)
+		require.Equal(t, int64(tm.Day()), d, day)
+		require.Equal(t, day, daysFromCivil(y, m, d))
+	}
+}
+
+func TestHourHelpers(t *testing.T) {
+	t.Parallel()
+	ts := time.Date(2025, 12, 31, 23, 30, 0, 0, time.UTC)
+	h := HourOf(ts)
+	assert.Equal(t, h, HourOfUnixNano(ts.UnixNano()))
+	c := Counter{Family: Hourly, Hour: h}
+	assert.Equal(t, time.Date(2025, 12, 31, 23, 0, 0, 0, time.UTC), c.Start())
+	assert.Equal(t, h/24, c.Day())
+	assert.True(t, ValidHour(h))
+	assert.False(t, ValidHour(maxHour+1))
+	assert.Equal(t, "user_daily", UserDaily.String())
+	assert.Equal(t, "family(9)", Family(9).String())
+}
+
+func FuzzEscapeRoundTrip(f *testing.F) {
+	for _, seed := range []string{"", "page_view", "a:b", "%", "%3A", "{x}", "été", "\x00\xff", " \t\n"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		esc := Escape(s)
+		got, err := Unescape(esc)
+		if err != nil {
+			t.Fatalf("Unescape(Escape(%q)) = %v", s, err)
+		}
+		if got != s {
+			t.Fatalf("round trip %q -> %q -> %q", s, esc, got)
+		}
+		for i := 0; i < len(esc); i++ {
+			if esc[i] == ':' || esc[i] == '{' || esc[i] == '}' || esc[i] <= ' ' {
+				t.Fatalf("escaped %q still holds byte %q", esc, esc[i])
+			}
+		}
+	})
+}
+
+func FuzzKeyRoundTrip(f *testing.F) {
+	f.Add(uint8(1), "page_view", "", int64(474_000))
+	f.Add(uint8(2), "a:b", "", int64(-5))
+	f.Add(uint8(3), "t", "u:1%{}", int64(0))
+	f.Fuzz(func(t *testing.T, fam uint8, eventType, user string, hour int64) {
+		family := Family(fam%3 + 1)
+		if eventType == "" || !ValidHour(hour) {
+			return
+		}
+		if family != Hourly {
+			hour -= floorMod(hour, 24)
+		}
+		if family != UserDaily {
+			user = ""
+		}
+		s := mustSchema(t, DefaultPrefix)
+		c := Counter{Family: family, EventType: eventType, UserID: user, Hour: hour}
+		key := s.Key(c)
+		got, err := s.Parse(key)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", key, err)
+		}
+		if got != c {
+			t.Fatalf("round trip %+v -> %q -> %+v", c, key, got)
+		}
+		if utf8.ValidString(eventType) && utf8.ValidString(user) && !utf8.ValidString(key) {
+			t.Fatalf("key %q of valid UTF-8 values is not valid UTF-8", key)
+		}
+	})
+}
+
+func BenchmarkAppendKey(b *testing.B) {
+	s := mustSchema(b, DefaultPrefix)
+	c := Counter{Family: UserDaily, EventType: "generation_completed", UserID: "user_12345", Hour: 480_000}
+	buf := make([]byte, 0, 128)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = s.AppendKey(buf[:0], c)
+	}
+}

@@ -1,0 +1,8 @@
+// Package testservers gives tests real Redis and PostgreSQL servers: the
+// shared ones that `make test` brings up (each test isolated by a fresh key
+// prefix or a fresh database), and private instances on free loopback ports
+// that a test may stop, kill and restart by PID.
+//
+// A server that cannot be reached fails the test; nothing here ever skips,
+// so a green run always means the counting path ran against real servers.
+package testservers

@@ -1,0 +1,335 @@
+package testservers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const readyTimeout = 30 * time.Second
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// process is a server child process that can be stopped and restarted.
+type process struct {
+	t    testing.TB
+	name string
+	argv func() []string
+	cred *syscall.Credential
+	log  string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been reaped
+}
+
+func (p *process) start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		p.t.Fatalf("%s already running (pid %d)", p.name, p.cmd.Process.Pid)
+	}
+	argv := p.argv()
+	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // test-only: starts a server binary we located
+	logFile, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatalf("open %s log: %v", p.name, err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	_ = logFile.Close()
+	p.cmd = cmd
+	exited := make(chan struct{})
+	p.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
+}
+
+// running reports whether the last started process is still alive.
+func (p *process) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		p.cmd = nil
+		return false
+	default:
+		return true
+	}
+}
+
+// signal sends sig to the server by PID and waits for it to exit.
+func (p *process) signal(sig syscall.Signal) {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	pid := p.cmd.Process.Pid
+	if sig == syscall.SIGKILL {
+		// The whole process group: a PostgreSQL backend that outlived its
+		// postmaster would hold shared memory and block the restart.
+		_ = syscall.Kill(-pid, sig)
+	} else {
+		_ = syscall.Kill(pid, sig)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(readyTimeout):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-p.exited
+	}
+	if sig == syscall.SIGKILL {
+		waitGroupGone(pid)
+	}
+	p.cmd = nil
+}
+
+// waitGroupGone waits until no process of group pgid is left.
+func waitGroupGone(pgid int) {
+	deadline := time.Now().Add(readyTimeout)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *process) logTail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// RedisServer is a private redis-server on a free loopback port, with AOF
+// persistence (appendfsync always) so a restart keeps what it acknowledged.
+type RedisServer struct {
+	Addr string
+	proc *process
+}
+
+// StartRedis starts a private redis-server; it is killed at cleanup.
+// Extra arguments are passed as redis-server options (e.g. "--appendonly", "no").
+func StartRedis(t testing.TB, extraArgs ...string) *RedisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found on PATH (install Debian's redis-server): %v", err)
+	}
+	dir := t.TempDir()
+	port := FreePort(t)
+	s := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	s.proc = &process{
+		t: t, name: "redis-server", log: filepath.Join(dir, "redis.log"),
+		argv: func() []string {
+			return append([]string{
+				bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+				"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+				"--daemonize", "no", "--protected-mode", "no",
+			}, extraArgs...)
+		},
+	}
+	s.Start()
+	t.Cleanup(func() { s.proc.signal(syscall.SIGKILL) })
+	return s
+}
+
+// Start (re)starts the server and waits until it answers PING.
+func (s *RedisServer) Start() {
+	s.proc.t.Helper()
+	s.proc.start()
+	waitReady(s.proc, s.Addr, func() error { return rawPing(s.Addr) })
+}
+
+// rawPing sends an inline PING without go-redis, whose pool logs every
+// refused dial through its global logger.
+func rawPing(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	if string(buf[:n]) != "+PONG\r\n" {
+		return fmt.Errorf("unexpected reply %q", buf[:n])
+	}
+	return nil
+}
+
+// waitReady polls ready until it succeeds, restarting the process if it died
+// early (PostgreSQL exits when the shared memory of a killed predecessor is
+// still being released).
+func waitReady(p *process, what string, ready func() error) {
+	p.t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		err := ready()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s on %s not ready: %v\n%s", p.name, what, err, p.logTail())
+		}
+		if !p.running() {
+			p.start()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop shuts the server down with SIGTERM (it rewrites nothing: AOF is synced).
+func (s *RedisServer) Stop() { s.proc.signal(syscall.SIGTERM) }
+
+// Kill stops the server with SIGKILL.
+func (s *RedisServer) Kill() { s.proc.signal(syscall.SIGKILL) }
+
+// PostgresServer is a private PostgreSQL cluster on a free loopback port.
+type PostgresServer struct {
+	Port int
+	proc *process
+}
+
+// StartPostgres runs initdb in a temporary directory and starts postgres on
+// a free loopback port with trust authentication. When the test runs as
+// root, the server runs as the "postgres" system user (PostgreSQL refuses
+// root). The server is killed and its files removed at cleanup.
+func StartPostgres(t testing.TB) *PostgresServer {
+	t.Helper()
+	binDir, err := postgresBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		t.Fatalf("temp dir: %v", err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	cred, err := postgresCredential(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(binDir, "initdb"), "-D", dataDir, "-U", "postgres", "-A", "trust", //nolint:gosec // test-only
+		"-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	port := FreePort(t)
+	s := &PostgresServer{Port: port}
+	s.proc = &process{
+		t: t, name: "postgres", cred: cred, log: filepath.Join(dir, "postgres.log"),
+		argv: func() []string {
+			return []string{
+				filepath.Join(binDir, "postgres"), "-D", dataDir, "-p", strconv.Itoa(port), "-k", dir,
+				"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100",
+			}
+		},
+	}
+	s.Start()
+	t.Cleanup(func() { s.proc.signal(syscall.SIGKILL) })
+	return s
+}
+
+// DSN returns the DSN of database db on this server.
+func (s *PostgresServer) DSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+// FreshDatabase creates a database on this server and returns its DSN.
+func (s *PostgresServer) FreshDatabase(t testing.TB) string {
+	t.Helper()
+	return createDatabase(t, s.DSN("postgres"))
+}
+
+// Start (re)starts the server and waits until it accepts connections.
+func (s *PostgresServer) Start() {
+	s.proc.t.Helper()
+	s.proc.start()
+	waitReady(s.proc, s.DSN("postgres"), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, s.DSN("postgres"))
+		if err != nil {
+			return err
+		}
+		return conn.Close(context.Background())
+	})
+}
+
+// Stop shuts the server down fast (SIGINT: abort transactions, clean exit).
+func (s *PostgresServer) Stop() { s.proc.signal(syscall.SIGINT) }
+
+// Kill stops the server with SIGKILL; it recovers from WAL on Start.
+func (s *PostgresServer) Kill() { s.proc.signal(syscall.SIGKILL) }
+
+func postgresBinDir() (string, error) {
+	if p, err := exec.LookPath("postgres"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	if len(matches) == 0 {
+		return "", errors.New("postgres binaries not found on PATH or in /usr/lib/postgresql/*/bin (install Debian's postgresql)")
+	}
+	sort.Strings(matches)
+	return filepath.Dir(matches[len(matches)-1]), nil
+}
+
+// postgresCredential returns the credential to run PostgreSQL with: nil when
+// not root, else the postgres system user, who is given dir.
+func postgresCredential(dir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs the postgres system user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return nil, fmt.Errorf("chown %s: %w", dir, err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil //nolint:gosec // ids come from the passwd database
+}
