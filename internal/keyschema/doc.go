@@ -14,6 +14,7 @@
 //	analytics:staging:{id}                         hash counter key -> count, moved out of the counters by one
 //	                                               flush and kept until PostgreSQL has committed it
 //	analytics:batch:{id}                           marker of an applied exporter batch (retry idempotency)
+//	analytics:quarantine                           hash of counts the flusher could not parse (never dropped silently)
 //
 // Event types and user ids are escaped (see [Escape]) so that a value holding
 // the separator, a brace or a control byte can neither collide with another

@@ -118,6 +118,10 @@ func (s Schema) StagingKey(id string) string { return s.prefix + "staging:" + id
 // BatchKey marks an exporter batch id as applied.
 func (s Schema) BatchKey(id string) string { return s.prefix + "batch:" + id }
 
+// QuarantineKey is the hash where the flusher keeps counts it could not parse
+// (a malformed key or value in the pending set), so nothing is dropped silently.
+func (s Schema) QuarantineKey() string { return s.prefix + "quarantine" }
+
 // Key returns the Redis key of c.
 func (s Schema) Key(c Counter) string { return string(s.AppendKey(nil, c)) }
 
