@@ -141,7 +141,7 @@ func (s Schema) AppendKey(dst []byte, c Counter) []byte {
 	dst = appendDate(dst, c.Day())
 	if c.Family == Hourly {
 		h := floorMod(c.Hour, 24)
-		dst = append(dst, ':', byte('0'+h/10), byte('0'+h%10))
+		dst = append(dst, ':', digit(h/10), digit(h%10))
 	}
 	return dst
 }
@@ -224,10 +224,13 @@ func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 func appendDate(dst []byte, day int64) []byte {
 	y, m, d := civilFromDays(day)
 	return append(dst,
-		byte('0'+y/1000%10), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
-		byte('0'+m/10), byte('0'+m%10), '-',
-		byte('0'+d/10), byte('0'+d%10))
+		digit(y/1000%10), digit(y/100%10), digit(y/10%10), digit(y%10), '-',
+		digit(m/10), digit(m%10), '-',
+		digit(d/10), digit(d%10))
 }
+
+// digit returns the ASCII digit of v, which callers keep within 0..9.
+func digit(v int64) byte { return byte('0' + v) } //nolint:gosec // v is a single decimal digit
 
 // parseDate parses YYYY-MM-DD strictly (the only spelling appendDate writes).
 func parseDate(s string) (int64, error) {

@@ -54,7 +54,7 @@ func (p *process) start() {
 	}
 	argv := p.argv()
 	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // test-only: starts a server binary we located
-	logFile, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		p.t.Fatalf("open %s log: %v", p.name, err)
 	}
@@ -183,7 +183,7 @@ func rawPing(addr string) error {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	if _, err = conn.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
 	buf := make([]byte, 64)
@@ -240,7 +240,9 @@ func StartPostgres(t testing.TB) *PostgresServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "pgtest-")
+	// Not t.TempDir: the postgres user must own the directory, and the
+	// parent that t.TempDir creates is private to root.
+	dir, err := os.MkdirTemp("", "pgtest-") //nolint:usetesting // see above
 	if err != nil {
 		t.Fatalf("temp dir: %v", err)
 	}

@@ -93,20 +93,20 @@ func createDatabase(t testing.TB, adminDSN string) string {
 		t.Fatalf("PostgreSQL at %s is not reachable (run `make test`, which starts it): %v", redactDSN(adminDSN), err)
 	}
 	defer admin.Close(context.Background())
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	if _, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, adminDSN)
-		if err != nil {
-			t.Logf("drop database %s: %v", name, err)
+		conn, connErr := pgx.Connect(ctx, adminDSN)
+		if connErr != nil {
+			t.Logf("drop database %s: %v", name, connErr)
 			return
 		}
 		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Logf("drop database %s: %v", name, err)
+		if _, dropErr := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); dropErr != nil {
+			t.Logf("drop database %s: %v", name, dropErr)
 		}
 	})
 	u, err := url.Parse(adminDSN)

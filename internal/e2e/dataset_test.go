@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// expected holds the rows the three tables must end up with, computed here
+// independently of the exporter's code: "type|2025-06-01", "type|2025-06-01T10",
+// "user|type|2025-06-01".
+type expected struct {
+	daily, hourly, userDaily map[string]int64
+	events                   int64
+}
+
+func newExpected() *expected {
+	return &expected{daily: map[string]int64{}, hourly: map[string]int64{}, userDaily: map[string]int64{}}
+}
+
+func (e *expected) add(eventType, user string, ts time.Time) {
+	ts = ts.UTC()
+	day := ts.Format("2006-01-02")
+	e.daily[eventType+"|"+day]++
+	e.hourly[eventType+"|"+ts.Format("2006-01-02T15")]++
+	if user != "" {
+		e.userDaily[user+"|"+eventType+"|"+day]++
+	}
+	e.events++
+}
+
+// awkward values: the separator, the escape byte, hash-tag braces, spaces and unicode.
+var (
+	eventTypes = []string{"page_view", "generation_completed", "a:b%{c}", "été 🎉"}
+	users      = []string{"alice", "bob", "team:42", "ünï{code}", "100%"}
+	base       = time.Date(2025, 6, 1, 22, 0, 0, 0, time.UTC)
+)
+
+// logsBatch builds n log records exercising every mapping rule, and records
+// what they must count. seed varies types, users and hours between batches.
+func logsBatch(n, seed int, exp *expected) plog.Logs {
+	ld := plog.NewLogs()
+	// Resource with a user: records without their own user inherit it.
+	rlUser := ld.ResourceLogs().AppendEmpty()
+	rlUser.Resource().Attributes().PutStr("service.name", "web")
+	rlUser.Resource().Attributes().PutStr("user.id", "resource-user")
+	recsUser := rlUser.ScopeLogs().AppendEmpty().LogRecords()
+	// Resource without a user.
+	rlAnon := ld.ResourceLogs().AppendEmpty()
+	rlAnon.Resource().Attributes().PutStr("service.name", "batch-job")
+	recsAnon := rlAnon.ScopeLogs().AppendEmpty().LogRecords()
+
+	for i := range n {
+		k := i + seed*7919
+		eventType := eventTypes[k%len(eventTypes)]
+		ts := base.Add(time.Duration(k%5) * 37 * time.Minute) // crosses midnight
+		switch k % 6 {
+		case 0: // EventName, user on the record overrides the resource's
+			lr := recsUser.AppendEmpty()
+			lr.SetEventName(eventType)
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
+			user := users[k%len(users)]
+			lr.Attributes().PutStr("user.id", user)
+			exp.add(eventType, user, ts)
+		case 1: // event.name attribute, user from the resource
+			lr := recsUser.AppendEmpty()
+			lr.Attributes().PutStr("event.name", eventType)
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
+			exp.add(eventType, "resource-user", ts)
+		case 2: // only ObservedTimestamp; enduser.id as the fallback attribute
+			lr := recsAnon.AppendEmpty()
+			lr.SetEventName(eventType)
+			lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(ts))
+			user := users[(k+1)%len(users)]
+			lr.Attributes().PutStr("enduser.id", user)
+			exp.add(eventType, user, ts)
+		case 3: // integer user id
+			lr := recsAnon.AppendEmpty()
+			lr.SetEventName(eventType)
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
+			lr.Attributes().PutInt("user.id", int64(k%3))
+			exp.add(eventType, strconv.Itoa(k%3), ts)
+		case 4: // no user at all: counts, no per-user row
+			lr := recsAnon.AppendEmpty()
+			lr.SetEventName(eventType)
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
+			exp.add(eventType, "", ts)
+		case 5: // no event type: dropped, counted in the drop metric only
+			lr := recsAnon.AppendEmpty()
+			lr.Body().SetStr("just a log line")
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
+		}
+	}
+	return ld
+}
+
+// tracesBatch builds n spans: the span name is the event type.
+func tracesBatch(n, seed int, exp *expected) ptrace.Traces {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "checkout")
+	spans := rs.ScopeSpans().AppendEmpty().Spans()
+	for i := range n {
+		k := i + seed*104729
+		eventType := "span:" + eventTypes[k%len(eventTypes)]
+		ts := base.Add(time.Duration(k%4) * 61 * time.Minute)
+		sp := spans.AppendEmpty()
+		sp.SetName(eventType)
+		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(ts))
+		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(ts.Add(time.Millisecond)))
+		user := ""
+		if k%2 == 0 {
+			user = users[k%len(users)]
+			sp.Attributes().PutStr("enduser.id", user)
+		}
+		exp.add(eventType, user, ts)
+	}
+	return td
+}
