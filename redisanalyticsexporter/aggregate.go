@@ -1,0 +1,371 @@
+package redisanalyticsexporter
+
+import (
+	"hash/maphash"
+	"strconv"
+
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+)
+
+// Positions in the script's KEYS (see apply.go).
+const (
+	batchKeyIndex     = 1
+	counterKeysOffset = 2
+)
+
+const (
+	// maxPooledEntries bounds the maps an aggregator keeps between pushes:
+	// maps never shrink, so one huge push must not pin its memory for the
+	// exporter's life.
+	maxPooledEntries = 1 << 16
+	// maxPairHours is how many distinct hours a (type, user) pair keeps in
+	// its own list; further hours (a backfill) go to aggregator.overflow.
+	maxPairHours = 32
+)
+
+// pairKey is an event type with a user id, both as the pdata holds them.
+type pairKey struct {
+	typ  string
+	user userRef
+}
+
+// hourCount is a number of events in one hour (or day) bucket.
+type hourCount struct {
+	hour int64
+	n    int64
+}
+
+// pair aggregates the events of one (type, user) pair by hour.
+type pair struct {
+	key pairKey
+	// hours holds up to maxPairHours distinct hours, in order of appearance.
+	hours []hourCount
+	// overflowN counts the events whose hour went to aggregator.overflow.
+	overflowN int64
+	// Set by finalize.
+	dropped bool
+	typeIdx int32
+	userID  string
+}
+
+// pairHour is an overflow bucket: a pair's events in one hour.
+type pairHour struct {
+	pair int32
+	hour int64
+}
+
+// typeHour identifies an hourly or daily counter by the index of its event
+// type in aggregator.types, so that deriving it hashes no string.
+type typeHour struct {
+	typ  int32
+	hour int64
+}
+
+// userBucket identifies a daily counter of one user and event type.
+type userBucket struct {
+	typ  string
+	user string
+	day  int64 // first hour of the day
+}
+
+// aggregator folds one push into counters. It is reused across pushes (see
+// redisAnalyticsExporter.aggregators); one push uses it from one goroutine.
+//
+// The per-record path does one lookup in a map keyed by (type, user), which
+// stays small (types × active users), and a short scan of that pair's hours.
+// Validation, the allowlist and the derivation of the three counter families
+// then run once per pair, not per record.
+type aggregator struct {
+	pairIdx  map[pairKey]int32
+	pairs    []pair // pairs[:len] are in use; the rest keep their memory
+	overflow map[pairHour]int64
+
+	// dropped counts records per drop reason.
+	dropped [numDropReasons]int64
+	// counted is the number of records that reach a counter.
+	counted int64
+
+	// Derived by finalize.
+	typeIdx   map[string]int32
+	types     []string
+	hourly    map[typeHour]int64
+	daily     map[typeHour]int64
+	userDaily map[userBucket]int64
+	days      []hourCount // scratch: one pair's events per day
+
+	// Script arguments built by encode, reused across pushes.
+	keyBuf []byte
+	keys   []string
+	args   []any
+	// keyEnds[i] is where counter key i ends in keyBuf.
+	keyEnds []int
+	incrs   []int64
+}
+
+func newAggregator() *aggregator {
+	return &aggregator{
+		pairIdx:   make(map[pairKey]int32),
+		overflow:  make(map[pairHour]int64),
+		typeIdx:   make(map[string]int32),
+		hourly:    make(map[typeHour]int64),
+		daily:     make(map[typeHour]int64),
+		userDaily: make(map[userBucket]int64),
+	}
+}
+
+// reset empties the aggregator, keeping its memory but no reference to the
+// previous push's strings.
+func (a *aggregator) reset() {
+	clear(a.pairIdx)
+	for i := range a.pairs {
+		a.pairs[i] = pair{hours: a.pairs[i].hours[:0]}
+	}
+	a.pairs = a.pairs[:0]
+	clear(a.overflow)
+	a.dropped = [numDropReasons]int64{}
+	a.counted = 0
+	clear(a.typeIdx)
+	clear(a.types)
+	a.types = a.types[:0]
+	clear(a.hourly)
+	clear(a.daily)
+	clear(a.userDaily)
+	clear(a.keys)
+	clear(a.args)
+	a.keys, a.args = a.keys[:0], a.args[:0]
+	a.keyBuf, a.keyEnds, a.incrs = a.keyBuf[:0], a.keyEnds[:0], a.incrs[:0]
+}
+
+// reusable reports whether the aggregator is small enough to keep pooled.
+func (a *aggregator) reusable() bool {
+	return len(a.pairIdx) <= maxPooledEntries && len(a.overflow) <= maxPooledEntries &&
+		len(a.userDaily) <= maxPooledEntries
+}
+
+// numKeys is the number of distinct counter keys derived by finalize.
+func (a *aggregator) numKeys() int { return len(a.daily) + len(a.hourly) + len(a.userDaily) }
+
+// add counts one event.
+func (a *aggregator) add(ev event) {
+	k := pairKey{typ: ev.typ, user: ev.user}
+	idx, ok := a.pairIdx[k]
+	if !ok {
+		idx = int32(len(a.pairs)) //nolint:gosec // bounded by the records of one push
+		if len(a.pairs) < cap(a.pairs) {
+			a.pairs = a.pairs[:idx+1] // reset left it empty with its hours memory
+		} else {
+			a.pairs = append(a.pairs, pair{})
+		}
+		a.pairs[idx].key = k
+		a.pairIdx[k] = idx
+	}
+	p := &a.pairs[idx]
+	for i := range p.hours {
+		if p.hours[i].hour == ev.hour {
+			p.hours[i].n++
+			return
+		}
+	}
+	if len(p.hours) < maxPairHours {
+		p.hours = append(p.hours, hourCount{hour: ev.hour, n: 1})
+		return
+	}
+	p.overflowN++
+	a.overflow[pairHour{pair: idx, hour: ev.hour}]++
+}
+
+// addLogs folds every log record of ld.
+func (a *aggregator) addLogs(ld plog.Logs, m *mapper, nowNanos int64) {
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		rl := rls.At(i)
+		resUser := m.resourceUser(rl.Resource())
+		sls := rl.ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			lrs := sls.At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				ev, ok := m.logEvent(lrs.At(k), resUser, nowNanos)
+				if !ok {
+					a.dropped[reasonMissingEventType]++
+					continue
+				}
+				a.add(ev)
+			}
+		}
+	}
+}
+
+// addTraces folds every span of td.
+func (a *aggregator) addTraces(td ptrace.Traces, m *mapper, nowNanos int64) {
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		resUser := m.resourceUser(rs.Resource())
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				ev, ok := m.spanEvent(spans.At(k), resUser, nowNanos)
+				if !ok {
+					a.dropped[reasonMissingEventType]++
+					continue
+				}
+				a.add(ev)
+			}
+		}
+	}
+}
+
+// finalize validates each (type, user) pair once, applies the allowlist, and
+// derives the three counter families.
+func (a *aggregator) finalize(m *mapper) {
+	for i := range a.pairs {
+		p := &a.pairs[i]
+		total := p.overflowN
+		for _, hc := range p.hours {
+			total += hc.n
+		}
+		reason, ok := a.admit(p, m)
+		if !ok {
+			p.dropped = true
+			a.dropped[reason] += total
+			continue
+		}
+		a.counted += total
+		a.days = a.days[:0]
+		for _, hc := range p.hours {
+			a.addHour(p, hc.hour, hc.n)
+		}
+		for _, d := range a.days {
+			a.userDaily[userBucket{typ: p.key.typ, user: p.userID, day: d.hour}] += d.n
+		}
+	}
+	for ph, n := range a.overflow { // rare: pairs with more than maxPairHours hours
+		p := &a.pairs[ph.pair]
+		if p.dropped {
+			continue
+		}
+		a.hourly[typeHour{typ: p.typeIdx, hour: ph.hour}] += n
+		if p.userID != "" {
+			a.userDaily[userBucket{typ: p.key.typ, user: p.userID, day: ph.hour - floorMod(ph.hour, 24)}] += n
+		}
+	}
+	for th, n := range a.hourly {
+		a.daily[typeHour{typ: th.typ, hour: th.hour - floorMod(th.hour, 24)}] += n
+	}
+}
+
+// admit checks a pair's values and the allowlist, and resolves its type index
+// and user id string.
+func (a *aggregator) admit(p *pair, m *mapper) (dropReason, bool) {
+	if !validValue(p.key.typ) {
+		return reasonInvalidValue, false
+	}
+	if !m.allows(p.key.typ) {
+		return reasonNotAllowed, false
+	}
+	switch p.key.user.kind {
+	case userStr:
+		if !validValue(p.key.user.str) {
+			return reasonInvalidValue, false
+		}
+		p.userID = p.key.user.str
+	case userInt:
+		p.userID = strconv.FormatInt(p.key.user.num, 10)
+	default:
+	}
+	idx, ok := a.typeIdx[p.key.typ]
+	if !ok {
+		idx = int32(len(a.types)) //nolint:gosec // bounded by the records of one push
+		a.types = append(a.types, p.key.typ)
+		a.typeIdx[p.key.typ] = idx
+	}
+	p.typeIdx = idx
+	return 0, true
+}
+
+// addHour adds n events of pair p in hour to the hourly counter of its type
+// and to the pair's per-day scratch (for its user counter).
+func (a *aggregator) addHour(p *pair, hour, n int64) {
+	a.hourly[typeHour{typ: p.typeIdx, hour: hour}] += n
+	if p.userID == "" {
+		return
+	}
+	day := hour - floorMod(hour, 24)
+	for i := range a.days {
+		if a.days[i].hour == day {
+			a.days[i].n += n
+			return
+		}
+	}
+	a.days = append(a.days, hourCount{hour: day, n: n})
+}
+
+// encode builds the script's KEYS and ARGV (see apply.go): KEYS =
+// [pending, batch marker, counter keys...], ARGV = [ttl, now, marker ttl,
+// increments...]. The batch marker key is left empty for setBatchKey, as the
+// batch id depends on the fingerprint of the keys. All counter keys are
+// substrings of one string, so they cost one allocation per push. The slices
+// stay valid until reset.
+func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, markerSeconds int64) {
+	appendKey := func(c keyschema.Counter, n int64) {
+		a.keyBuf = schema.AppendKey(a.keyBuf, c)
+		a.keyEnds = append(a.keyEnds, len(a.keyBuf))
+		a.incrs = append(a.incrs, n)
+	}
+	for b, n := range a.daily {
+		appendKey(keyschema.Counter{Family: keyschema.Daily, EventType: a.types[b.typ], Hour: b.hour}, n)
+	}
+	for b, n := range a.hourly {
+		appendKey(keyschema.Counter{Family: keyschema.Hourly, EventType: a.types[b.typ], Hour: b.hour}, n)
+	}
+	for b, n := range a.userDaily {
+		appendKey(keyschema.Counter{Family: keyschema.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n)
+	}
+
+	all := string(a.keyBuf)
+	a.keys = append(a.keys, schema.PendingKey(), "")
+	a.args = append(a.args, ttlSeconds, nowMillis, markerSeconds)
+	start := 0
+	for i, end := range a.keyEnds {
+		a.keys = append(a.keys, all[start:end])
+		a.args = append(a.args, a.incrs[i])
+		start = end
+	}
+}
+
+// setBatchKey fills in the batch marker key of the encoded KEYS.
+func (a *aggregator) setBatchKey(key string) { a.keys[batchKeyIndex] = key }
+
+// fingerprint summarizes the counter keys and increments built by encode,
+// independently of their order (map iteration order differs between
+// attempts), so a retried push can tell whether it still carries the same data.
+func (a *aggregator) fingerprint(seed maphash.Seed) uint64 {
+	var sum uint64
+	for i, key := range a.keys[counterKeysOffset:] {
+		sum += mix64(maphash.String(seed, key) + uint64(a.incrs[i])*0x9E3779B97F4A7C15) //nolint:gosec // bit mixing, sign irrelevant
+	}
+	return sum
+}
+
+// mix64 is the splitmix64 finalizer: every input bit affects every output bit,
+// so summing per-key hashes does not let increments cancel out.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xBF58476D1CE4E5B9
+	x ^= x >> 27
+	x *= 0x94D049BB133111EB
+	x ^= x >> 31
+	return x
+}
+
+func floorMod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}

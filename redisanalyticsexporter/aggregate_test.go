@@ -1,0 +1,256 @@
+package redisanalyticsexporter
+
+import (
+	"hash/maphash"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+)
+
+// logRecord describes one record for newLogs.
+type logRecord struct {
+	typ  string
+	user string
+	at   time.Time
+}
+
+// newLogs builds logs with each group of records under its own resource and
+// scope, so aggregation has to fold across them.
+func newLogs(groups ...[]logRecord) plog.Logs {
+	ld := plog.NewLogs()
+	for _, g := range groups {
+		rl := ld.ResourceLogs().AppendEmpty()
+		rl.Resource().Attributes().PutStr("service.name", "shop")
+		lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
+		for _, r := range g {
+			lr := lrs.AppendEmpty()
+			lr.SetEventName(r.typ)
+			if r.user != "" {
+				lr.Attributes().PutStr("user.id", r.user)
+			}
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(r.at))
+		}
+	}
+	return ld
+}
+
+func key(c keyschema.Counter) string {
+	s, _ := keyschema.New(keyschema.DefaultPrefix)
+	return s.Key(c)
+}
+
+func TestAggregateFoldsAcrossResourcesAndScopes(t *testing.T) {
+	t.Parallel()
+	h9 := time.Date(2025, 6, 1, 9, 10, 0, 0, time.UTC)
+	h10 := time.Date(2025, 6, 1, 10, 59, 0, 0, time.UTC)
+	next := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC) // next day, hour 00
+	ld := newLogs(
+		[]logRecord{{"view", "u1", h9}, {"view", "u1", h9}, {"view", "u2", h10}},
+		[]logRecord{{"view", "u1", h9}, {"buy", "", h10}, {"view", "u1", next}},
+	)
+	got, dropped := counters(t, createDefaultConfig().(*Config), logsFill(ld), tsNow)
+	hour := keyschema.HourOf(h9)
+	day := hour - hour%24
+	nextDay := day + 24
+	want := map[string]int64{
+		key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: day}):                       4,
+		key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: nextDay}):                   1,
+		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: day}):                        1,
+		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour}):                     3,
+		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour + 1}):                 1,
+		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: nextDay}):                  1,
+		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: hour + 1}):                  1,
+		key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u1", Hour: day}):     3,
+		key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u2", Hour: day}):     1,
+		key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u1", Hour: nextDay}): 1,
+	}
+	assert.Equal(t, want, got)
+	assert.Empty(t, dropped)
+}
+
+func TestAggregateManyRecordsOneKeyEach(t *testing.T) {
+	t.Parallel()
+	records := make([]logRecord, 1000)
+	for i := range records {
+		records[i] = logRecord{"view", "u1", tsRecord}
+	}
+	got, _ := counters(t, createDefaultConfig().(*Config), logsFill(newLogs(records)), tsNow)
+	want := eventKeys("view", "u1", tsRecord)
+	for k := range want {
+		want[k] = 1000
+	}
+	assert.Equal(t, want, got)
+}
+
+func TestAggregatorReuse(t *testing.T) {
+	t.Parallel()
+	cfg := createDefaultConfig().(*Config)
+	schema, err := keyschema.New(cfg.KeyPrefix)
+	require.NoError(t, err)
+	m := newMapper(cfg)
+	a := newAggregator()
+
+	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
+	a.finalize(&m)
+	a.encode(schema, 10, 20, 30)
+	assert.Len(t, a.keys, counterKeysOffset+3)
+	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
+
+	a.reset()
+	a.addLogs(newLogs([]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
+	a.finalize(&m)
+	a.encode(schema, 10, 20, 30)
+	a.setBatchKey(schema.BatchKey("b1"))
+	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
+	assert.Equal(t, int64(1), a.counted)
+	require.Len(t, a.keys, counterKeysOffset+2)
+	assert.Equal(t, schema.PendingKey(), a.keys[0])
+	assert.Equal(t, schema.BatchKey("b1"), a.keys[batchKeyIndex])
+	assert.ElementsMatch(t, []string{
+		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: keyschema.HourOf(tsRecord) / 24 * 24}),
+		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: keyschema.HourOf(tsRecord)}),
+	}, a.keys[counterKeysOffset:])
+	assert.Equal(t, []any{int64(10), int64(20), int64(30), int64(1), int64(1)}, a.args)
+}
+
+func TestAggregatorReusable(t *testing.T) {
+	t.Parallel()
+	a := newAggregator()
+	assert.True(t, a.reusable())
+	for i := range maxPooledEntries + 1 {
+		a.pairIdx[pairKey{typ: strconv.Itoa(i)}] = int32(i)
+	}
+	assert.False(t, a.reusable(), "an aggregator that grew past the bound is not pooled")
+}
+
+func TestFingerprint(t *testing.T) {
+	t.Parallel()
+	cfg := createDefaultConfig().(*Config)
+	schema, err := keyschema.New(cfg.KeyPrefix)
+	require.NoError(t, err)
+	m := newMapper(cfg)
+	seed := maphash.MakeSeed()
+	fp := func(records []logRecord) uint64 {
+		a := newAggregator()
+		a.addLogs(newLogs(records), &m, tsNow.UnixNano())
+		a.finalize(&m)
+		a.encode(schema, 1, 2, 3)
+		return a.fingerprint(seed)
+	}
+	var many []logRecord
+	for i := range 200 {
+		many = append(many, logRecord{"t" + strconv.Itoa(i%7), "u" + strconv.Itoa(i%13), tsRecord.Add(time.Duration(i) * time.Hour)})
+	}
+	base := fp(many)
+	for range 5 { // map iteration order differs between runs; the fingerprint must not
+		assert.Equal(t, base, fp(many))
+	}
+	assert.NotEqual(t, base, fp(many[1:]))
+	assert.NotEqual(t, fp([]logRecord{{"a", "", tsRecord}}), fp([]logRecord{{"b", "", tsRecord}}))
+	assert.NotEqual(t, fp([]logRecord{{"a", "", tsRecord}}), fp([]logRecord{{"a", "", tsRecord}, {"a", "", tsRecord}}))
+}
+
+// FuzzMapping feeds arbitrary attribute values through mapping and
+// aggregation: nothing panics, and every key parses back with keyschema to
+// the event type and user id the record carried.
+func FuzzMapping(f *testing.F) {
+	f.Add("signup", "", "u1", "", int64(0), false, uint64(1_748_769_300_000_000_000))
+	f.Add("", "page:view", "", "team{1}", int64(0), false, uint64(0))
+	f.Add("", "", "", "", int64(-5), true, uint64(1))
+	f.Add("été\x00", "x", "\xff", "r", int64(0), false, uint64(1<<63))
+	f.Add("a%3Ab", "", "%", "", int64(0), false, uint64(42))
+	f.Fuzz(func(t *testing.T, eventName, attrType, user, resUser string, userNum int64, intUser bool, ts uint64) {
+		cfg := createDefaultConfig().(*Config)
+		schema, err := keyschema.New(cfg.KeyPrefix)
+		require.NoError(t, err)
+		ld := plog.NewLogs()
+		rl := ld.ResourceLogs().AppendEmpty()
+		rl.Resource().Attributes().PutStr("user.id", resUser)
+		lr := rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
+		lr.SetEventName(eventName)
+		lr.Attributes().PutStr("event.name", attrType)
+		if intUser {
+			lr.Attributes().PutInt("enduser.id", userNum)
+		} else {
+			lr.Attributes().PutStr("enduser.id", user)
+		}
+		lr.SetTimestamp(pcommon.Timestamp(ts))
+
+		wantType := eventName
+		if wantType == "" {
+			wantType = attrType
+		}
+		wantUser := resUser
+		switch {
+		case intUser:
+			wantUser = strconv.FormatInt(userNum, 10)
+		case user != "":
+			wantUser = user
+		}
+
+		m := newMapper(cfg)
+		a := newAggregator()
+		a.addLogs(ld, &m, tsNow.UnixNano())
+		a.finalize(&m)
+		a.encode(schema, 1, 2, 3)
+
+		switch {
+		case wantType == "":
+			require.Equal(t, int64(1), a.dropped[reasonMissingEventType])
+			require.Len(t, a.keys, counterKeysOffset)
+			return
+		case !validValue(wantType) || !validValue(wantUser):
+			require.Equal(t, int64(1), a.dropped[reasonInvalidValue])
+			require.Len(t, a.keys, counterKeysOffset)
+			return
+		}
+		wantKeys := 2
+		if wantUser != "" {
+			wantKeys = 3
+		}
+		require.Len(t, a.keys, counterKeysOffset+wantKeys)
+		for i, k := range a.keys[counterKeysOffset:] {
+			c, err := schema.Parse(k)
+			require.NoError(t, err, k)
+			require.Equal(t, wantType, c.EventType, k)
+			if c.Family == keyschema.UserDaily {
+				require.Equal(t, wantUser, c.UserID, k)
+			}
+			require.True(t, keyschema.ValidHour(c.Hour))
+			require.Equal(t, int64(1), a.incrs[i])
+		}
+	})
+}
+
+func TestAggregateBackfillBeyondPairHours(t *testing.T) {
+	t.Parallel()
+	// One user with far more distinct hours than a pair keeps in its list,
+	// plus an invalid user whose overflow must be dropped with it.
+	const hours = 3*maxPairHours + 5
+	var records []logRecord
+	for h := range hours {
+		at := tsRecord.Add(time.Duration(h) * time.Hour)
+		records = append(records, logRecord{"view", "u1", at}, logRecord{"view", "u1", at}, logRecord{"view", "bad\xff", at})
+	}
+	got, dropped := counters(t, createDefaultConfig().(*Config), logsFill(newLogs(records)), tsNow)
+	assert.Equal(t, map[string]int64{"invalid_value": hours}, dropped)
+
+	schema, err := keyschema.New(keyschema.DefaultPrefix)
+	require.NoError(t, err)
+	want := map[string]int64{}
+	for h := range hours {
+		hour := keyschema.HourOf(tsRecord) + int64(h)
+		day := hour - hour%24
+		want[schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour})] = 2
+		want[schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: day})] += 2
+		want[schema.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u1", Hour: day})] += 2
+	}
+	assert.Equal(t, want, got)
+}

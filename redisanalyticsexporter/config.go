@@ -1,0 +1,132 @@
+package redisanalyticsexporter
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configretry"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
+)
+
+const (
+	// defaultTTL is how long a counter key lives in Redis after its last
+	// increment when no flush moves it out first.
+	defaultTTL = 7 * 24 * time.Hour
+	// minTTL is the smallest accepted ttl: Redis expires keys in whole seconds.
+	minTTL = time.Second
+	// maxValueBytes is the longest event type or user id that is counted.
+	maxValueBytes = 512
+)
+
+// defaultEventNameAttributes and defaultUserIDAttributes return fresh slices so
+// that no two configs share a backing array.
+func defaultEventNameAttributes() []string { return []string{"event.name"} }
+
+func defaultUserIDAttributes() []string { return []string{"user.id", "enduser.id"} }
+
+// Config is the redis_analytics exporter configuration.
+type Config struct {
+	// TimeoutConfig bounds each push attempt (`timeout`). default: 5 seconds
+	TimeoutConfig exporterhelper.TimeoutConfig `mapstructure:",squash"`
+	// QueueConfig is exporterhelper's sending queue. default: enabled, in memory
+	QueueConfig configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
+	// RetryConfig is exporterhelper's retry with backoff. default: enabled,
+	// 5 seconds initial interval, 300 seconds max elapsed time
+	RetryConfig configretry.BackOffConfig `mapstructure:"retry_on_failure"`
+
+	// ClientConfig holds the Redis connection settings (endpoint, username,
+	// password, db, tls, pool_size). default: 127.0.0.1:6379, plain TCP, db 0
+	ClientConfig redisconn.ClientConfig `mapstructure:",squash"`
+
+	// KeyPrefix is the first segment of every key this exporter writes; the
+	// pg_flush extension must use the same prefix. default: "analytics"
+	KeyPrefix string `mapstructure:"key_prefix"`
+	// TTL is the expiry set on a counter key at each increment, in case no
+	// flush moves it out. Whole seconds, at least 1 second. default: 168 hours (7 days)
+	TTL time.Duration `mapstructure:"ttl"`
+	// EventNameAttributes are the log record attributes consulted in order
+	// when the record's EventName is empty; the first non-empty string value
+	// is the event type. default: ["event.name"]
+	EventNameAttributes []string `mapstructure:"event_name_attributes"`
+	// UserIDAttributes are the attributes consulted in order, first on the
+	// record then on its resource, for the user id (string or int value).
+	// Empty means no per-user counters. default: ["user.id", "enduser.id"]
+	UserIDAttributes []string `mapstructure:"user_id_attributes"`
+	// EventTypes is an allowlist of event types; other types are dropped and
+	// counted. Empty means every type is counted. default: [] (all types)
+	EventTypes []string `mapstructure:"event_types"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+var _ confmap.Validator = (*Config)(nil)
+
+// Validate checks values only (no I/O). The nested configs (timeout,
+// sending_queue, retry_on_failure and the Redis connection settings) validate
+// themselves when the collector calls confmap.Validate.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := keyschema.ValidatePrefix(c.KeyPrefix); err != nil {
+		errs = append(errs, fmt.Errorf(`"key_prefix": %w`, err))
+	}
+	if c.TTL < minTTL {
+		errs = append(errs, fmt.Errorf(`"ttl" must be at least %s, got %s`, minTTL, c.TTL))
+	}
+	errs = append(errs, validateNames("event_name_attributes", c.EventNameAttributes, false)...)
+	errs = append(errs, validateNames("user_id_attributes", c.UserIDAttributes, false)...)
+	errs = append(errs, validateNames("event_types", c.EventTypes, true)...)
+	return errors.Join(errs...)
+}
+
+// validateNames reports empty and duplicate entries of the list under key;
+// eventTypes also requires each entry to be a countable event type.
+func validateNames(key string, names []string, eventTypes bool) []error {
+	var errs []error
+	seen := make(map[string]int, len(names))
+	for i, name := range names {
+		if name == "" {
+			errs = append(errs, fmt.Errorf(`"%s[%d]" must not be empty`, key, i))
+			continue
+		}
+		if j, dup := seen[name]; dup {
+			errs = append(errs, fmt.Errorf(`"%s[%d]" duplicates "%s[%d]" (%q)`, key, i, key, j, name))
+			continue
+		}
+		seen[name] = i
+		if eventTypes && !validValue(name) {
+			errs = append(errs, fmt.Errorf(`"%s[%d]" must be valid UTF-8 without NUL bytes and at most %d bytes`, key, i, maxValueBytes))
+		}
+	}
+	return errs
+}
+
+// batchMarkerTTL is how long Redis keeps the marker of an applied batch id,
+// and how long the exporter remembers the batch id of a failed push. It must
+// outlast every retry of one push: exporterhelper stops retrying after
+// retry_on_failure::max_elapsed_time, and the last attempt runs for at most
+// one timeout (counted twice for the attempt in flight when the window opens),
+// plus a minute of slack for clock and scheduling delays.
+func (c *Config) batchMarkerTTL() time.Duration {
+	const (
+		slack = time.Minute
+		// unboundedRetryWindow stands in for max_elapsed_time 0 (retry
+		// forever): a retry that succeeds later than this after its first
+		// attempt may count a batch twice if an earlier reply was lost.
+		unboundedRetryWindow = time.Hour
+	)
+	window := time.Duration(0)
+	if c.RetryConfig.Enabled {
+		window = c.RetryConfig.MaxElapsedTime
+		if window <= 0 {
+			window = unboundedRetryWindow
+		}
+	}
+	return window + 2*c.TimeoutConfig.Timeout + slack
+}

@@ -1,0 +1,149 @@
+package redisanalyticsexporter
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configretry"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
+)
+
+func TestCreateDefaultConfig(t *testing.T) {
+	t.Parallel()
+	cfg, ok := NewFactory().CreateDefaultConfig().(*Config)
+	require.True(t, ok)
+	assert.Equal(t, exporterhelper.NewDefaultTimeoutConfig(), cfg.TimeoutConfig)
+	assert.Equal(t, configoptional.Some(exporterhelper.NewDefaultQueueConfig()), cfg.QueueConfig)
+	assert.Equal(t, configretry.NewDefaultBackOffConfig(), cfg.RetryConfig)
+	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.ClientConfig)
+	assert.Equal(t, keyschema.DefaultPrefix, cfg.KeyPrefix)
+	assert.Equal(t, 7*24*time.Hour, cfg.TTL)
+	assert.Equal(t, []string{"event.name"}, cfg.EventNameAttributes)
+	assert.Equal(t, []string{"user.id", "enduser.id"}, cfg.UserIDAttributes)
+	assert.Empty(t, cfg.EventTypes)
+	require.NoError(t, confmap.Validate(cfg))
+
+	// Defaults are fresh per config: changing one must not change the next.
+	cfg.UserIDAttributes[0] = "changed"
+	assert.Equal(t, []string{"user.id", "enduser.id"}, createDefaultConfig().(*Config).UserIDAttributes)
+}
+
+func TestUnmarshalConfig(t *testing.T) {
+	t.Parallel()
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	full := createDefaultConfig().(*Config)
+	full.ClientConfig.Endpoint = "redis.internal:6380"
+	full.ClientConfig.Username = "analytics"
+	full.ClientConfig.Password = configopaque.String("s3cret")
+	full.ClientConfig.DB = 2
+	full.ClientConfig.PoolSize = 20
+	full.ClientConfig.TLS.Insecure = false
+	full.ClientConfig.TLS.CAFile = "/etc/ssl/redis-ca.pem"
+	full.KeyPrefix = "{shop}"
+	full.TTL = 48 * time.Hour
+	full.EventNameAttributes = []string{"event.name", "analytics.event"}
+	full.UserIDAttributes = []string{"app.user_id"}
+	full.EventTypes = []string{"page_view", "signup"}
+	full.TimeoutConfig.Timeout = 3 * time.Second
+	full.RetryConfig.InitialInterval = time.Second
+	full.RetryConfig.MaxInterval = 10 * time.Second
+	full.RetryConfig.MaxElapsedTime = 2 * time.Minute
+	queue := exporterhelper.NewDefaultQueueConfig()
+	queue.NumConsumers = 4
+	queue.QueueSize = 500
+	batch := exporterhelper.NewDefaultBatchConfig()
+	batch.FlushTimeout = 500 * time.Millisecond
+	batch.MinSize = 4096
+	queue.Batch = configoptional.Some(batch)
+	full.QueueConfig = configoptional.Some(queue)
+
+	tests := []struct {
+		id       component.ID
+		expected *Config
+	}{
+		{id: component.NewID(metadata.Type), expected: createDefaultConfig().(*Config)},
+		{id: component.NewIDWithName(metadata.Type, "full"), expected: full},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			t.Parallel()
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			require.NoError(t, confmap.Validate(cfg))
+			assert.Equal(t, tt.expected, cfg)
+		})
+	}
+}
+
+func TestInvalidConfigs(t *testing.T) {
+	t.Parallel()
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "invalid_configs.yaml"))
+	require.NoError(t, err)
+	tests := []struct {
+		name    string
+		wantErr []string
+	}{
+		{"empty_endpoint", []string{`"endpoint" must be set`}},
+		{"negative_db", []string{`"db" must not be negative`}},
+		{"negative_pool_size", []string{`"pool_size" must not be negative`}},
+		{"empty_key_prefix", []string{`"key_prefix": prefix must not be empty`}},
+		{"key_prefix_with_space", []string{`"key_prefix": prefix "my app" must not contain spaces`}},
+		{"zero_ttl", []string{`"ttl" must be at least 1s, got 0s`}},
+		{"sub_second_ttl", []string{`"ttl" must be at least 1s, got 500ms`}},
+		{"empty_event_name_attribute", []string{`"event_name_attributes[1]" must not be empty`}},
+		{"duplicate_user_id_attribute", []string{`"user_id_attributes[1]" duplicates "user_id_attributes[0]" ("user.id")`}},
+		{"empty_event_type", []string{`"event_types[1]" must not be empty`}},
+		{"duplicate_event_type", []string{`"event_types[2]" duplicates "event_types[0]" ("page_view")`}},
+		{"event_type_with_nul", []string{`"event_types[0]" must be valid UTF-8 without NUL bytes`}},
+		{"bad_queue", []string{"sending_queue", "`queue_size` must be positive"}},
+		{"negative_timeout", []string{"timeout"}},
+		{"several_errors", []string{`"key_prefix"`, `"ttl"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.name)
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			err = confmap.Validate(cfg)
+			require.Error(t, err)
+			for _, want := range tt.wantErr {
+				assert.ErrorContains(t, err, want)
+			}
+		})
+	}
+}
+
+func TestBatchMarkerTTL(t *testing.T) {
+	t.Parallel()
+	cfg := createDefaultConfig().(*Config)
+	// default: 300s max elapsed + 2×5s timeout + 1 minute
+	assert.Equal(t, 370*time.Second, cfg.batchMarkerTTL())
+
+	cfg.RetryConfig.Enabled = false
+	assert.Equal(t, 70*time.Second, cfg.batchMarkerTTL())
+
+	cfg.TimeoutConfig.Timeout = 0
+	assert.Equal(t, time.Minute, cfg.batchMarkerTTL(), "sane minimum without retries and timeout")
+
+	cfg.RetryConfig.Enabled = true
+	cfg.RetryConfig.MaxElapsedTime = 0 // retry forever
+	assert.Equal(t, time.Hour+time.Minute, cfg.batchMarkerTTL())
+}

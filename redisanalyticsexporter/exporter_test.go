@@ -1,0 +1,800 @@
+package redisanalyticsexporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
+)
+
+// testConfig is the default config pointed at endpoint and prefix, with a
+// synchronous pipeline (no queue) and fast retries, and a TTL distinct from
+// the default so the test can tell they were applied.
+func testConfig(endpoint, prefix string) *Config {
+	cfg := createDefaultConfig().(*Config)
+	cfg.ClientConfig.Endpoint = endpoint
+	cfg.KeyPrefix = prefix
+	cfg.TTL = time.Hour
+	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
+	cfg.RetryConfig.InitialInterval = 10 * time.Millisecond
+	cfg.RetryConfig.MaxInterval = 100 * time.Millisecond
+	cfg.RetryConfig.MaxElapsedTime = 30 * time.Second
+	return cfg
+}
+
+// statusHost is a host that records the component status events it receives.
+type statusHost struct {
+	mu     sync.Mutex
+	events []componentstatus.Status
+}
+
+var (
+	_ component.Host           = (*statusHost)(nil)
+	_ componentstatus.Reporter = (*statusHost)(nil)
+)
+
+func (*statusHost) GetExtensions() map[component.ID]component.Component { return nil }
+
+func (h *statusHost) Report(ev *componentstatus.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, ev.Status())
+}
+
+func (h *statusHost) statuses() []componentstatus.Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]componentstatus.Status(nil), h.events...)
+}
+
+// evalRecorder is a go-redis hook that records the script calls and can fail
+// them: before (the script never runs) or after (the script ran, its reply is
+// "lost").
+type evalRecorder struct {
+	mu    sync.Mutex
+	calls [][]any // args of each EVALSHA/EVAL
+	// failBefore and failAfter fail that many upcoming script calls.
+	failBefore, failAfter atomic.Int32
+	failed                atomic.Int32 // script calls that returned an error
+}
+
+var errLostReply = errors.New("test: reply lost")
+
+func (*evalRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (*evalRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (r *evalRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		name := cmd.Name()
+		if name != "evalsha" && name != "eval" {
+			return next(ctx, cmd)
+		}
+		r.mu.Lock()
+		r.calls = append(r.calls, append([]any(nil), cmd.Args()...))
+		r.mu.Unlock()
+		if r.failBefore.Add(-1) >= 0 {
+			r.failed.Add(1)
+			cmd.SetErr(errLostReply)
+			return errLostReply
+		}
+		r.failBefore.Store(0)
+		err := next(ctx, cmd)
+		if err == nil && r.failAfter.Add(-1) >= 0 {
+			r.failed.Add(1)
+			cmd.SetErr(errLostReply)
+			return errLostReply
+		}
+		r.failAfter.Store(0)
+		if err != nil && !errors.Is(err, redis.Nil) {
+			r.failed.Add(1)
+		}
+		return err
+	}
+}
+
+func (r *evalRecorder) scriptCalls() [][]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]any(nil), r.calls...)
+}
+
+// scriptKeys returns the KEYS of a recorded script call.
+func scriptKeys(t *testing.T, args []any) []string {
+	t.Helper()
+	require.GreaterOrEqual(t, len(args), 3)
+	n, err := strconv.Atoi(fmt.Sprint(args[2]))
+	require.NoError(t, err)
+	keys := make([]string, n)
+	for i := range n {
+		keys[i] = fmt.Sprint(args[3+i])
+	}
+	return keys
+}
+
+// scriptIncrements returns a recorded script call as KEYS[1..2] plus ARGV[1..3]
+// and a map of counter key -> increment, which does not depend on key order.
+func scriptIncrements(t *testing.T, args []any) scriptCall {
+	t.Helper()
+	keys := scriptKeys(t, args)
+	argv := args[3+len(keys):]
+	require.Len(t, argv, 3+len(keys)-counterKeysOffset)
+	fixed := []any{keys[0], keys[batchKeyIndex], argv[0], argv[1], argv[2]}
+	incrs := make(map[string]string, len(keys))
+	for i, k := range keys[counterKeysOffset:] {
+		incrs[k] = fmt.Sprint(argv[3+i])
+	}
+	return scriptCall{fixed: fixed, incrs: incrs}
+}
+
+type scriptCall struct {
+	fixed []any
+	incrs map[string]string
+}
+
+// startLogs builds the logs exporter with the factory's wiring
+// (helperOptions), lets setup adjust the inner exporter (hooks, clock), and
+// starts it on host.
+func startLogs(t *testing.T, cfg *Config, set exporter.Settings, host component.Host, setup func(*redisAnalyticsExporter)) (exporter.Logs, *redisAnalyticsExporter) {
+	t.Helper()
+	e, err := newRedisAnalyticsExporter(cfg, set, signalLogs)
+	require.NoError(t, err)
+	if setup != nil {
+		setup(e)
+	}
+	le, err := exporterhelper.NewLogs(t.Context(), set, cfg, e.pushLogs, e.helperOptions()...)
+	require.NoError(t, err)
+	require.NoError(t, le.Start(t.Context(), host))
+	t.Cleanup(func() { assert.NoError(t, le.Shutdown(context.Background())) })
+	return le, e
+}
+
+// fixedClock returns a settable clock for redisAnalyticsExporter.now.
+func fixedClock(t time.Time) (now func() time.Time, set func(time.Time)) {
+	var mu sync.Mutex
+	return func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return t
+		}, func(nt time.Time) {
+			mu.Lock()
+			defer mu.Unlock()
+			t = nt
+		}
+}
+
+// counterValues reads keys from Redis; a missing key reads as 0.
+func counterValues(t *testing.T, client *redis.Client, keys []string) map[string]int64 {
+	t.Helper()
+	out := make(map[string]int64, len(keys))
+	for _, k := range keys {
+		v, err := client.Get(t.Context(), k).Int64()
+		if errors.Is(err, redis.Nil) {
+			out[k] = 0
+			continue
+		}
+		require.NoError(t, err, k)
+		out[k] = v
+	}
+	return out
+}
+
+func keysOf(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// scaled multiplies every count of want by n.
+func scaled(want map[string]int64, n int64) map[string]int64 {
+	out := make(map[string]int64, len(want))
+	for k, v := range want {
+		out[k] = v * n
+	}
+	return out
+}
+
+// expectedCounters is what sampleLogs(prefix) must produce.
+func expectedCounters(t *testing.T, prefix string) map[string]int64 {
+	t.Helper()
+	s, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	hour := keyschema.HourOf(tsRecord)
+	day := hour - hour%24
+	return map[string]int64{
+		s.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "page_view", Hour: day}):                    5,
+		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "page_view", Hour: hour}):                  3,
+		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "page_view", Hour: hour + 1}):              2,
+		s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "page_view", UserID: "u1", Hour: day}):  4,
+		s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "page_view", UserID: "u:2", Hour: day}): 1,
+		s.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "signup", Hour: day}):                       1,
+		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "signup", Hour: hour}):                     1,
+		s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "signup", UserID: "u1", Hour: day}):     1,
+	}
+}
+
+// sampleLogs: 5 page_view (4 by u1, 1 by "u:2"; 3 at 09:xx, 2 at 10:xx), one
+// signup by u1 (user on the resource), and one record without event type.
+func sampleLogs() plog.Logs {
+	at := tsRecord
+	later := tsRecord.Add(time.Hour)
+	ld := newLogs(
+		[]logRecord{{"page_view", "u1", at}, {"page_view", "u1", at}, {"page_view", "u:2", later}},
+		[]logRecord{{"page_view", "u1", at}, {"page_view", "u1", later}, {"", "u1", at}},
+	)
+	rl := ld.ResourceLogs().AppendEmpty()
+	rl.Resource().Attributes().PutStr("user.id", "u1")
+	lr := rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
+	lr.SetEventName("signup")
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(at))
+	return ld
+}
+
+// sampleTraces: the same events as sampleLogs, as spans.
+func sampleTraces() ptrace.Traces {
+	td := ptrace.NewTraces()
+	add := func(rs ptrace.ResourceSpans, name, user string, at time.Time) {
+		span := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		span.SetName(name)
+		if user != "" {
+			span.Attributes().PutStr("enduser.id", user)
+		}
+		span.SetStartTimestamp(pcommon.NewTimestampFromTime(at))
+	}
+	at, later := tsRecord, tsRecord.Add(time.Hour)
+	rs := td.ResourceSpans().AppendEmpty()
+	add(rs, "page_view", "u1", at)
+	add(rs, "page_view", "u1", at)
+	add(rs, "page_view", "u:2", later)
+	add(rs, "page_view", "u1", at)
+	add(rs, "page_view", "u1", later)
+	add(rs, "", "u1", at)
+	rs2 := td.ResourceSpans().AppendEmpty()
+	rs2.Resource().Attributes().PutStr("user.id", "u1")
+	add(rs2, "signup", "", at)
+	return td
+}
+
+func TestFactoryExportersCountIntoRedis(t *testing.T) {
+	t.Parallel()
+	for _, signal := range []string{signalLogs, signalTraces} {
+		t.Run(signal, func(t *testing.T) {
+			t.Parallel()
+			client, prefix := testservers.SharedRedis(t)
+			cfg := testConfig(testservers.RedisEndpoint(), prefix)
+			cfg.QueueConfig = configoptional.Some(exporterhelper.NewDefaultQueueConfig())
+			cfg.QueueConfig.Get().WaitForResult = true
+			tel := componenttest.NewTelemetry()
+			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+			set := metadatatest.NewSettings(tel)
+
+			before := time.Now().UnixMilli()
+			var c component.Component
+			var consume func() error
+			switch signal {
+			case signalLogs:
+				le, err := NewFactory().CreateLogs(t.Context(), set, cfg)
+				require.NoError(t, err)
+				c, consume = le, func() error { return le.ConsumeLogs(t.Context(), sampleLogs()) }
+			default:
+				te, err := NewFactory().CreateTraces(t.Context(), set, cfg)
+				require.NoError(t, err)
+				c, consume = te, func() error { return te.ConsumeTraces(t.Context(), sampleTraces()) }
+			}
+			require.NoError(t, c.Start(t.Context(), componenttest.NewNopHost()))
+			require.NoError(t, consume())
+			require.NoError(t, consume())
+			require.NoError(t, c.Shutdown(t.Context()))
+			after := time.Now().UnixMilli()
+
+			want := scaled(expectedCounters(t, prefix), 2)
+			assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+
+			ctx := t.Context()
+			for key := range want {
+				ttl, err := client.TTL(ctx, key).Result()
+				require.NoError(t, err)
+				assert.Greater(t, ttl, time.Duration(0), key)
+				assert.LessOrEqual(t, ttl, cfg.TTL, key)
+			}
+
+			schema, err := keyschema.New(prefix)
+			require.NoError(t, err)
+			pending, err := client.ZRangeWithScores(ctx, schema.PendingKey(), 0, -1).Result()
+			require.NoError(t, err)
+			members := make([]string, 0, len(pending))
+			families := map[keyschema.Family]int{}
+			for _, z := range pending {
+				member, ok := z.Member.(string)
+				require.True(t, ok)
+				members = append(members, member)
+				c, parseErr := schema.Parse(member)
+				require.NoError(t, parseErr)
+				families[c.Family]++
+				assert.GreaterOrEqual(t, int64(z.Score), before)
+				assert.LessOrEqual(t, int64(z.Score), after)
+			}
+			assert.ElementsMatch(t, keysOf(want), members)
+			assert.Equal(t, map[keyschema.Family]int{keyschema.Daily: 2, keyschema.Hourly: 3, keyschema.UserDaily: 3}, families)
+
+			// Every other key under the prefix is a batch marker with a TTL.
+			all, err := client.Keys(ctx, prefix+":*").Result()
+			require.NoError(t, err)
+			markers := 0
+			for _, k := range all {
+				if _, isCounter := want[k]; isCounter || k == schema.PendingKey() {
+					continue
+				}
+				markers++
+				ttl, err := client.TTL(ctx, k).Result()
+				require.NoError(t, err)
+				assert.Greater(t, ttl, time.Duration(0), k)
+				assert.LessOrEqual(t, ttl, cfg.batchMarkerTTL(), k)
+			}
+			assert.Equal(t, 2, markers, "one batch marker per push")
+
+			opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+			metadatatest.AssertEqualExporterRedisAnalyticsEvents(t, tel, []metricdata.DataPoint[int64]{
+				{Value: 12, Attributes: attribute.NewSet(attribute.String("signal", signal))},
+			}, opts...)
+			metadatatest.AssertEqualExporterRedisAnalyticsEventsDropped(t, tel, []metricdata.DataPoint[int64]{
+				{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", signal), attribute.String("reason", "missing_event_type"))},
+			}, opts...)
+			metadatatest.AssertEqualExporterRedisAnalyticsRedisCommands(t, tel, []metricdata.DataPoint[int64]{{Value: 2}}, opts...)
+			metadatatest.AssertEqualExporterRedisAnalyticsKeysWritten(t, tel, []metricdata.HistogramDataPoint[int64]{{
+				Count: 2, Sum: 16, Min: metricdata.NewExtrema[int64](8), Max: metricdata.NewExtrema[int64](8),
+				Bounds:       []float64{1, 10, 100, 1000, 10000, 100000},
+				BucketCounts: []uint64{0, 2, 0, 0, 0, 0, 0},
+			}}, opts...)
+		})
+	}
+}
+
+func TestOneScriptCallWithOneIncrementPerDistinctKey(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	rec := &evalRecorder{}
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+
+	const n = 5000
+	records := make([]logRecord, n)
+	for i := range records {
+		records[i] = logRecord{"click", "u" + strconv.Itoa(i%3), tsRecord}
+	}
+	require.NoError(t, le.ConsumeLogs(t.Context(), newLogs(records)))
+
+	calls := rec.scriptCalls()
+	require.Len(t, calls, 1, "one round trip per push")
+	keys := scriptKeys(t, calls[0])
+	counterKeys := keys[counterKeysOffset:]
+	require.Len(t, counterKeys, 2+3, "daily + hourly + 3 users")
+	seen := map[string]bool{}
+	for _, k := range counterKeys {
+		assert.False(t, seen[k], "key %q sent twice", k)
+		seen[k] = true
+	}
+	// ARGV after ttl, now and marker ttl: one increment per key, summing to n per family.
+	argv := calls[0][3+len(keys):]
+	require.Len(t, argv, 3+len(counterKeys))
+	got := counterValues(t, client, counterKeys)
+	var users int64
+	for i, k := range counterKeys {
+		assert.Equal(t, fmt.Sprint(argv[3+i]), strconv.FormatInt(got[k], 10), k)
+		if i >= 2 {
+			users += got[k]
+		}
+	}
+	assert.Equal(t, int64(n), users)
+}
+
+func TestRetryAfterLostReplyCountsOnce(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	rec := &evalRecorder{}
+	rec.failAfter.Store(1) // the first script call applies, then its reply is "lost"
+	host := &statusHost{}
+	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel), host,
+		func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+
+	// exporterhelper's retry sender calls the pusher again with the same plog.Logs.
+	require.NoError(t, le.ConsumeLogs(t.Context(), sampleLogs()))
+
+	want := expectedCounters(t, prefix)
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "counted exactly once")
+	calls := rec.scriptCalls()
+	require.Len(t, calls, 2, "first attempt + one retry")
+	assert.Equal(t, scriptIncrements(t, calls[0]), scriptIncrements(t, calls[1]),
+		"the retry resends the same batch id, keys, increments and clock (keys in map order)")
+	assert.Zero(t, e.batches.size(), "the batch id is forgotten after success")
+	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, host.statuses())
+
+	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+	metadatatest.AssertEqualExporterRedisAnalyticsBatchesDeduplicated(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, opts...)
+	metadatatest.AssertEqualExporterRedisAnalyticsRedisErrors(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.Bool("retryable", true))},
+	}, opts...)
+	metadatatest.AssertEqualExporterRedisAnalyticsEvents(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 6, Attributes: attribute.NewSet(attribute.String("signal", "logs"))},
+	}, opts...)
+	// Drops are counted on the first attempt only.
+	metadatatest.AssertEqualExporterRedisAnalyticsEventsDropped(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "missing_event_type"))},
+	}, opts...)
+}
+
+func TestRetryKeepsClockForRecordsWithoutTimestamp(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	rec := &evalRecorder{}
+	rec.failAfter.Store(1)
+	now, setNow := fixedClock(tsNow)
+	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) {
+			e.hooks = append(e.hooks, rec)
+			e.now = now
+		})
+	ld := plog.NewLogs()
+	ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName("tick")
+
+	// Call the pusher as exporterhelper's retry sender does: same value, later clock.
+	err := e.pushLogs(t.Context(), ld)
+	require.ErrorIs(t, err, errLostReply)
+	assert.False(t, consumererror.IsPermanent(err))
+	setNow(tsNow.Add(90 * time.Second)) // next hour and day, within the batch marker TTL
+	require.NoError(t, e.pushLogs(t.Context(), ld))
+
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	hour := keyschema.HourOf(tsNow)
+	want := map[string]int64{
+		schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "tick", Hour: hour - hour%24}): 1,
+		schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "tick", Hour: hour}):          1,
+	}
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+	calls := rec.scriptCalls()
+	require.Len(t, calls, 2)
+	assert.Equal(t, scriptIncrements(t, calls[0]), scriptIncrements(t, calls[1]))
+	// The pending score is the first attempt's clock.
+	score, err := client.ZScore(t.Context(), schema.PendingKey(), keysOf(want)[0]).Result()
+	require.NoError(t, err)
+	assert.InDelta(t, float64(tsNow.UnixMilli()), score, 0)
+}
+
+func TestRetryWithOtherDataGetsNewBatchID(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	rec := &evalRecorder{}
+	rec.failAfter.Store(1)
+	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+
+	ld := newLogs([]logRecord{{"view", "", tsRecord}})
+	require.ErrorIs(t, e.pushLogs(t.Context(), ld), errLostReply) // applied, reply lost
+	// The same pdata value comes back holding other data (a pooled request
+	// reused after exporterhelper gave up): it must be counted, not skipped.
+	lr := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().AppendEmpty()
+	lr.SetEventName("view")
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
+	require.NoError(t, e.pushLogs(t.Context(), ld))
+
+	calls := rec.scriptCalls()
+	require.Len(t, calls, 2)
+	assert.NotEqual(t, scriptKeys(t, calls[0])[batchKeyIndex], scriptKeys(t, calls[1])[batchKeyIndex])
+	want := counterKeys(prefix, "view", "", tsRecord, 3) // 1 + 2
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+func TestWrongTypeIsPermanentAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	ctx := t.Context()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
+		componenttest.NewNopHost(), nil)
+
+	want := expectedCounters(t, prefix)
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	hour := keyschema.HourOf(tsRecord)
+	day := hour - hour%24
+	existing := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "page_view", Hour: day})
+	broken := schema.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "signup", UserID: "u1", Hour: day})
+	// Daily keys are sent first and user keys last, so the failing INCRBY
+	// comes after increments that must be undone: one of an existing key
+	// (DECRBY back to 7, no TTL added) and several of new keys (deleted).
+	require.NoError(t, client.Set(ctx, existing, 7, 0).Err())
+	require.NoError(t, client.HSet(ctx, broken, "not", "a counter").Err())
+
+	err = le.ConsumeLogs(ctx, sampleLogs())
+	require.Error(t, err)
+	assert.True(t, consumererror.IsPermanent(err), "WRONGTYPE recurs: %v", err)
+	require.ErrorContains(t, err, "WRONGTYPE")
+	require.ErrorContains(t, err, broken)
+	assert.Zero(t, e.batches.size())
+
+	for key := range want {
+		switch key {
+		case existing:
+			v, getErr := client.Get(ctx, existing).Int64()
+			require.NoError(t, getErr)
+			assert.Equal(t, int64(7), v)
+			assert.Equal(t, time.Duration(-1), client.TTL(ctx, existing).Val(), "no TTL was added")
+		case broken:
+			assert.Equal(t, "hash", client.Type(ctx, broken).Val())
+		default:
+			assert.Zero(t, client.Exists(ctx, key).Val(), "%s was created", key)
+		}
+	}
+	assert.Zero(t, client.Exists(ctx, schema.PendingKey()).Val(), "nothing became pending")
+	markers, err := client.Keys(ctx, schema.BatchKey("*")).Result()
+	require.NoError(t, err)
+	assert.Empty(t, markers, "the batch marker was removed, so a later attempt is not skipped")
+
+	metadatatest.AssertEqualExporterRedisAnalyticsRedisErrors(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.Bool("retryable", false))},
+	}, metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars())
+
+	// Once the key is repaired the same data is counted in full.
+	require.NoError(t, client.Del(ctx, broken).Err())
+	require.NoError(t, le.ConsumeLogs(ctx, sampleLogs()))
+	want[existing] += 7
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+func TestPendingKeyOfWrongTypeIsPermanent(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), nil)
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	require.NoError(t, client.SAdd(t.Context(), schema.PendingKey(), "legacy").Err())
+
+	err = le.ConsumeLogs(t.Context(), sampleLogs())
+	require.Error(t, err)
+	assert.True(t, consumererror.IsPermanent(err))
+	require.ErrorContains(t, err, "pending set holds a set")
+	want := expectedCounters(t, prefix)
+	assert.Equal(t, scaled(want, 0), counterValues(t, client, keysOf(want)))
+}
+
+func TestStartFailsWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	addr := "127.0.0.1:" + strconv.Itoa(testservers.FreePort(t))
+	cfg := testConfig(addr, "unused")
+	le, err := NewFactory().CreateLogs(t.Context(), exportertest.NewNopSettings(metadata.Type), cfg)
+	require.NoError(t, err)
+	err = le.Start(t.Context(), componenttest.NewNopHost())
+	require.Error(t, err)
+	require.ErrorContains(t, err, "connect to redis: redis ping "+addr)
+	require.ErrorContains(t, err, "connection refused")
+	require.NoError(t, le.Shutdown(t.Context()))
+}
+
+func TestShutdownIsSafe(t *testing.T) {
+	t.Parallel()
+	e, err := newRedisAnalyticsExporter(createDefaultConfig().(*Config), exportertest.NewNopSettings(metadata.Type), signalLogs)
+	require.NoError(t, err)
+	require.NoError(t, e.shutdown(t.Context()), "without start")
+	require.NoError(t, e.shutdown(t.Context()), "twice")
+	require.ErrorIs(t, e.pushLogs(t.Context(), sampleLogs()), errNotStarted)
+}
+
+func TestRedisKilledMidRun(t *testing.T) {
+	t.Parallel()
+	srv := testservers.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	rec := &evalRecorder{}
+	host := &statusHost{}
+	le, e := startLogs(t, testConfig(srv.Addr, "analytics"), exportertest.NewNopSettings(metadata.Type), host,
+		func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+	ctx := t.Context()
+
+	require.NoError(t, le.ConsumeLogs(ctx, sampleLogs()))
+	srv.Kill()
+
+	// The pusher reports a retryable error while Redis is down.
+	down := sampleLogs()
+	err := e.pushLogs(ctx, down)
+	require.Error(t, err)
+	assert.False(t, consumererror.IsPermanent(err), "connection errors are retried: %v", err)
+	assert.Equal(t, 1, e.batches.size(), "the failed push keeps its batch id for the retry")
+
+	// Through exporterhelper: the push keeps retrying until Redis is back.
+	failedBefore := rec.failed.Load()
+	done := make(chan error, 1)
+	go func() { done <- le.ConsumeLogs(ctx, sampleLogs()) }()
+	require.Eventually(t, func() bool { return rec.failed.Load() > failedBefore }, 10*time.Second, 5*time.Millisecond)
+	srv.Start() // empty script cache: EVALSHA gets NOSCRIPT, Run falls back to EVAL
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the retried push did not finish after Redis came back")
+	}
+	// exporterhelper would retry `down` with the same value too.
+	require.NoError(t, e.pushLogs(ctx, down))
+	assert.Zero(t, e.batches.size())
+
+	want := scaled(expectedCounters(t, "analytics"), 3)
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "AOF kept the first push; the others counted once")
+	statuses := host.statuses()
+	require.NotEmpty(t, statuses)
+	assert.Equal(t, componentstatus.StatusRecoverableError, statuses[0])
+	assert.Equal(t, componentstatus.StatusOK, statuses[len(statuses)-1])
+}
+
+func TestScriptDeduplicatesAndChunksPending(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	ctx := t.Context()
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	m := newMapper(cfg)
+
+	// 1500 users: more counter keys than one ZADD chunk holds.
+	records := make([]logRecord, 1500)
+	for i := range records {
+		records[i] = logRecord{"view", "user-" + strconv.Itoa(i), tsRecord}
+	}
+	a := newAggregator()
+	a.addLogs(newLogs(records), &m, tsNow.UnixNano())
+	a.finalize(&m)
+	a.encode(schema, 3600, tsNow.UnixMilli(), 60)
+	a.setBatchKey(schema.BatchKey("fixed-id"))
+	script := redis.NewScript(applySource)
+
+	outcome, err := runApply(ctx, client, script, a.keys, a.args)
+	require.NoError(t, err)
+	assert.Equal(t, outcomeApplied, outcome)
+	outcome, err = runApply(ctx, client, script, a.keys, a.args)
+	require.NoError(t, err)
+	assert.Equal(t, outcomeDeduplicated, outcome)
+
+	assert.Equal(t, int64(1502), client.ZCard(ctx, schema.PendingKey()).Val())
+	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: keyschema.HourOf(tsRecord) / 24 * 24})
+	assert.Equal(t, "1500", client.Get(ctx, daily).Val(), "applied once")
+	ttl := client.TTL(ctx, schema.BatchKey("fixed-id")).Val()
+	assert.Greater(t, ttl, time.Duration(0))
+	assert.LessOrEqual(t, ttl, time.Minute)
+}
+
+func TestOverflowIsPermanentAndUndone(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	ctx := t.Context()
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	hour := keyschema.HourOf(tsRecord)
+	hourly := schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour})
+	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: hour - hour%24})
+	require.NoError(t, client.Set(ctx, hourly, math.MaxInt64, 0).Err())
+	keys := []string{schema.PendingKey(), schema.BatchKey("b"), daily, hourly}
+	args := []any{int64(60), int64(1), int64(60), int64(1), int64(1)}
+
+	_, err = runApply(ctx, client, redis.NewScript(applySource), keys, args)
+	require.Error(t, err)
+	assert.True(t, consumererror.IsPermanent(err))
+	require.ErrorContains(t, err, "overflow")
+	assert.Zero(t, client.Exists(ctx, daily, schema.BatchKey("b"), schema.PendingKey()).Val())
+	assert.Equal(t, strconv.FormatInt(math.MaxInt64, 10), client.Get(ctx, hourly).Val())
+}
+
+func TestClassifyRedisError(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err       error
+		permanent bool
+	}{
+		{errors.New("dial tcp: connection refused"), false},
+		{context.DeadlineExceeded, false},
+		{redis.ErrPoolTimeout, false},
+		{redisError("LOADING Redis is loading the dataset in memory"), false},
+		{redisError("BUSY Redis is busy running a script"), false},
+		{redisError("OOM command not allowed when used memory > 'maxmemory'"), false},
+		{redisError(abortPrefix + " k: WRONGTYPE Operation against a key holding the wrong kind of value"), true},
+		{redisError("NOAUTH Authentication required."), true},
+		{redisError("WRONGPASS invalid username-password pair"), true},
+		{redisError("NOPERM this user has no permissions to run the 'evalsha' command"), true},
+	}
+	for _, tt := range tests {
+		err := classifyRedisError(tt.err)
+		assert.Equal(t, tt.permanent, consumererror.IsPermanent(err), tt.err.Error())
+		assert.ErrorIs(t, err, tt.err)
+	}
+}
+
+// redisError is a server error reply as go-redis returns it.
+type redisError string
+
+func (e redisError) Error() string { return string(e) }
+func (redisError) RedisError()     {}
+
+func TestBatchIDsExpire(t *testing.T) {
+	t.Parallel()
+	b := newBatchIDs()
+	t0 := time.Unix(1000, 0)
+	ld1, ld2 := plog.NewLogs(), plog.NewLogs()
+	b.remember(ld1, batchEntry{id: "a", expires: t0.Add(time.Minute)}, t0)
+	got, ok := b.lookup(ld1, t0.Add(59*time.Second))
+	require.True(t, ok)
+	assert.Equal(t, "a", got.id)
+	_, ok = b.lookup(ld2, t0)
+	assert.False(t, ok, "keyed by the pdata value")
+	_, ok = b.lookup(ld1, t0.Add(time.Minute))
+	assert.False(t, ok, "expired with the marker TTL")
+	assert.Zero(t, b.size())
+
+	// Expired entries are purged as the map grows.
+	for i := range 100 {
+		b.remember(plog.NewLogs(), batchEntry{id: strconv.Itoa(i), expires: t0.Add(time.Second)}, t0.Add(time.Duration(i)*time.Second))
+	}
+	assert.Less(t, b.size(), 40)
+	b.forget(ld1)
+}
+
+func TestConcurrentPushes(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	queue := exporterhelper.NewDefaultQueueConfig()
+	queue.NumConsumers = 4
+	queue.WaitForResult = true
+	cfg.QueueConfig = configoptional.Some(queue)
+	le, err := NewFactory().CreateLogs(t.Context(), exportertest.NewNopSettings(metadata.Type), cfg)
+	require.NoError(t, err)
+	require.NoError(t, le.Start(t.Context(), componenttest.NewNopHost()))
+
+	const goroutines, pushes = 8, 5
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range pushes {
+				assert.NoError(t, le.ConsumeLogs(t.Context(), sampleLogs()))
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, le.Shutdown(t.Context()))
+
+	want := scaled(expectedCounters(t, prefix), goroutines*pushes)
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
