@@ -1,0 +1,287 @@
+package pgflushextension
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/extension"
+	"go.uber.org/zap"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
+)
+
+// graceFactor: a staging entry of another flusher is recovered once it is
+// older than graceFactor × timeout, i.e. its flusher is dead or stuck.
+const graceFactor = 2
+
+var errStartTwice = errors.New("pg_flush: Start called twice or after Shutdown")
+
+// flusher is the pg_flush extension.
+type flusher struct {
+	cfg       *Config
+	logger    *zap.Logger
+	telemetry *metadata.TelemetryBuilder
+	schema    keyschema.Schema
+	upsert    upsertFunc
+	// grace is the age after which another flusher's staging entry is
+	// recovered (graceFactor × timeout; tests shorten it).
+	grace time.Duration
+
+	// Lifecycle, as in filestorage: a ticker loop stopped through stopCh,
+	// and a closed flag under mu so Shutdown is idempotent.
+	mu         sync.Mutex
+	started    bool
+	closed     bool
+	stopCh     chan struct{}
+	cancelLoop context.CancelFunc
+	wg         sync.WaitGroup
+	host       component.Host
+	// failing is set after a failed tick so that the next success reports
+	// StatusOK; used by the loop goroutine only.
+	failing bool
+
+	pool   *pgxpool.Pool
+	client *redis.Client
+	store  *redisStore
+
+	// flushMu serializes ticks (loop, Shutdown, tests).
+	flushMu sync.Mutex
+	// own holds this instance's staged but unfinished flush ids: they are
+	// retried first, without waiting for the grace period. Guarded by ownMu
+	// (a tick's stager and applier both use it).
+	ownMu sync.Mutex
+	own   map[string]struct{}
+}
+
+var _ extension.Extension = (*flusher)(nil)
+
+func newFlusher(cfg *Config, set extension.Settings) (*flusher, error) {
+	schema, err := keyschema.New(cfg.KeyPrefix)
+	if err != nil {
+		return nil, fmt.Errorf(`"key_prefix": %w`, err)
+	}
+	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, fmt.Errorf("create telemetry: %w", err)
+	}
+	return &flusher{
+		cfg:       cfg,
+		logger:    set.Logger,
+		telemetry: tb,
+		schema:    schema,
+		upsert:    upsertUnnest,
+		grace:     graceFactor * cfg.Timeout,
+		own:       make(map[string]struct{}),
+	}, nil
+}
+
+// Start connects to PostgreSQL and Redis (failing fast if either does not
+// answer within "timeout"), creates the schema if enabled, and starts the
+// flush loop with its own context.
+func (f *flusher) Start(ctx context.Context, host component.Host) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started || f.closed {
+		return errStartTwice
+	}
+	startCtx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	pool, err := newPool(startCtx, f.cfg)
+	if err != nil {
+		return err
+	}
+	client, err := f.cfg.Redis.NewClient(startCtx)
+	if err != nil {
+		pool.Close()
+		return fmt.Errorf("pg_flush: %w", err)
+	}
+	if f.cfg.CreateSchema {
+		if err := createSchema(startCtx, pool); err != nil {
+			pool.Close()
+			_ = client.Close()
+			return fmt.Errorf("pg_flush: %w", redactError(err, dsnSecrets(string(f.cfg.DSN))))
+		}
+	}
+	f.pool, f.client, f.store = pool, client, newRedisStore(client, f.schema)
+	f.host = host
+	// The loop outlives Start: keep ctx's values, never its cancellation.
+	loopCtx, cancelLoop := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancelLoop = cancelLoop
+	f.stopCh = make(chan struct{})
+	f.started = true
+	f.wg.Go(func() { f.loop(loopCtx) })
+	f.logger.Info("pg_flush started",
+		zap.String("key_prefix", f.schema.Prefix()),
+		zap.Duration("interval", f.cfg.Interval),
+		zap.Int("batch_size", f.cfg.BatchSize))
+	return nil
+}
+
+// loop runs a tick every interval until stopCh is closed.
+func (f *flusher) loop(ctx context.Context) {
+	ticker := time.NewTicker(f.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-f.stopCh:
+			return
+		case <-ticker.C:
+			f.tick(ctx)
+		}
+	}
+}
+
+// tick runs one flush and reports its outcome as component status: a failure
+// is recoverable (everything is retried next tick); the next success reports OK.
+func (f *flusher) tick(ctx context.Context) {
+	start := time.Now()
+	st, err := f.flush(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // Shutdown interrupted the tick; its final flush takes over.
+		}
+		f.logger.Error("flush failed; staged and pending counts stay in Redis and are retried next tick",
+			append(st.logFields(), zap.Error(err))...)
+		componentstatus.ReportStatus(f.host, componentstatus.NewRecoverableErrorEvent(err))
+		f.failing = true
+		return
+	}
+	if f.failing {
+		f.failing = false
+		componentstatus.ReportStatus(f.host, componentstatus.NewEvent(componentstatus.StatusOK))
+	}
+	f.logger.Debug("flush done", append(st.logFields(), zap.Duration(keyElapsed, time.Since(start)))...)
+}
+
+// Shutdown stops the loop, runs a final flush bounded by ctx and "timeout"
+// (extensions stop after the pipelines, so it sees the last exported batch),
+// then closes the connections. It is safe without Start and when called twice.
+func (f *flusher) Shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	started := f.started
+	f.mu.Unlock()
+	defer f.telemetry.Shutdown()
+	if !started {
+		return nil
+	}
+	close(f.stopCh)
+	f.cancelLoop()
+	f.wg.Wait()
+
+	start := time.Now()
+	st, err := f.flush(ctx)
+	if err != nil {
+		f.logger.Error("final flush failed; the counts stay in Redis and the next flusher recovers them",
+			append(st.logFields(), zap.Error(err))...)
+		err = fmt.Errorf("pg_flush final flush: %w", err)
+	} else {
+		f.logger.Info("pg_flush stopped after a final flush",
+			append(st.logFields(), zap.Duration(keyElapsed, time.Since(start)))...)
+	}
+	f.pool.Close()
+	if cerr := f.client.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("pg_flush close redis: %w", cerr))
+	}
+	return err
+}
+
+// newPool builds the PostgreSQL pool and pings it: a new pool has made no
+// connection yet. Errors never contain the DSN's password.
+func newPool(ctx context.Context, cfg *Config) (*pgxpool.Pool, error) {
+	dsn := string(cfg.DSN)
+	secrets := dsnSecrets(dsn)
+	poolCfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf(`pg_flush: parse "dsn": %w`, redactError(err, secrets))
+	}
+	poolCfg.MaxConns = cfg.MaxConns
+	if p := poolCfg.ConnConfig.Password; p != "" {
+		secrets = append(secrets, p)
+	}
+	target := fmt.Sprintf("%s:%d/%s", poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Port, poolCfg.ConnConfig.Database)
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("pg_flush: postgres pool %s: %w", target, redactError(err, secrets))
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pg_flush: postgres ping %s: %w", target, redactError(err, secrets))
+	}
+	return pool, nil
+}
+
+// redactedError carries an error whose message had secrets masked. Unwrap
+// keeps errors.Is/As working; only Error() is what gets logged.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+const redactedMask = "xxxxx"
+
+// redactError masks every occurrence of secrets in err's message (pgx
+// already redacts passwords, but only on a best-effort basis).
+func redactError(err error, secrets []string) error {
+	msg := err.Error()
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, redactedMask)
+		}
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+// passwordKV matches password=... in a keyword/value DSN or a URL query.
+var passwordKV = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)`)
+
+// dsnSecrets returns the password spellings found in dsn (raw and
+// percent-encoded), also for a DSN that does not parse.
+func dsnSecrets(dsn string) []string {
+	var secrets []string
+	add := func(s string) {
+		s = strings.Trim(s, "'")
+		if s == "" {
+			return
+		}
+		secrets = append(secrets, s)
+		if u, err := url.QueryUnescape(s); err == nil && u != s {
+			secrets = append(secrets, u)
+		}
+	}
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			add(p)
+		}
+	}
+	// userinfo of a URL that does not parse: scheme://user:password@host
+	if _, rest, ok := strings.Cut(dsn, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				add(rest[colon+1 : at])
+			}
+		}
+	}
+	for _, m := range passwordKV.FindAllStringSubmatch(dsn, -1) {
+		add(m[1])
+	}
+	return secrets
+}

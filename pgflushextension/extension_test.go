@@ -1,0 +1,116 @@
+package pgflushextension
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/config/configopaque"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+)
+
+const testSecret = "s3cr3t-pw"
+
+func TestStartErrorsDoNotLeakSecrets(t *testing.T) {
+	t.Parallel()
+	closedPort := testservers.FreePort(t)
+	tests := []struct {
+		name string
+		dsn  string
+		want string
+	}{
+		{
+			name: "unreachable url",
+			dsn:  fmt.Sprintf("postgres://flusher:%s@127.0.0.1:%d/db?sslmode=disable&connect_timeout=5", testSecret, closedPort),
+			want: fmt.Sprintf("pg_flush: postgres ping 127.0.0.1:%d/db", closedPort),
+		},
+		{
+			name: "unreachable url with escaped password",
+			dsn:  fmt.Sprintf("postgres://flusher:%s%%2F@127.0.0.1:%d/db?sslmode=disable", testSecret, closedPort),
+			want: "postgres ping",
+		},
+		{
+			name: "unreachable keyword/value",
+			dsn:  fmt.Sprintf("host=127.0.0.1 port=%d user=flusher password=%s dbname=db sslmode=disable", closedPort, testSecret),
+			want: "postgres ping",
+		},
+		{
+			name: "unparsable url",
+			dsn:  fmt.Sprintf("postgres://flusher:%s@127.0.0.1:notaport/db", testSecret),
+			want: `pg_flush: parse "dsn"`,
+		},
+		{
+			name: "unparsable keyword/value",
+			dsn:  "host=127.0.0.1 password='" + testSecret,
+			want: `pg_flush: parse "dsn"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			set, _ := nopSettings(t)
+			cfg := createDefaultConfig().(*Config)
+			cfg.DSN = configopaque.String(tt.dsn)
+			f, err := newFlusher(cfg, set)
+			require.NoError(t, err)
+			err = f.Start(t.Context(), &statusHost{})
+			require.ErrorContains(t, err, tt.want)
+			assert.NotContains(t, err.Error(), testSecret)
+			assert.NotContains(t, fmt.Sprintf("%+v", err), testSecret)
+			require.NoError(t, f.Shutdown(t.Context()))
+		})
+	}
+}
+
+func TestStartRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	set, _ := nopSettings(t)
+	cfg := createDefaultConfig().(*Config)
+	cfg.DSN = configopaque.String(testservers.FreshDatabase(t))
+	cfg.Redis.Endpoint = fmt.Sprintf("127.0.0.1:%d", testservers.FreePort(t))
+	cfg.Redis.Password = testSecret
+	f, err := newFlusher(cfg, set)
+	require.NoError(t, err)
+	err = f.Start(t.Context(), &statusHost{})
+	require.ErrorContains(t, err, "pg_flush: redis ping "+cfg.Redis.Endpoint)
+	assert.NotContains(t, err.Error(), testSecret)
+	require.NoError(t, f.Shutdown(t.Context()))
+}
+
+func TestRedactError(t *testing.T) {
+	t.Parallel()
+	inner := &pgconn.PgError{Severity: "FATAL", Code: "28P01", Message: "password " + testSecret + " rejected"}
+	err := redactError(inner, dsnSecrets("postgres://u:"+testSecret+"@h/db"))
+	assert.Equal(t, "FATAL: password xxxxx rejected (SQLSTATE 28P01)", err.Error())
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr, "errors.As still reaches the original error")
+	assert.ErrorIs(t, err, inner)
+}
+
+func TestDSNSecrets(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		dsn  string
+		want []string
+	}{
+		{"postgres://u:pw@h/db", []string{"pw"}},
+		{"postgresql://u:p%40w@h/db", []string{"p@w", "p%40w"}},
+		{"postgres://u@h/db?password=qp&sslmode=disable", []string{"qp"}},
+		{"host=h password=kv user=u", []string{"kv"}},
+		{"host=h password='a b' user=u", []string{"a b"}},
+		{"postgres://u:broken@h:port/db", []string{"broken"}},
+		{"postgres://u@h/db", nil},
+	}
+	for _, tt := range tests {
+		got := dsnSecrets(tt.dsn)
+		for _, w := range tt.want {
+			assert.Contains(t, got, w, tt.dsn)
+		}
+		if tt.want == nil {
+			assert.Empty(t, got, tt.dsn)
+		}
+	}
+}

@@ -1,0 +1,371 @@
+package pgflushextension
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+)
+
+// Log field keys used in several places.
+const (
+	keyFlushID     = "flush_id"
+	keyCounters    = "counters"
+	keyQuarantined = "quarantined"
+	keyElapsed     = "elapsed"
+)
+
+// staleFraction: a staging entry older than this fraction of
+// "ledger_retention" is not applied automatically, because the ledger row
+// that would make a repeated apply a no-op may already have been pruned.
+const staleFraction = 0.9
+
+// errStaleStaging is reported while a staging entry is too old to be applied
+// automatically; it needs an operator (see README.md).
+var errStaleStaging = errors.New("staging entry older than 90% of ledger_retention is not applied automatically")
+
+// flushStats describes one flush tick.
+type flushStats struct {
+	// Read at the start of the tick.
+	pending          int64
+	oldestPendingAge time.Duration
+	atRisk           int64
+	stagingEntries   int
+
+	// recovered counts staging entries applied (or found already applied)
+	// by recovery; stale the ones skipped as too old.
+	recovered int
+	stale     int
+	// batches counts the batches this tick staged.
+	batches int
+	// counters is the number of counters committed by this tick; rows the
+	// rows upserted per family (indexed by keyschema.Family).
+	counters    int
+	rows        [len(families) + 1]int64
+	expired     int
+	quarantined int
+	pruned      int64
+}
+
+func (s *flushStats) logFields() []zap.Field {
+	return []zap.Field{
+		zap.Int("batches", s.batches),
+		zap.Int(keyCounters, s.counters),
+		zap.Int("recovered", s.recovered),
+		zap.Int("expired", s.expired),
+		zap.Int(keyQuarantined, s.quarantined),
+		zap.Int64("pending_at_start", s.pending),
+		zap.Int("staging_entries", s.stagingEntries),
+	}
+}
+
+// newFlushID returns a unique flush id: the time in ms (base 36, for humans)
+// and 96 random bits.
+func newFlushID(now time.Time) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return strconv.FormatInt(now.UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
+}
+
+// flush runs one tick, bounded by "timeout": recovery of left-over staging
+// entries, then STAGE/APPLY/CLEANUP batches until what was pending at the
+// start is drained, then ledger pruning. Ticks of one instance never overlap.
+func (f *flusher) flush(ctx context.Context) (flushStats, error) {
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	start := time.Now()
+	tickCtx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	var st flushStats
+	err := f.runTick(tickCtx, &st)
+	f.record(ctx, &st, err, time.Since(start))
+	return st, err
+}
+
+func (f *flusher) runTick(ctx context.Context, st *flushStats) error {
+	now := time.Now()
+	snap, err := f.store.snapshot(ctx, now, f.cfg.CounterTTL/2)
+	if err != nil {
+		return err
+	}
+	st.pending, st.atRisk, st.stagingEntries = snap.pending, snap.atRisk, len(snap.staging)
+	if !snap.oldestPending.IsZero() {
+		st.oldestPendingAge = max(0, now.Sub(snap.oldestPending))
+	}
+	f.telemetry.PgFlushPendingCounters.Record(ctx, st.pending)
+	f.telemetry.PgFlushOldestPendingAge.Record(ctx, st.oldestPendingAge.Seconds())
+	f.telemetry.PgFlushPendingAtRisk.Record(ctx, st.atRisk)
+	f.telemetry.PgFlushStagingEntries.Record(ctx, int64(st.stagingEntries))
+	if f.cfg.CounterTTL > 0 && st.oldestPendingAge > f.cfg.CounterTTL/2 {
+		f.logger.Warn("pending counters are older than half of counter_ttl and risk expiring before they are flushed; flush more often, raise batch_size or timeout, or check PostgreSQL",
+			zap.Duration("oldest_pending_age", st.oldestPendingAge),
+			zap.Int64("at_risk", st.atRisk),
+			zap.Duration("counter_ttl", f.cfg.CounterTTL))
+	}
+
+	var errs []error
+	if err := f.recoverStaging(ctx, now, snap.staging, st); err != nil {
+		errs = append(errs, err)
+	}
+	if ctx.Err() == nil {
+		if err := f.stageBatches(ctx, snap.pending, st); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st.expired > 0 {
+		f.logger.Error("pending counters had expired in Redis before they were flushed; their counts are lost (raise the exporter's ttl or flush more often)",
+			zap.Int("expired", st.expired))
+	}
+	if ctx.Err() == nil {
+		n, err := pruneLedger(ctx, f.pool, f.cfg.LedgerRetention)
+		if err != nil {
+			f.logger.Warn("ledger pruning failed; retried next tick", zap.Error(err))
+		}
+		st.pruned = n
+	}
+	return errors.Join(errs...)
+}
+
+// recoverStaging applies the staging entries that this instance left
+// unfinished and those older than the grace period (left by a dead or stuck
+// flusher). An entry applied concurrently by two flushers is serialized by the
+// ledger's primary key: the second one blocks until the first commits, then
+// finds the flush id and writes nothing.
+func (f *flusher) recoverStaging(ctx context.Context, now time.Time, entries []stagingEntry, st *flushStats) error {
+	staleAge := time.Duration(float64(f.cfg.LedgerRetention) * staleFraction)
+	inIndex := make(map[string]struct{}, len(entries))
+	var errs []error
+	for _, e := range entries {
+		inIndex[e.id] = struct{}{}
+		own := f.isOwn(e.id)
+		age := now.Sub(e.created)
+		if !own && age < f.grace {
+			continue // another flusher is (probably) still working on it
+		}
+		if age >= staleAge {
+			st.stale++
+			f.logger.Error("staging entry is too old to be applied automatically: its ledger row may have been pruned; check analytics_flush_ledger for the flush id, then apply or delete the staging hash by hand",
+				zap.String(keyFlushID, e.id), zap.String("staging_key", f.schema.StagingKey(e.id)), zap.Duration("age", age))
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("recover staging: %w", err))
+			break
+		}
+		fields, err := f.store.readStaging(ctx, e.id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(fields) == 0 {
+			// Finished by another flusher between our index read and HGETALL.
+			if err := f.store.finish(ctx, e.id, nil); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			f.removeOwn(e.id)
+			continue
+		}
+		if err := f.applyAndFinish(ctx, e.id, len(fields), parseBatch(f.schema, fields), st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.recovered++
+		f.logger.Info("recovered staging entry", zap.String(keyFlushID, e.id), zap.Int(keyCounters, len(fields)),
+			zap.Bool("own", own), zap.Duration("age", age))
+	}
+	// An own id missing from the index was never staged (the script failed or
+	// found nothing) or was finished by another flusher.
+	f.ownMu.Lock()
+	for id := range f.own {
+		if _, ok := inIndex[id]; !ok {
+			delete(f.own, id)
+		}
+	}
+	f.ownMu.Unlock()
+	if st.stale > 0 {
+		errs = append(errs, fmt.Errorf("%w (%d entries)", errStaleStaging, st.stale))
+	}
+	return errors.Join(errs...)
+}
+
+// stagedBatch is a batch handed from the stager to the applier.
+type stagedBatch struct {
+	id      string
+	expired int
+	fields  int
+	parsed  *parsedBatch // nil when nothing was staged
+	err     error
+}
+
+// stageBatches runs STAGE/APPLY/CLEANUP batches until a STAGE takes fewer
+// than batch_size counters, or the batches have taken as many counters as
+// were pending at the start of the tick (so that a tick does not chase a
+// steady stream of new counters until its timeout).
+//
+// STAGE (and parsing) of the next batch overlaps APPLY of the current one:
+// a stager goroutine hands batches over an unbuffered channel, so at most one
+// batch is staged ahead and at most two are held in memory. At the first
+// failure the applier stops the stager; every staged but unapplied batch
+// stays in Redis and in the own set, and the next tick applies it first.
+func (f *flusher) stageBatches(ctx context.Context, pendingAtStart int64, st *flushStats) error {
+	stageCtx, stopStaging := context.WithCancel(ctx)
+	defer stopStaging()
+	batches := make(chan stagedBatch)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(batches)
+		f.stageLoop(stageCtx, pendingAtStart, batches)
+	}()
+
+	var err error
+	for b := range batches {
+		st.expired += b.expired
+		switch {
+		case err != nil:
+			// Drain after a failure: a batch staged meanwhile stays staged.
+		case b.err != nil:
+			err = b.err
+			stopStaging()
+		case b.parsed != nil:
+			st.batches++
+			if err = f.applyAndFinish(ctx, b.id, b.fields, b.parsed, st); err != nil {
+				stopStaging()
+			}
+		}
+	}
+	<-done
+	if err == nil && ctx.Err() != nil {
+		f.logger.Warn("flush timeout reached with counters still pending; the next tick continues",
+			zap.Duration("timeout", f.cfg.Timeout), zap.Int("batches", st.batches))
+	}
+	return err
+}
+
+// stageLoop stages batches and sends them to out until there is nothing
+// more to take this tick, ctx is done or a STAGE fails.
+func (f *flusher) stageLoop(ctx context.Context, pendingAtStart int64, out chan<- stagedBatch) {
+	var taken int64
+	for ctx.Err() == nil {
+		now := time.Now()
+		id := newFlushID(now)
+		// Registered before the script runs: if its reply is lost, the next
+		// tick finds the id in the staging index and applies it at once.
+		f.addOwn(id)
+		res, err := f.store.stage(ctx, id, f.cfg.BatchSize, now)
+		fields := res.fields
+		if err == nil && res.alreadyStaged {
+			fields, err = f.store.readStaging(ctx, id)
+		}
+		if err != nil {
+			out <- stagedBatch{id: id, err: err}
+			return
+		}
+		b := stagedBatch{id: id, expired: res.expired, fields: len(fields)}
+		if len(fields) == 0 {
+			f.removeOwn(id)
+		} else {
+			b.parsed = parseBatch(f.schema, fields)
+		}
+		out <- b
+		if res.alreadyStaged {
+			continue
+		}
+		taken += int64(res.taken)
+		if res.taken < f.cfg.BatchSize || taken >= pendingAtStart {
+			return
+		}
+	}
+}
+
+func (f *flusher) addOwn(id string) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	f.own[id] = struct{}{}
+}
+
+func (f *flusher) removeOwn(id string) {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	delete(f.own, id)
+}
+
+func (f *flusher) isOwn(id string) bool {
+	f.ownMu.Lock()
+	defer f.ownMu.Unlock()
+	_, ok := f.own[id]
+	return ok
+}
+
+// applyAndFinish runs APPLY then CLEANUP for one staging entry of
+// fieldCount staged fields, parsed into b.
+func (f *flusher) applyAndFinish(ctx context.Context, id string, fieldCount int, b *parsedBatch, st *flushStats) error {
+	res, err := applyBatch(ctx, f.pool, f.upsert, id, b)
+	if err != nil {
+		f.logger.Warn("flush batch not committed; it stays staged in Redis and is retried",
+			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))
+		return fmt.Errorf("flush %s: %w", id, err)
+	}
+	if err := f.store.finish(ctx, id, b.quarantine); err != nil {
+		f.logger.Warn("flush batch committed but its staging entry was not cleaned up; the ledger makes the retry a no-op",
+			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))
+		return fmt.Errorf("flush %s: %w", id, err)
+	}
+	f.removeOwn(id)
+	if len(b.quarantine) > 0 {
+		st.quarantined += len(b.quarantine)
+		f.logger.Error("counters could not be parsed or stored and were moved to the quarantine hash",
+			zap.String(keyFlushID, id), zap.Int(keyQuarantined, len(b.quarantine)),
+			zap.String("quarantine_key", f.schema.QuarantineKey()), zap.Strings("sample", b.quarantineSample))
+	}
+	if !res.alreadyApplied {
+		st.counters += b.counters
+		for _, fam := range families {
+			st.rows[fam] += res.rows[fam]
+		}
+	}
+	f.logger.Debug("flush batch committed", zap.String(keyFlushID, id), zap.Int(keyCounters, b.counters),
+		zap.Bool("already_applied", res.alreadyApplied))
+	return nil
+}
+
+// Metric attribute sets, built once.
+var (
+	attrOutcomeSuccess = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "success")))
+	attrOutcomeFailure = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failure")))
+	attrFamily         = func() (a [len(families) + 1]metric.MeasurementOption) {
+		for _, f := range families {
+			a[f] = metric.WithAttributeSet(attribute.NewSet(attribute.String("family", f.String())))
+		}
+		return a
+	}()
+)
+
+// record updates the internal metrics after a tick (the gauges are recorded
+// as soon as they are read).
+func (f *flusher) record(ctx context.Context, st *flushStats, err error, elapsed time.Duration) {
+	tb := f.telemetry
+	if err != nil {
+		tb.PgFlushFlushes.Add(ctx, 1, attrOutcomeFailure)
+	} else {
+		tb.PgFlushFlushes.Add(ctx, 1, attrOutcomeSuccess)
+	}
+	tb.PgFlushDuration.Record(ctx, elapsed.Seconds())
+	tb.PgFlushCountersFlushed.Add(ctx, int64(st.counters))
+	for _, fam := range families {
+		if st.rows[fam] > 0 {
+			tb.PgFlushRowsUpserted.Add(ctx, st.rows[fam], attrFamily[fam])
+		}
+	}
+	tb.PgFlushStagingRecovered.Add(ctx, int64(st.recovered))
+	tb.PgFlushCountersExpired.Add(ctx, int64(st.expired))
+	tb.PgFlushCountersQuarantined.Add(ctx, int64(st.quarantined))
+}

@@ -1,0 +1,272 @@
+package pgflushextension
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+)
+
+// benchCountersEnv selects the benchmark size; the default keeps
+// `go test -bench .` quick. The target is 1M counters in <= 10 s:
+//
+//	PGFLUSH_BENCH_COUNTERS=1000000 go test -run '^$' -bench BenchmarkFlush -benchtime 1x ./pgflushextension/
+const (
+	benchCountersEnv     = "PGFLUSH_BENCH_COUNTERS"
+	defaultBenchCounters = 100_000
+	seedChunk            = 10_000
+)
+
+func benchCounters(b *testing.B) int {
+	b.Helper()
+	v := os.Getenv(benchCountersEnv)
+	if v == "" {
+		return defaultBenchCounters
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(b, err, benchCountersEnv)
+	return n
+}
+
+// upsertStrategies are the upsert implementations compared side by side;
+// upsertUnnest (the fastest) is the production one.
+var upsertStrategies = []struct {
+	name string
+	fn   upsertFunc
+}{
+	{"Unnest", upsertUnnest},
+	{"Batch", upsertBatch},
+	{"Copy", upsertCopy},
+}
+
+// BenchmarkFlush measures one flush of N pending per-user counters from Redis
+// into PostgreSQL (STAGE, APPLY, CLEANUP in batch_size batches), per upsert
+// strategy. Seeding (pipelined) and truncating the tables are not timed.
+func BenchmarkFlush(b *testing.B) {
+	n := benchCounters(b)
+	for _, s := range upsertStrategies {
+		b.Run(fmt.Sprintf("%dUserCountersVia%s", n, s.name), func(b *testing.B) {
+			ctx := context.Background()
+			env := newTestEnv(b)
+			cfg := env.config()
+			cfg.Timeout = 10 * time.Minute
+			f := env.start(cfg)
+			f.upsert = s.fn
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				_, err := env.db.Exec(ctx, "TRUNCATE analytics_user_daily, analytics_flush_ledger")
+				require.NoError(b, err)
+				seedUserCounters(ctx, b, env.rdb, env.schema, n)
+				b.StartTimer()
+
+				st, err := f.flush(ctx)
+				require.NoError(b, err)
+				require.Equal(b, n, st.counters)
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "counters/s")
+		})
+	}
+}
+
+// BenchmarkUpsert isolates the PostgreSQL side: N per-user counters, already
+// parsed into batch_size batches in memory, applied (ledger row + upsert, one
+// transaction per batch) per strategy. Truncating the tables is not timed.
+func BenchmarkUpsert(b *testing.B) {
+	n := benchCounters(b)
+	schema, err := keyschema.New("bench")
+	require.NoError(b, err)
+	hour := keyschema.HourOf(day1) / 24 * 24
+	types := []string{"page_view", "click", "sign_up", "purchase"}
+	var batches []*parsedBatch
+	for start := 0; start < n; start += defaultBatchSize {
+		fields := make([]stagedField, 0, defaultBatchSize)
+		for i := start; i < min(start+defaultBatchSize, n); i++ {
+			c := keyschema.Counter{Family: keyschema.UserDaily, UserID: "user-" + strconv.Itoa(i/4), EventType: types[i%4], Hour: hour}
+			fields = append(fields, stagedField{key: schema.Key(c), value: strconv.Itoa(i%97 + 1)})
+		}
+		batches = append(batches, parseBatch(schema, fields))
+	}
+	for _, s := range upsertStrategies {
+		b.Run(fmt.Sprintf("%dUserCountersVia%s", n, s.name), func(b *testing.B) {
+			ctx := context.Background()
+			env := newTestEnv(b)
+			f := env.start(env.config())
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				_, err := env.db.Exec(ctx, "TRUNCATE analytics_user_daily, analytics_flush_ledger")
+				require.NoError(b, err)
+				b.StartTimer()
+				for _, pb := range batches {
+					_, err := applyBatch(ctx, f.pool, s.fn, newFlushID(time.Now()), pb)
+					require.NoError(b, err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
+
+// seedUserCounters writes n distinct per-user counters and their pending
+// members, pipelined in chunks (the exporter's layout, not its speed).
+func seedUserCounters(ctx context.Context, b *testing.B, rdb *redis.Client, schema keyschema.Schema, n int) {
+	b.Helper()
+	hour := keyschema.HourOf(day1) / 24 * 24
+	now := float64(time.Now().UnixMilli())
+	types := []string{"page_view", "click", "sign_up", "purchase"}
+	for start := 0; start < n; start += seedChunk {
+		end := min(start+seedChunk, n)
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			members := make([]redis.Z, 0, end-start)
+			for i := start; i < end; i++ {
+				c := keyschema.Counter{
+					Family:    keyschema.UserDaily,
+					UserID:    "user-" + strconv.Itoa(i/4),
+					EventType: types[i%4],
+					Hour:      hour,
+				}
+				key := schema.Key(c)
+				p.Set(ctx, key, i%97+1, testCounterTTL)
+				members = append(members, redis.Z{Score: now, Member: key})
+			}
+			p.ZAddNX(ctx, schema.PendingKey(), members...)
+			return nil
+		})
+		require.NoError(b, err)
+	}
+}
+
+// familySQL describes a family's table for the alternative strategies.
+type familySQL struct {
+	table, conflict, tmp string
+	columns              []string // temp table columns, in COPY order
+	tmpDDL               string
+	selectExpr           string // target columns from the temp table or VALUES
+	values               string // VALUES row of the single-row upsert
+}
+
+var familySQLs = map[keyschema.Family]familySQL{
+	keyschema.Daily: {
+		table: "analytics_daily", conflict: "(event_type, date)", tmp: "pgflush_tmp_daily",
+		columns:    []string{"event_type", "day", "count"},
+		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_daily (event_type text, day int4, count int8) ON COMMIT DELETE ROWS",
+		selectExpr: "event_type, DATE '1970-01-01' + day, count, now()",
+		values:     "($1, DATE '1970-01-01' + $2::int4, $3, now())",
+	},
+	keyschema.Hourly: {
+		table: "analytics_hourly", conflict: "(event_type, hour)", tmp: "pgflush_tmp_hourly",
+		columns:    []string{"event_type", "hour", "count"},
+		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_hourly (event_type text, hour int8, count int8) ON COMMIT DELETE ROWS",
+		selectExpr: "event_type, to_timestamp(hour * 3600), count, now()",
+		values:     "($1, to_timestamp($2::int8 * 3600), $3, now())",
+	},
+	keyschema.UserDaily: {
+		table: "analytics_user_daily", conflict: "(user_id, event_type, date)", tmp: "pgflush_tmp_user_daily",
+		columns:    []string{"user_id", "event_type", "day", "count"},
+		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_user_daily (user_id text, event_type text, day int4, count int8) ON COMMIT DELETE ROWS",
+		selectExpr: "user_id, event_type, DATE '1970-01-01' + day, count, now()",
+		values:     "($1, $2, DATE '1970-01-01' + $3::int4, $4, now())",
+	},
+}
+
+func (s familySQL) targetColumns() string {
+	if s.table == "analytics_user_daily" {
+		return "(user_id, event_type, date, count, updated_at)"
+	}
+	if s.table == "analytics_hourly" {
+		return "(event_type, hour, count, updated_at)"
+	}
+	return "(event_type, date, count, updated_at)"
+}
+
+func (s familySQL) onConflict() string {
+	return " ON CONFLICT " + s.conflict + " DO UPDATE SET count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at"
+}
+
+// rowValues returns row i's values in the family's column order.
+func rowValues(r *familyRows, i int) []any {
+	switch r.family {
+	case keyschema.Daily:
+		return []any{r.eventTypes[i], r.days[i], r.counts[i]}
+	case keyschema.Hourly:
+		return []any{r.eventTypes[i], r.hours[i], r.counts[i]}
+	default:
+		return []any{r.userIDs[i], r.eventTypes[i], r.days[i], r.counts[i]}
+	}
+}
+
+// upsertBatch sends one single-row upsert per row in one pgx.Batch.
+func upsertBatch(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
+	s := familySQLs[r.family]
+	sql := "INSERT INTO " + s.table + " AS t " + s.targetColumns() + " VALUES " + s.values + s.onConflict()
+	batch := &pgx.Batch{}
+	for i := range r.len() {
+		batch.Queue(sql, rowValues(r, i)...)
+	}
+	res := tx.SendBatch(ctx, batch)
+	var n int64
+	for range r.len() {
+		tag, err := res.Exec()
+		if err != nil {
+			_ = res.Close()
+			return 0, fmt.Errorf("upsert %s: %w", r.family, err)
+		}
+		n += tag.RowsAffected()
+	}
+	return n, res.Close()
+}
+
+// upsertCopy COPYs the rows into a temporary table, then upserts them with
+// one INSERT ... SELECT ... ON CONFLICT.
+func upsertCopy(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
+	s := familySQLs[r.family]
+	if _, err := tx.Exec(ctx, s.tmpDDL); err != nil {
+		return 0, fmt.Errorf("create temp table: %w", err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{s.tmp}, s.columns, pgx.CopyFromSlice(r.len(), func(i int) ([]any, error) {
+		return rowValues(r, i), nil
+	})); err != nil {
+		return 0, fmt.Errorf("copy %s: %w", r.family, err)
+	}
+	tag, err := tx.Exec(ctx, "INSERT INTO "+s.table+" AS t "+s.targetColumns()+" SELECT "+s.selectExpr+" FROM "+s.tmp+s.onConflict())
+	if err != nil {
+		return 0, fmt.Errorf("upsert %s: %w", r.family, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// TestUpsertStrategiesAgree runs every strategy on the same batches of all
+// three families: they must leave identical tables.
+func TestUpsertStrategiesAgree(t *testing.T) {
+	t.Parallel()
+	incs := awkwardIncrements()
+	want := totals{}
+	want.add(incs...)
+	want.add(incs...)
+	for _, s := range upsertStrategies {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			env := newTestEnv(t)
+			f := env.start(env.config())
+			f.upsert = s.fn
+			ctx := t.Context()
+			for range 2 {
+				require.NoError(t, env.write(ctx, incs...))
+				st, err := f.flush(ctx)
+				require.NoError(t, err)
+				require.Equal(t, len(incs), st.counters)
+				require.Equal(t, int64(len(incs)), st.rows[keyschema.Daily]+st.rows[keyschema.Hourly]+st.rows[keyschema.UserDaily])
+			}
+			require.Equal(t, want, env.readTotals(ctx))
+		})
+	}
+}

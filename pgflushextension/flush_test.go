@@ -1,0 +1,683 @@
+package pgflushextension
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadatatest"
+)
+
+var (
+	day1 = time.Date(2025, 6, 1, 9, 30, 0, 0, time.UTC)
+	day2 = time.Date(2025, 6, 2, 23, 59, 0, 0, time.UTC)
+)
+
+// awkwardIncrements covers the three families with values that need escaping.
+func awkwardIncrements() []increment {
+	return []increment{
+		{daily("page_view", day1), 5},
+		{daily("page_view", day2), 11},
+		{daily("type:with%colon", day1), 3},
+		{daily("{slot}", day1), 2},
+		{hourly("page_view", day1), 4},
+		{hourly("page_view", day2), 6},
+		{hourly("type:with%colon", day2), 1},
+		{userDaily("user-1", "page_view", day1), 7},
+		{userDaily("ユーザー🙂", "page_view", day1), 8},
+		{userDaily("team:42{x}", "sign up", day2), 9},
+		{userDaily("ユーザー🙂", "{slot}", day2), 10},
+	}
+}
+
+func TestFlushAllFamilies(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+
+	incs := awkwardIncrements()
+	want := totals{}
+	// Two exporter batches touching the same keys: INCRBY sums them in Redis.
+	require.NoError(t, env.write(ctx, incs...))
+	require.NoError(t, env.write(ctx, incs[0], incs[4], incs[8]))
+	want.add(incs...)
+	want.add(incs[0], incs[4], incs[8])
+
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, len(incs), st.counters)
+	assert.Equal(t, 1, st.batches)
+	assert.Equal(t, int64(len(incs)), st.pending, "pending sampled at tick start")
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+	assert.Equal(t, 1, env.ledgerRows(ctx))
+
+	assert.Equal(t, int64(len(incs)), metricSum(t, f.tel, "otelcol_pg_flush_counters_flushed"))
+	assert.Equal(t, int64(4), metricSum(t, f.tel, "otelcol_pg_flush_rows_upserted", "family", "daily"))
+	assert.Equal(t, int64(3), metricSum(t, f.tel, "otelcol_pg_flush_rows_upserted", "family", "hourly"))
+	assert.Equal(t, int64(4), metricSum(t, f.tel, "otelcol_pg_flush_rows_upserted", "family", "user_daily"))
+	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_flushes", "outcome", "success"))
+
+	// Later increments of the same rows add up; an empty flush is a no-op.
+	require.NoError(t, env.write(ctx, incs[1], incs[9]))
+	want.add(incs[1], incs[9])
+	st, err = f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 2, st.counters)
+	st, err = f.flush(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, st.counters)
+	assert.Zero(t, st.batches)
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+}
+
+func TestFlushManyBatches(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	cfg := env.config()
+	cfg.BatchSize = 7
+	f := env.start(cfg)
+
+	want := totals{}
+	var incs []increment
+	for i := range 50 {
+		incs = append(incs, increment{userDaily(fmt.Sprintf("u%02d", i), "click", day1), int64(i + 1)})
+	}
+	require.NoError(t, env.write(ctx, incs...))
+	want.add(incs...)
+
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 8, st.batches, "ceil(50/7) batches")
+	assert.Equal(t, 50, st.counters)
+	assert.Equal(t, want, env.readTotals(ctx))
+	assert.Equal(t, 8, env.ledgerRows(ctx))
+	env.requireRedisEmpty(ctx)
+}
+
+// writer runs exporter-style batches on a small key space until stop is
+// closed or it has written maxBatches, and returns what it sent.
+func writer(ctx context.Context, t *testing.T, env *testEnv, seed uint64, maxBatches int, stop <-chan struct{}) totals {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed*7+1))
+	types := []string{"view", "click", "buy:now", "{x}"}
+	users := []string{"alice", "bob", "ユーザー"}
+	sent := totals{}
+	for range maxBatches {
+		select {
+		case <-stop:
+			return sent
+		default:
+		}
+		n := 1 + rng.IntN(6)
+		incs := make([]increment, 0, n)
+		for range n {
+			typ := types[rng.IntN(len(types))]
+			at := day1.Add(time.Duration(rng.IntN(3)) * time.Hour)
+			var c keyschema.Counter
+			switch rng.IntN(3) {
+			case 0:
+				c = daily(typ, at)
+			case 1:
+				c = hourly(typ, at)
+			default:
+				c = userDaily(users[rng.IntN(len(users))], typ, at)
+			}
+			incs = append(incs, increment{c, 1 + rng.Int64N(100)})
+		}
+		if err := env.write(ctx, incs...); err != nil {
+			t.Errorf("write: %v", err)
+			return sent
+		}
+		sent.add(incs...)
+	}
+	return sent
+}
+
+func TestFlushConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	cfg := env.config()
+	cfg.BatchSize = 5
+	f := env.start(cfg)
+
+	// Writers run for a second (or a bounded number of batches) while the
+	// flusher flushes every few ms.
+	const writers, maxBatchesPerWriter = 4, 20_000
+	stop := make(chan struct{})
+	time.AfterFunc(time.Second, func() { close(stop) })
+	var wg sync.WaitGroup
+	sent := make([]totals, writers)
+	for i := range writers {
+		wg.Go(func() { sent[i] = writer(ctx, t, env, uint64(i+1), maxBatchesPerWriter, stop) }) //nolint:gosec // small loop index
+	}
+	writersDone := make(chan struct{})
+	go func() { wg.Wait(); close(writersDone) }()
+
+	ticker := time.NewTicker(2 * time.Millisecond)
+	defer ticker.Stop()
+	flushes, flushedWhileWriting := 0, 0
+loop:
+	for flushes < 5000 {
+		select {
+		case <-writersDone:
+			break loop
+		case <-ticker.C:
+			st, err := f.flush(ctx)
+			require.NoError(t, err)
+			flushes++
+			flushedWhileWriting += st.counters
+		}
+	}
+	<-writersDone
+	_, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.Greater(t, flushes, 5, "flushes overlapped the writers")
+	assert.Positive(t, flushedWhileWriting)
+
+	want := totals{}
+	for _, s := range sent {
+		mergeTotals(want, s)
+	}
+	require.NotEmpty(t, want)
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+	t.Logf("%d flushes while writing moved %d counters", flushes, flushedWhileWriting)
+}
+
+func TestFlushPostgresUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pg := testservers.StartPostgres(t)
+	rdb, prefix := testservers.SharedRedis(t)
+	env := newTestEnvWith(t, rdb, prefix, testservers.RedisEndpoint(), pg.FreshDatabase(t))
+	cfg := env.config()
+	cfg.Timeout = 5 * time.Second
+	cfg.BatchSize = 4 // 11 counters: 3 batches, the next one staged while one is applied
+	f := env.start(cfg)
+
+	want := totals{}
+	first := awkwardIncrements()
+	require.NoError(t, env.write(ctx, first...))
+	want.add(first...)
+
+	pg.Stop()
+	st, err := f.flush(ctx)
+	require.Error(t, err)
+	assert.Zero(t, st.counters)
+	// The first batch (and the one staged ahead, if any) is kept in a staging
+	// entry; the rest is still pending. Nothing is lost.
+	staged, err := env.rdb.ZRange(ctx, env.schema.StagingIndexKey(), 0, -1).Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, staged)
+	require.LessOrEqual(t, len(staged), 2)
+	var stagedFields int
+	for _, id := range staged {
+		fields, herr := env.rdb.HGetAll(ctx, env.schema.StagingKey(id)).Result()
+		require.NoError(t, herr)
+		assert.Len(t, fields, cfg.BatchSize)
+		stagedFields += len(fields)
+	}
+	assert.Equal(t, int64(len(first)-stagedFields), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val())
+	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_flushes", "outcome", "failure"))
+
+	// The exporter keeps writing during the outage.
+	second := []increment{{daily("page_view", day1), 100}, {userDaily("late", "page_view", day1), 1}}
+	require.NoError(t, env.write(ctx, second...))
+	want.add(second...)
+
+	pg.Start()
+	st, err = f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, len(staged), st.recovered, "this instance's unfinished entries are retried first, without the grace period")
+	assert.Equal(t, len(first)+len(second), st.counters)
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+	assert.Equal(t, int64(len(staged)), metricSum(t, f.tel, "otelcol_pg_flush_staging_recovered"))
+}
+
+func TestTickReportsStatus(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pg := testservers.StartPostgres(t)
+	rdb, prefix := testservers.SharedRedis(t)
+	env := newTestEnvWith(t, rdb, prefix, testservers.RedisEndpoint(), pg.FreshDatabase(t))
+	cfg := env.config()
+	cfg.Timeout = 5 * time.Second
+	f := env.start(cfg)
+
+	require.NoError(t, env.write(ctx, awkwardIncrements()...))
+	pg.Stop()
+	f.tick(ctx)
+	pg.Start()
+	f.tick(ctx)
+	f.tick(ctx)
+	statuses := f.host.statuses()
+	require.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, statuses,
+		"a failure is recoverable, the next success reports OK once")
+	failed := f.logs.FilterMessageSnippet("flush batch not committed").All()
+	require.NotEmpty(t, failed)
+	fields := failed[0].ContextMap()
+	assert.Contains(t, fields, keyFlushID)
+	assert.Equal(t, int64(len(awkwardIncrements())), fields[keyCounters])
+	assert.Contains(t, fields, "error")
+	want := totals{}
+	want.add(awkwardIncrements()...)
+	assert.Equal(t, want, env.readTotals(ctx))
+}
+
+func TestCrashBetweenCommitAndCleanup(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+
+	incs := awkwardIncrements()
+	require.NoError(t, env.write(ctx, incs...))
+	want := totals{}
+	want.add(incs...)
+
+	// STAGE and APPLY by hand, then "crash" before CLEANUP.
+	stageAndCommit := func(f *started) {
+		id := newFlushID(time.Now())
+		f.flushMu.Lock()
+		defer f.flushMu.Unlock()
+		f.addOwn(id)
+		res, err := f.store.stage(ctx, id, f.cfg.BatchSize, time.Now())
+		require.NoError(t, err)
+		_, err = applyBatch(ctx, f.pool, f.upsert, id, parseBatch(f.schema, res.fields))
+		require.NoError(t, err)
+	}
+	stageAndCommit(f)
+	require.Equal(t, want, env.readTotals(ctx), "committed")
+	require.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val(), "not cleaned up")
+
+	// Recovery by the same instance (its own unfinished id): the ledger makes
+	// the re-apply a no-op, then the entry is cleaned up.
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.recovered)
+	assert.Zero(t, st.counters, "nothing applied twice")
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+
+	// Same crash, recovered by another instance once the grace period is over.
+	require.NoError(t, env.write(ctx, incs...))
+	want.add(incs...)
+	stageAndCommit(f)
+	f.ownMu.Lock()
+	clear(f.own) // the crashed process's memory is gone
+	f.ownMu.Unlock()
+	other := env.start(env.config())
+	other.grace = 0
+	st, err = other.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.recovered)
+	assert.Zero(t, st.counters)
+	assert.Equal(t, want, env.readTotals(ctx))
+	assert.Equal(t, 2, env.ledgerRows(ctx))
+	env.requireRedisEmpty(ctx)
+}
+
+func TestCrashBetweenStageAndApply(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	incs := awkwardIncrements()
+	require.NoError(t, env.write(ctx, incs...))
+	want := totals{}
+	want.add(incs...)
+
+	// A flusher that dies right after STAGE.
+	dead := newRedisStore(env.rdb, env.schema)
+	res, err := dead.stage(ctx, newFlushID(time.Now()), 100, time.Now())
+	require.NoError(t, err)
+	require.Len(t, res.fields, len(incs))
+
+	const grace = 300 * time.Millisecond
+	f := env.start(env.config())
+	f.grace = grace
+	start := time.Now()
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	if time.Since(start) < grace {
+		assert.Zero(t, st.recovered, "another flusher's entry is left alone during the grace period")
+		assert.Empty(t, env.readTotals(ctx))
+	}
+	require.Eventually(t, func() bool {
+		_, err := f.flush(ctx)
+		return err == nil && env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val() == 0
+	}, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_staging_recovered"))
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+	recovered := f.logs.FilterMessage("recovered staging entry").All()
+	require.Len(t, recovered, 1)
+	assert.Equal(t, false, recovered[0].ContextMap()["own"])
+}
+
+func TestThreeFlushersConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	var flushers []*started
+	for range 3 {
+		cfg := env.config()
+		cfg.BatchSize = 4
+		f := env.start(cfg)
+		// A tiny grace makes the flushers also recover each other's entries
+		// while they are being applied: the ledger must serialize them.
+		f.grace = time.Millisecond
+		flushers = append(flushers, f)
+	}
+
+	const writers, maxBatchesPerWriter = 3, 20_000
+	stop := make(chan struct{})
+	time.AfterFunc(time.Second, func() { close(stop) })
+	var wg sync.WaitGroup
+	sent := make([]totals, writers)
+	for i := range writers {
+		wg.Go(func() { sent[i] = writer(ctx, t, env, uint64(100+i), maxBatchesPerWriter, stop) }) //nolint:gosec // small loop index
+	}
+	writersDone := make(chan struct{})
+	go func() { wg.Wait(); close(writersDone) }()
+
+	var fwg sync.WaitGroup
+	for _, f := range flushers {
+		fwg.Go(func() {
+			for range 5000 {
+				select {
+				case <-writersDone:
+					return
+				default:
+				}
+				if _, err := f.flush(ctx); err != nil {
+					t.Errorf("flush: %v", err)
+					return
+				}
+			}
+		})
+	}
+	fwg.Wait()
+	<-writersDone
+	for _, f := range flushers {
+		_, err := f.flush(ctx)
+		require.NoError(t, err)
+	}
+
+	want := totals{}
+	for _, s := range sent {
+		mergeTotals(want, s)
+	}
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+	var recovered, flushes int64
+	for _, f := range flushers {
+		recovered += metricSum(t, f.tel, "otelcol_pg_flush_staging_recovered")
+		flushes += metricSum(t, f.tel, "otelcol_pg_flush_flushes")
+	}
+	t.Logf("%d flushes, %d staging entries recovered across flushers", flushes, recovered)
+}
+
+func TestExpiryRisk(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	cfg := env.config()
+	cfg.CounterTTL = 10 * time.Hour
+	f := env.start(cfg)
+
+	// A counter pending for 6 h (more than half of the 10 h ttl) and a fresh one.
+	old := increment{daily("old", day1), 3}
+	require.NoError(t, writeBatch(ctx, env.rdb, env.schema, time.Now().Add(-6*time.Hour), old))
+	fresh := increment{daily("fresh", day1), 4}
+	require.NoError(t, env.write(ctx, fresh))
+	// A pending member whose counter has expired.
+	expiredKey := env.schema.Key(daily("gone", day1))
+	require.NoError(t, env.rdb.ZAdd(ctx, env.schema.PendingKey(), redisZ(time.Now(), expiredKey)).Err())
+
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.InDelta(t, 6*time.Hour, st.oldestPendingAge, float64(time.Minute))
+	assert.Equal(t, int64(1), st.atRisk)
+	assert.Equal(t, int64(3), st.pending)
+	assert.Equal(t, 1, st.expired)
+	assert.Equal(t, 2, st.counters)
+
+	warned := f.logs.FilterMessageSnippet("older than half of counter_ttl").All()
+	require.Len(t, warned, 1)
+	assert.Equal(t, int64(1), warned[0].ContextMap()["at_risk"])
+	assert.Len(t, f.logs.FilterMessageSnippet("had expired in Redis").All(), 1)
+
+	age, err := f.tel.GetMetric("otelcol_pg_flush_oldest_pending_age")
+	require.NoError(t, err)
+	gauge := age.Data.(metricdataGaugeFloat)
+	require.Len(t, gauge.DataPoints, 1)
+	assert.InDelta(t, (6 * time.Hour).Seconds(), gauge.DataPoints[0].Value, 60)
+	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_counters_expired"))
+	atRisk, err := f.tel.GetMetric("otelcol_pg_flush_pending_at_risk")
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), atRisk.Data.(metricdataGaugeInt).DataPoints[0].Value)
+
+	want := totals{}
+	want.add(old, fresh)
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+}
+
+func TestQuarantine(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+
+	good := awkwardIncrements()
+	require.NoError(t, env.write(ctx, good...))
+	p := env.prefix
+	// Malformed counter keys with integer counts, written the exporter's way.
+	badShape := p + ":counter:onlytype"
+	badDate := p + ":counter:view:2025-13-01"
+	badEscape := p + ":user:bad%zz:view:2025-06-01"
+	invalidUTF8 := p + ":user:\xff\xfe:view:2025-06-01"
+	nulType := p + ":counter:%00x:2025-06-01"
+	for _, k := range []string{badShape, badDate, badEscape, invalidUTF8, nulType} {
+		require.NoError(t, env.rdb.IncrBy(ctx, k, 5).Err())
+		require.NoError(t, env.rdb.ZAddNX(ctx, env.schema.PendingKey(), redisZ(time.Now(), k)).Err())
+	}
+	// A non-integer value, a key of another type and a member outside the counter prefixes.
+	notInt := env.schema.Key(daily("notint", day1))
+	require.NoError(t, env.rdb.Set(ctx, notInt, "abc", 0).Err())
+	wrongType := env.schema.Key(daily("hash", day1))
+	require.NoError(t, env.rdb.HSet(ctx, wrongType, "a", 1).Err())
+	foreign := p + ":batch:someone-elses-marker"
+	require.NoError(t, env.rdb.Set(ctx, foreign, "1", 0).Err())
+	for _, k := range []string{notInt, wrongType, foreign} {
+		require.NoError(t, env.rdb.ZAddNX(ctx, env.schema.PendingKey(), redisZ(time.Now(), k)).Err())
+	}
+
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, len(good), st.counters)
+	assert.Equal(t, 8, st.quarantined)
+
+	want := totals{}
+	want.add(good...)
+	assert.Equal(t, want, env.readTotals(ctx), "the good counters are flushed")
+
+	q, err := env.rdb.HGetAll(ctx, env.schema.QuarantineKey()).Result()
+	require.NoError(t, err)
+	for _, k := range []string{badShape, badDate, badEscape, invalidUTF8, nulType} {
+		assert.Equal(t, "5", q[k], "count of %q kept under its raw key", k)
+	}
+	assert.Len(t, q, 8)
+	var markers []string
+	for field, v := range q {
+		switch v {
+		case "abc", markerWrongType, markerForeign:
+			markers = append(markers, v)
+			assert.Contains(t, field, "#", "non-integer values are kept per flush id")
+		}
+	}
+	assert.ElementsMatch(t, []string{"abc", markerWrongType, markerForeign}, markers)
+	// Keys the flusher must not delete are untouched.
+	assert.Equal(t, "1", env.rdb.Get(ctx, foreign).Val())
+	assert.Equal(t, "1", env.rdb.HGet(ctx, wrongType, "a").Val())
+	assert.Zero(t, env.rdb.ZCard(ctx, env.schema.PendingKey()).Val())
+	assert.Zero(t, env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val())
+
+	logged := f.logs.FilterMessageSnippet("quarantine").All()
+	require.Len(t, logged, 1)
+	assert.Equal(t, "error", logged[0].Level.String())
+	assert.Equal(t, int64(8), logged[0].ContextMap()[keyQuarantined])
+	assert.Equal(t, int64(8), metricSum(t, f.tel, "otelcol_pg_flush_counters_quarantined"))
+}
+
+func TestShutdownRunsFinalFlush(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	set, tel := nopSettings(t)
+	f, err := newFlusher(env.config(), set)
+	require.NoError(t, err)
+	require.NoError(t, f.Start(ctx, &statusHost{}))
+
+	incs := awkwardIncrements()
+	require.NoError(t, env.write(ctx, incs...))
+	require.NoError(t, f.Shutdown(ctx))
+	want := totals{}
+	want.add(incs...)
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
+	metadatatest.AssertEqualPgFlushCountersFlushed(t, tel,
+		[]metricdata.DataPoint[int64]{{Value: int64(len(incs))}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualPgFlushFlushes(t, tel,
+		[]metricdata.DataPoint[int64]{{Value: 1, Attributes: attribute.NewSet(attribute.String("outcome", "success"))}},
+		metricdatatest.IgnoreTimestamp())
+	require.NoError(t, f.Shutdown(ctx), "a second Shutdown is a no-op")
+	require.ErrorIs(t, f.Start(ctx, &statusHost{}), errStartTwice)
+}
+
+func TestShutdownWithoutStart(t *testing.T) {
+	t.Parallel()
+	set, _ := nopSettings(t)
+	cfg := createDefaultConfig().(*Config)
+	cfg.DSN = "postgres://127.0.0.1:1/none"
+	f, err := newFlusher(cfg, set)
+	require.NoError(t, err)
+	require.NoError(t, f.Shutdown(t.Context()))
+	require.NoError(t, f.Shutdown(t.Context()))
+}
+
+func TestStagingEntryTooOldIsNotApplied(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+	require.NoError(t, env.write(ctx, awkwardIncrements()...))
+	// Staged 160 h ago: past 90% of the 168 h ledger retention.
+	_, err := f.store.stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-160*time.Hour))
+	require.NoError(t, err)
+
+	st, err := f.flush(ctx)
+	require.ErrorIs(t, err, errStaleStaging)
+	assert.Equal(t, 1, st.stale)
+	assert.Empty(t, env.readTotals(ctx))
+	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val(), "left for the operator")
+	assert.Len(t, f.logs.FilterMessageSnippet("too old to be applied automatically").All(), 1)
+
+	// The operator's way out once the ledger was checked: drop the entry.
+	ids, err := env.rdb.ZRange(ctx, env.schema.StagingIndexKey(), 0, -1).Result()
+	require.NoError(t, err)
+	require.Len(t, ids, 1)
+	require.NoError(t, env.rdb.Del(ctx, env.schema.StagingKey(ids[0])).Err())
+	require.NoError(t, env.rdb.ZRem(ctx, env.schema.StagingIndexKey(), ids[0]).Err())
+	_, err = f.flush(ctx)
+	require.NoError(t, err)
+}
+
+func TestLedgerPruned(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+	_, err := env.db.Exec(ctx, `INSERT INTO analytics_flush_ledger VALUES
+		('old', now() - interval '169 hours', 1), ('recent', now() - interval '167 hours', 1)`)
+	require.NoError(t, err)
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), st.pruned)
+	var ids []string
+	rows, err := env.db.Query(ctx, `SELECT flush_id FROM analytics_flush_ledger`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	assert.Equal(t, []string{"recent"}, ids)
+}
+
+func TestStageScriptRetryIsNoop(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	store := newRedisStore(env.rdb, env.schema)
+	require.NoError(t, env.write(ctx, awkwardIncrements()[:3]...))
+	id := newFlushID(time.Now())
+	res, err := store.stage(ctx, id, 100, time.Now())
+	require.NoError(t, err)
+	require.Len(t, res.fields, 3)
+
+	// The exporter re-creates one of the staged counters, then the same
+	// script is re-sent (as go-redis does after a lost reply).
+	again := awkwardIncrements()[0]
+	require.NoError(t, env.write(ctx, again))
+	res, err = store.stage(ctx, id, 100, time.Now())
+	require.NoError(t, err)
+	assert.True(t, res.alreadyStaged)
+	staged, err := store.readStaging(ctx, id)
+	require.NoError(t, err)
+	assert.Len(t, staged, 3)
+	for _, fld := range staged {
+		if fld.key == env.schema.Key(again.counter) {
+			assert.Equal(t, "5", fld.value, "the staged count is not overwritten")
+		}
+	}
+	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the new increment waits for the next batch")
+}
+
+func TestFinishScriptIsIdempotent(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	store := newRedisStore(env.rdb, env.schema)
+	require.NoError(t, env.write(ctx, awkwardIncrements()[:2]...))
+	id := newFlushID(time.Now())
+	_, err := store.stage(ctx, id, 100, time.Now())
+	require.NoError(t, err)
+	q := []quarantineOp{{incr: true, field: "bad-key", value: "7"}, {field: "bad-value", value: "x"}}
+	require.NoError(t, store.finish(ctx, id, q))
+	require.NoError(t, store.finish(ctx, id, q), "a re-run finds no staging hash and writes nothing")
+	got, err := env.rdb.HGetAll(ctx, env.schema.QuarantineKey()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"bad-key": "7", "bad-value#" + id: "x"}, got)
+	assert.Zero(t, env.rdb.Exists(ctx, env.schema.StagingKey(id)).Val())
+	assert.Zero(t, env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val())
+}

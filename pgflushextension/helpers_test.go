@@ -1,0 +1,301 @@
+package pgflushextension
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/extension"
+	"go.opentelemetry.io/collector/extension/extensiontest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
+)
+
+// exporterScript mimics the redis_analytics exporter exactly: one atomic
+// script per batch that INCRBYs and EXPIREs each counter and adds it to the
+// pending set with ZADD NX scored by the current time in ms.
+//
+//	KEYS[1] pending, KEYS[2..] counter keys; ARGV[1] now ms, ARGV[2] ttl s, ARGV[3..] increments
+var exporterScript = redis.NewScript(`
+local pending = KEYS[1]
+for i = 2, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+  redis.call('ZADD', pending, 'NX', ARGV[1], KEYS[i])
+end
+return 1
+`)
+
+const testCounterTTL = 24 * time.Hour
+
+// increment is one counter increment of an exporter batch.
+type increment struct {
+	counter keyschema.Counter
+	n       int64
+}
+
+// totals is what PostgreSQL should hold: rowKey -> count.
+type totals map[string]int64
+
+func (t totals) add(incs ...increment) {
+	for _, inc := range incs {
+		t[rowKey(inc.counter)] += inc.n
+	}
+}
+
+// rowKey names a counter's row the way readTotals does.
+func rowKey(c keyschema.Counter) string {
+	switch c.Family {
+	case keyschema.Daily:
+		return fmt.Sprintf("daily|%s|%s", c.EventType, c.Start().Format(time.DateOnly))
+	case keyschema.Hourly:
+		return fmt.Sprintf("hourly|%s|%s", c.EventType, c.Start().Format("2006-01-02T15"))
+	default:
+		return fmt.Sprintf("user_daily|%s|%s|%s", c.UserID, c.EventType, c.Start().Format(time.DateOnly))
+	}
+}
+
+func daily(eventType string, day time.Time) keyschema.Counter {
+	return keyschema.Counter{Family: keyschema.Daily, EventType: eventType, Hour: keyschema.HourOf(day) / 24 * 24}
+}
+
+func hourly(eventType string, at time.Time) keyschema.Counter {
+	return keyschema.Counter{Family: keyschema.Hourly, EventType: eventType, Hour: keyschema.HourOf(at)}
+}
+
+func userDaily(user, eventType string, day time.Time) keyschema.Counter {
+	return keyschema.Counter{Family: keyschema.UserDaily, UserID: user, EventType: eventType, Hour: keyschema.HourOf(day) / 24 * 24}
+}
+
+// testEnv is one test's isolated Redis prefix and PostgreSQL database.
+type testEnv struct {
+	t      testing.TB
+	rdb    *redis.Client
+	prefix string
+	schema keyschema.Schema
+	dsn    string
+	db     *pgxpool.Pool
+	redis  string // Redis endpoint
+}
+
+// newTestEnv uses the shared servers: a unique key prefix and a fresh database.
+func newTestEnv(t testing.TB) *testEnv {
+	t.Helper()
+	rdb, prefix := testservers.SharedRedis(t)
+	return newTestEnvWith(t, rdb, prefix, testservers.RedisEndpoint(), testservers.FreshDatabase(t))
+}
+
+func newTestEnvWith(t testing.TB, rdb *redis.Client, prefix, redisEndpoint, dsn string) *testEnv {
+	t.Helper()
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	db, err := pgxpool.New(context.Background(), dsn)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	return &testEnv{t: t, rdb: rdb, prefix: prefix, schema: schema, dsn: dsn, db: db, redis: redisEndpoint}
+}
+
+// config returns a config for this env whose loop never ticks during a test:
+// tests drive flushes through flush().
+func (e *testEnv) config() *Config {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Redis.Endpoint = e.redis
+	cfg.KeyPrefix = e.prefix
+	cfg.DSN = configopaque.String(e.dsn)
+	cfg.Interval = time.Hour
+	cfg.Timeout = 30 * time.Second
+	cfg.CounterTTL = testCounterTTL
+	return cfg
+}
+
+// started is a started flusher with its observed logs and telemetry.
+type started struct {
+	*flusher
+	logs *observer.ObservedLogs
+	tel  *componenttest.Telemetry
+	host *statusHost
+}
+
+// start creates and starts a flusher; Shutdown runs at cleanup.
+func (e *testEnv) start(cfg *Config) *started {
+	e.t.Helper()
+	tel := componenttest.NewTelemetry()
+	e.t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	set := extensiontest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	core, logs := observer.New(zapcore.DebugLevel)
+	set.Logger = zap.New(zapcore.NewTee(core, zaptest.NewLogger(e.t, zaptest.Level(zapcore.WarnLevel)).Core()))
+	f, err := newFlusher(cfg, set)
+	require.NoError(e.t, err)
+	host := &statusHost{}
+	require.NoError(e.t, f.Start(context.Background(), host))
+	e.t.Cleanup(func() { require.NoError(e.t, f.Shutdown(context.Background())) })
+	return &started{flusher: f, logs: logs, tel: tel, host: host}
+}
+
+// write applies one exporter batch with the exporter's atomic script.
+func (e *testEnv) write(ctx context.Context, incs ...increment) error {
+	return writeBatch(ctx, e.rdb, e.schema, time.Now(), incs...)
+}
+
+func writeBatch(ctx context.Context, rdb redis.Scripter, schema keyschema.Schema, now time.Time, incs ...increment) error {
+	keys := make([]string, 0, len(incs)+1)
+	args := make([]any, 0, len(incs)+2)
+	keys = append(keys, schema.PendingKey())
+	args = append(args, now.UnixMilli(), int64(testCounterTTL/time.Second))
+	for _, inc := range incs {
+		keys = append(keys, schema.Key(inc.counter))
+		args = append(args, inc.n)
+	}
+	return exporterScript.Run(ctx, rdb, keys, args...).Err()
+}
+
+// readTotals returns every row of the three tables, keyed like rowKey.
+func (e *testEnv) readTotals(ctx context.Context) totals {
+	e.t.Helper()
+	got := totals{}
+	queries := []string{
+		`SELECT 'daily|' || event_type || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_daily`,
+		`SELECT 'hourly|' || event_type || '|' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24'), count FROM analytics_hourly`,
+		`SELECT 'user_daily|' || user_id || '|' || event_type || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_user_daily`,
+	}
+	for _, q := range queries {
+		rows, err := e.db.Query(ctx, q)
+		require.NoError(e.t, err)
+		var (
+			k string
+			n int64
+		)
+		_, err = pgx.ForEachRow(rows, []any{&k, &n}, func() error {
+			got[k] = n
+			return nil
+		})
+		require.NoError(e.t, err)
+	}
+	return got
+}
+
+// ledgerRows counts the rows of the flush ledger.
+func (e *testEnv) ledgerRows(ctx context.Context) int {
+	e.t.Helper()
+	var n int
+	require.NoError(e.t, e.db.QueryRow(ctx, `SELECT count(*) FROM analytics_flush_ledger`).Scan(&n))
+	return n
+}
+
+// keys lists the Redis keys under the env's prefix.
+func (e *testEnv) keys(ctx context.Context) []string {
+	e.t.Helper()
+	var out []string
+	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		out = append(out, iter.Val())
+	}
+	require.NoError(e.t, iter.Err())
+	return out
+}
+
+// requireRedisEmpty asserts that no counter, pending, staging or other key is left.
+func (e *testEnv) requireRedisEmpty(ctx context.Context) {
+	e.t.Helper()
+	require.Empty(e.t, e.keys(ctx), "Redis must hold no counter, pending member or staging entry")
+}
+
+// metricSum returns the sum of an int64 Sum metric's data points whose
+// attributes contain attrs (all points when attrs is empty); 0 if absent.
+func metricSum(t testing.TB, tel *componenttest.Telemetry, name string, attrs ...string) int64 {
+	t.Helper()
+	m, err := tel.GetMetric(name)
+	if err != nil {
+		return 0
+	}
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok, "%s is not an int64 sum", name)
+	var total int64
+	for _, dp := range sum.DataPoints {
+		match := true
+		for i := 0; i+1 < len(attrs); i += 2 {
+			v, found := dp.Attributes.Value(attribute.Key(attrs[i]))
+			if !found || v.AsString() != attrs[i+1] {
+				match = false
+			}
+		}
+		if match {
+			total += dp.Value
+		}
+	}
+	return total
+}
+
+// statusHost records the status events reported through componentstatus.
+type statusHost struct {
+	mu     sync.Mutex
+	events []*componentstatus.Event
+}
+
+var _ componentstatus.Reporter = (*statusHost)(nil)
+
+func (h *statusHost) GetExtensions() map[component.ID]component.Component { return nil }
+
+func (h *statusHost) Report(ev *componentstatus.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, ev)
+}
+
+func (h *statusHost) statuses() []componentstatus.Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]componentstatus.Status, 0, len(h.events))
+	for _, ev := range h.events {
+		out = append(out, ev.Status())
+	}
+	return out
+}
+
+// mergeTotals adds src into dst.
+func mergeTotals(dst, src totals) {
+	for k, v := range maps.All(src) {
+		dst[k] += v
+	}
+}
+
+// redisZ is a pending-set member scored the exporter's way (Unix ms).
+func redisZ(at time.Time, member string) redis.Z {
+	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
+}
+
+type (
+	metricdataGaugeFloat = metricdata.Gauge[float64]
+	metricdataGaugeInt   = metricdata.Gauge[int64]
+)
+
+// nopSettings returns extension settings with a test logger and telemetry.
+func nopSettings(t testing.TB) (extension.Settings, *componenttest.Telemetry) {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	set := extensiontest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	set.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
+	return set, tel
+}

@@ -1,0 +1,298 @@
+package pgflushextension
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+)
+
+// Values the STAGE script stores instead of a count for a pending member it
+// could not read. They are not integers, so the flusher quarantines them.
+const (
+	// markerForeign: the member is not a counter key of this prefix; the key
+	// (if any) was not touched.
+	markerForeign = "!foreign"
+	// markerWrongType: the key holds another Redis type; it was left alone.
+	markerWrongType = "!wrongtype"
+)
+
+// stageScript is STAGE: it moves up to ARGV[1] of the oldest pending counters
+// into a new staging hash, atomically.
+//
+//	KEYS[1] pending sorted set, KEYS[2] staging index, KEYS[3] staging hash of this flush id
+//	ARGV[1] batch size, ARGV[2] now (Unix ms), ARGV[3] flush id,
+//	ARGV[4] daily/hourly counter key prefix, ARGV[5] per-user counter key prefix
+//
+// It returns {expired, taken, {key1, value1, key2, value2, ...}}: taken is the
+// number of members removed from the pending set, expired how many of them had
+// no key any more. ZPOPMIN (ZRANGE 0 n-1 plus ZREM of the same members, oldest
+// first) and the get-and-delete of every counter (MGET then DEL, which inside
+// one script is the same as a GETDEL per key, with far fewer calls) happen in
+// one atomic step, and the exporter's INCRBY + ZADD NX is atomic too, so an
+// increment that lands during a flush is either in this batch or re-creates
+// its key and re-adds it to the pending set: it is never orphaned.
+//
+// If the staging hash already exists (go-redis re-sent the script after a
+// lost reply), it stages nothing and returns {-1, 0, {}}: the caller reads the
+// hash instead. Without that guard a re-run could overwrite a staged count.
+//
+// Only keys under the two counter prefixes are ever read and deleted: a
+// foreign member cannot delete another application's key (or an exporter
+// batch marker). MGET returns nil for a key of another type; EXISTS tells it
+// from an expired key, and such a key is left alone. unpack() is chunked at
+// 1000 values to stay below the Lua stack limit.
+var stageScript = redis.NewScript(`
+local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', staging) == 1 then
+  return {-1, 0, {}}
+end
+local popped = redis.call('ZPOPMIN', pending, ARGV[1])
+local n = #popped / 2
+if n == 0 then
+  return {0, 0, {}}
+end
+local counterPrefix, userPrefix = ARGV[4], ARGV[5]
+local cl, ul = #counterPrefix, #userPrefix
+local flat, f = {}, 0
+local keys, kn = {}, 0
+for i = 1, #popped, 2 do
+  local m = popped[i]
+  if string.sub(m, 1, cl) == counterPrefix or string.sub(m, 1, ul) == userPrefix then
+    kn = kn + 1
+    keys[kn] = m
+  else
+    flat[f + 1] = m
+    flat[f + 2] = '` + markerForeign + `'
+    f = f + 2
+  end
+end
+local expired = 0
+local del, dn = {}, 0
+for i = 1, kn, 1000 do
+  local j = math.min(i + 999, kn)
+  local values = redis.call('MGET', unpack(keys, i, j))
+  for k = 1, j - i + 1 do
+    local key, v = keys[i + k - 1], values[k]
+    if v then
+      flat[f + 1] = key
+      flat[f + 2] = v
+      f = f + 2
+      dn = dn + 1
+      del[dn] = key
+    elseif redis.call('EXISTS', key) == 1 then
+      flat[f + 1] = key
+      flat[f + 2] = '` + markerWrongType + `'
+      f = f + 2
+    else
+      expired = expired + 1
+    end
+  end
+end
+for i = 1, dn, 1000 do
+  redis.call('DEL', unpack(del, i, math.min(i + 999, dn)))
+end
+for i = 1, f, 1000 do
+  redis.call('HSET', staging, unpack(flat, i, math.min(i + 999, f)))
+end
+if f > 0 then
+  redis.call('ZADD', index, ARGV[2], ARGV[3])
+end
+return {expired, n, flat}
+`)
+
+// finishScript is CLEANUP (plus the quarantine writes of the batch): after the
+// PostgreSQL commit it records the unparsable counts in the quarantine hash,
+// deletes the staging hash and removes the flush id from the staging index.
+//
+//	KEYS[1] staging hash, KEYS[2] staging index, KEYS[3] quarantine hash
+//	ARGV[1] flush id, then triples {op, field, value}: op "i" = HINCRBY, "s" = HSET
+//
+// The quarantine writes run only while the staging hash exists and in the same
+// atomic step that deletes it, so a re-run (a retried command, or recovery of
+// an entry whose cleanup reply was lost) never quarantines a count twice.
+// A failing HINCRBY (overflow, or a non-integer already in the field) falls
+// back to HSET under a field suffixed with the flush id, never aborting.
+var finishScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for i = 2, #ARGV, 3 do
+    local ok = false
+    if ARGV[i] == 'i' then
+      local r = redis.pcall('HINCRBY', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+      ok = not (type(r) == 'table' and r.err)
+    end
+    if not ok then
+      redis.call('HSET', KEYS[3], ARGV[i + 1] .. '#' .. ARGV[1], ARGV[i + 2])
+    end
+  end
+  redis.call('UNLINK', KEYS[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`)
+
+// errBadScriptReply is returned when a script reply does not have the expected shape.
+var errBadScriptReply = errors.New("unexpected script reply")
+
+// stagedField is one field of a staging hash: a raw counter key and its count
+// as Redis returned it (normally a decimal integer).
+type stagedField struct {
+	key   string
+	value string
+}
+
+// stageResult is the outcome of one STAGE script run.
+type stageResult struct {
+	// taken is the number of members removed from the pending set.
+	taken int
+	// expired counts taken members whose counter had expired (GETDEL nil).
+	expired int
+	// fields holds what was staged; empty if nothing was.
+	fields []stagedField
+	// alreadyStaged reports that the staging hash existed before this run
+	// (a retried script): fields is empty and the caller reads the hash.
+	alreadyStaged bool
+}
+
+// stagingEntry is a member of the staging index.
+type stagingEntry struct {
+	id      string
+	created time.Time
+}
+
+// redisSnapshot is what a tick reads before it flushes.
+type redisSnapshot struct {
+	pending int64
+	// oldestPending is the first-pending time of the oldest counter; zero
+	// when nothing is pending.
+	oldestPending time.Time
+	// atRisk counts pending counters older than the risk age; 0 when the
+	// report is disabled.
+	atRisk  int64
+	staging []stagingEntry
+}
+
+// quarantineOp is one write to the quarantine hash.
+type quarantineOp struct {
+	incr  bool // HINCRBY (value is an integer) or HSET
+	field string
+	value string
+}
+
+// redisStore is the Redis side of the flush protocol.
+type redisStore struct {
+	client *redis.Client
+	schema keyschema.Schema
+	// counterPrefix and userPrefix are the key prefixes of the counter keys.
+	counterPrefix string
+	userPrefix    string
+}
+
+func newRedisStore(client *redis.Client, schema keyschema.Schema) *redisStore {
+	p := schema.Prefix()
+	return &redisStore{client: client, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
+}
+
+// stage runs STAGE for flush id.
+func (s *redisStore) stage(ctx context.Context, id string, batchSize int, now time.Time) (stageResult, error) {
+	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id)}
+	reply, err := stageScript.Run(ctx, s.client, keys, batchSize, now.UnixMilli(), id, s.counterPrefix, s.userPrefix).Slice()
+	if err != nil {
+		return stageResult{}, fmt.Errorf("redis stage: %w", err)
+	}
+	if len(reply) != 3 {
+		return stageResult{}, fmt.Errorf("redis stage: %w: %d elements", errBadScriptReply, len(reply))
+	}
+	expired, ok1 := reply[0].(int64)
+	taken, ok2 := reply[1].(int64)
+	flat, ok3 := reply[2].([]any)
+	if !ok1 || !ok2 || !ok3 || len(flat)%2 != 0 {
+		return stageResult{}, fmt.Errorf("redis stage: %w", errBadScriptReply)
+	}
+	if expired < 0 {
+		return stageResult{alreadyStaged: true}, nil
+	}
+	res := stageResult{taken: int(taken), expired: int(expired), fields: make([]stagedField, 0, len(flat)/2)}
+	for i := 0; i < len(flat); i += 2 {
+		k, okK := flat[i].(string)
+		v, okV := flat[i+1].(string)
+		if !okK || !okV {
+			return stageResult{}, fmt.Errorf("redis stage: %w: non-string field", errBadScriptReply)
+		}
+		res.fields = append(res.fields, stagedField{key: k, value: v})
+	}
+	return res, nil
+}
+
+// readStaging returns the content of the staging hash of flush id; empty when
+// it no longer exists (another flusher cleaned it up).
+func (s *redisStore) readStaging(ctx context.Context, id string) ([]stagedField, error) {
+	m, err := s.client.HGetAll(ctx, s.schema.StagingKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis read staging %s: %w", id, err)
+	}
+	fields := make([]stagedField, 0, len(m))
+	for k, v := range m {
+		fields = append(fields, stagedField{key: k, value: v})
+	}
+	return fields, nil
+}
+
+// finish runs CLEANUP for flush id, with the batch's quarantine writes.
+func (s *redisStore) finish(ctx context.Context, id string, quarantine []quarantineOp) error {
+	keys := []string{s.schema.StagingKey(id), s.schema.StagingIndexKey(), s.schema.QuarantineKey()}
+	args := make([]any, 0, 1+3*len(quarantine))
+	args = append(args, id)
+	for _, q := range quarantine {
+		op := "s"
+		if q.incr {
+			op = "i"
+		}
+		args = append(args, op, q.field, q.value)
+	}
+	if err := finishScript.Run(ctx, s.client, keys, args...).Err(); err != nil {
+		return fmt.Errorf("redis clean up staging %s: %w", id, err)
+	}
+	return nil
+}
+
+// snapshot reads, in one round trip, the pending set's size, its oldest
+// member, how many members are older than riskAge (skipped when riskAge is 0)
+// and the whole staging index.
+func (s *redisStore) snapshot(ctx context.Context, now time.Time, riskAge time.Duration) (redisSnapshot, error) {
+	var (
+		card    *redis.IntCmd
+		oldest  *redis.ZSliceCmd
+		atRisk  *redis.IntCmd
+		staging *redis.ZSliceCmd
+	)
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		card = p.ZCard(ctx, s.schema.PendingKey())
+		oldest = p.ZRangeWithScores(ctx, s.schema.PendingKey(), 0, 0)
+		if riskAge > 0 {
+			atRisk = p.ZCount(ctx, s.schema.PendingKey(), "-inf", "("+strconv.FormatInt(now.Add(-riskAge).UnixMilli(), 10))
+		}
+		staging = p.ZRangeWithScores(ctx, s.schema.StagingIndexKey(), 0, -1)
+		return nil
+	})
+	if err != nil {
+		return redisSnapshot{}, fmt.Errorf("redis read pending and staging: %w", err)
+	}
+	snap := redisSnapshot{pending: card.Val()}
+	if z := oldest.Val(); len(z) > 0 {
+		snap.oldestPending = time.UnixMilli(int64(z[0].Score))
+	}
+	if atRisk != nil {
+		snap.atRisk = atRisk.Val()
+	}
+	for _, z := range staging.Val() {
+		id, _ := z.Member.(string)
+		snap.staging = append(snap.staging, stagingEntry{id: id, created: time.UnixMilli(int64(z.Score))})
+	}
+	return snap, nil
+}

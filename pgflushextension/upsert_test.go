@@ -1,0 +1,122 @@
+package pgflushextension
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+)
+
+func testSchema(t testing.TB) keyschema.Schema {
+	t.Helper()
+	s, err := keyschema.New("analytics")
+	require.NoError(t, err)
+	return s
+}
+
+func TestParseBatchAggregatesAndSorts(t *testing.T) {
+	t.Parallel()
+	s := testSchema(t)
+	k := s.Key
+	fields := []stagedField{
+		{k(daily("b", day1)), "2"},
+		{k(daily("a", day2)), "3"},
+		{k(daily("a", day1)), "4"},
+		// The same primary key twice in one batch must be summed, never sent
+		// twice to one INSERT ... ON CONFLICT DO UPDATE.
+		{k(daily("a", day1)), "6"},
+		{k(hourly("h", day2)), "1"},
+		{k(hourly("h", day1)), "-1"},
+		{k(userDaily("zoë", "t", day1)), "9"},
+		{k(userDaily("adam", "t", day1)), "8"},
+	}
+	b := parseBatch(s, fields)
+	assert.Equal(t, len(fields), b.counters)
+	assert.Empty(t, b.quarantine)
+
+	d := b.rows(keyschema.Daily)
+	assert.Equal(t, []string{"a", "a", "b"}, d.eventTypes)
+	day := int32(keyschema.HourOf(day1) / 24) //nolint:gosec // a 2025 date fits
+	assert.Equal(t, []int32{day, day + 1, day}, d.days)
+	assert.Equal(t, []int64{10, 3, 2}, d.counts)
+
+	h := b.rows(keyschema.Hourly)
+	assert.Equal(t, []int64{keyschema.HourOf(day1), keyschema.HourOf(day2)}, h.hours)
+	assert.Equal(t, []int64{-1, 1}, h.counts)
+
+	u := b.rows(keyschema.UserDaily)
+	assert.Equal(t, []string{"adam", "zoë"}, u.userIDs)
+	assert.Equal(t, []int64{8, 9}, u.counts)
+}
+
+func TestParseBatchQuarantine(t *testing.T) {
+	t.Parallel()
+	s := testSchema(t)
+	tests := []struct {
+		name   string
+		field  stagedField
+		incr   bool
+		reason string
+	}{
+		{"value not an integer", stagedField{s.Key(daily("a", day1)), "1.5"}, false, "value is not an integer"},
+		{"marker", stagedField{"other:key", markerForeign}, false, "value is not an integer"},
+		{"overflowing value", stagedField{s.Key(daily("a", day1)), "9223372036854775808"}, false, "value is not an integer"},
+		{"foreign key", stagedField{"other:counter:a:2025-06-01", "1"}, true, "does not belong"},
+		{"bad shape", stagedField{"analytics:counter:a", "1"}, true, "does not match"},
+		{"bad escape", stagedField{"analytics:counter:a%2:2025-06-01", "1"}, true, "malformed"},
+		{"invalid utf-8", stagedField{"analytics:user:\xff:a:2025-06-01", "1"}, true, "UTF-8"},
+		{"nul byte", stagedField{"analytics:counter:%00:2025-06-01", "1"}, true, "UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := parseBatch(s, []stagedField{tt.field})
+			assert.Zero(t, b.counters)
+			require.Len(t, b.quarantine, 1)
+			assert.Equal(t, quarantineOp{incr: tt.incr, field: tt.field.key, value: tt.field.value}, b.quarantine[0])
+			require.Len(t, b.quarantineSample, 1)
+			assert.Contains(t, b.quarantineSample[0], tt.reason)
+		})
+	}
+}
+
+func TestParseBatchBoundsLogSample(t *testing.T) {
+	t.Parallel()
+	var fields []stagedField
+	for i := range 50 {
+		fields = append(fields, stagedField{"junk" + strconv.Itoa(i), "1"})
+	}
+	b := parseBatch(testSchema(t), fields)
+	assert.Len(t, b.quarantine, 50)
+	assert.Len(t, b.quarantineSample, maxQuarantineSample)
+}
+
+// FuzzParseBatch checks that every staged field is either counted or
+// quarantined (never dropped) and that the aggregated rows add up.
+func FuzzParseBatch(f *testing.F) {
+	s, err := keyschema.New("analytics")
+	require.NoError(f, err)
+	f.Add("analytics:counter:page_view:2025-06-01", "5")
+	f.Add("analytics:counter:a%3Ab:2025-06-01:23", "-3")
+	f.Add("analytics:user:u%7B1%7D:t:2025-06-01", "9223372036854775807")
+	f.Add("analytics:user:\xff:t:2025-06-01", "1")
+	f.Add("garbage", "x")
+	f.Fuzz(func(t *testing.T, key, value string) {
+		b := parseBatch(s, []stagedField{{key, value}, {key, value}})
+		assert.Equal(t, 2, b.counters+len(b.quarantine))
+		var rows int
+		for _, fam := range families {
+			r := b.rows(fam)
+			rows += r.len()
+			for _, txt := range append(r.eventTypes, r.userIDs...) {
+				assert.True(t, storableText(txt))
+			}
+		}
+		if b.counters > 0 {
+			assert.Equal(t, 1, rows, "one key twice aggregates into one row")
+		}
+	})
+}
