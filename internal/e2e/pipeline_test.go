@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -74,8 +76,13 @@ func TestDistroCountsOnShutdownFlush(t *testing.T) {
 		sendLogs(ctx, t, d, 600, seed, exp)
 		sendTraces(ctx, t, d, 300, seed, exp)
 	}
+	require.NotEmpty(t, exp.userDaily)
+	require.Equal(t, int64(4000), exp.events, "5 × (500 counted logs + 300 spans)")
 	// wait_for_result: every acknowledged request is already in Redis.
 	require.Positive(t, rdb.ZCard(ctx, prefix+":pending").Val())
+	// Records without an event type are dropped and counted, not lost silently.
+	metrics := d.scrapeMetrics(ctx)
+	assert.Contains(t, metrics, `otelcol_exporter_redis_analytics_events_dropped{reason="missing_event_type",signal="logs"} 500`)
 	d.stop()
 
 	got := tableRows(ctx, t, dsn)
@@ -114,6 +121,19 @@ func TestDistroPeriodicFlush(t *testing.T) {
 	assert.Equal(t, exp.hourly, got.hourly)
 	assert.Equal(t, exp.userDaily, got.userDaily)
 	d.stop()
+}
+
+// scrapeMetrics returns the collector's own metrics in Prometheus text format.
+func (d *distro) scrapeMetrics(ctx context.Context) string {
+	d.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.metricsURL, http.NoBody)
+	require.NoError(d.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(d.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(d.t, err)
+	return string(body)
 }
 
 func sum(m map[string]int64) int64 {
