@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -130,7 +131,20 @@ func (d *distro) waitHealthy() {
 // stop sends SIGTERM and waits for a clean exit (the final flush runs then).
 func (d *distro) stop() {
 	d.t.Helper()
+	d.terminate()
+	d.waitStopped()
+}
+
+// terminate sends SIGTERM without waiting (stop several collectors at once
+// with terminate, then waitStopped on each).
+func (d *distro) terminate() {
+	d.t.Helper()
 	require.NoError(d.t, d.cmd.Process.Signal(syscall.SIGTERM))
+}
+
+// waitStopped waits for the exit that terminate asked for and requires it clean.
+func (d *distro) waitStopped() {
+	d.t.Helper()
 	select {
 	case <-d.exited:
 	case <-time.After(60 * time.Second):
@@ -142,14 +156,41 @@ func (d *distro) stop() {
 	require.NoError(d.t, d.waitErr)
 }
 
+// kill sends SIGKILL and waits until the process is gone.
+func (d *distro) kill() {
+	d.t.Helper()
+	require.NoError(d.t, d.cmd.Process.Signal(syscall.SIGKILL))
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.t.Fatalf("collector did not die within 30s of SIGKILL")
+	}
+}
+
 // post sends an OTLP/HTTP protobuf request and requires a 200.
 func (d *distro) post(ctx context.Context, path string, body []byte) {
 	d.t.Helper()
+	require.NoError(d.t, d.send(ctx, path, body), "OTLP %s", path)
+}
+
+// send sends an OTLP/HTTP protobuf request and returns nil only for a 200
+// (the request is acknowledged). It never fails the test, so load loops may
+// call it from their own goroutines.
+func (d *distro) send(ctx context.Context, path string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.httpURL+path, bytes.NewReader(body))
-	require.NoError(d.t, err)
+	if err != nil {
+		return err
+	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	resp, err := http.DefaultClient.Do(req)
-	require.NoError(d.t, err)
+	if err != nil {
+		return err
+	}
 	defer resp.Body.Close()
-	require.Equal(d.t, http.StatusOK, resp.StatusCode, "OTLP %s", path)
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("OTLP %s: HTTP %d: %s", path, resp.StatusCode, msg)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body) // keep the connection reusable
+	return nil
 }
