@@ -37,6 +37,8 @@ type flusher struct {
 	// grace is the age after which another flusher's staging entry is
 	// recovered (graceFactor × timeout; tests shorten it).
 	grace time.Duration
+	// failpoint is nil in production; fault tests set it (see failpoint.go).
+	failpoint failpointFunc
 
 	// Lifecycle, as in filestorage: a ticker loop stopped through stopCh,
 	// and a closed flag under mu so Shutdown is idempotent.

@@ -173,6 +173,7 @@ func (f *flusher) recoverStaging(ctx context.Context, now time.Time, entries []s
 			f.removeOwn(e.id)
 			continue
 		}
+		f.reach(stepRecoveryRead)
 		if err := f.applyAndFinish(ctx, e.id, len(fields), parseBatch(f.schema, fields), st); err != nil {
 			errs = append(errs, err)
 			continue
@@ -260,6 +261,7 @@ func (f *flusher) stageLoop(ctx context.Context, pendingAtStart int64, out chan<
 		// Registered before the script runs: if its reply is lost, the next
 		// tick finds the id in the staging index and applies it at once.
 		f.addOwn(id)
+		f.reach(stepBeforeStage)
 		res, err := f.store.stage(ctx, id, f.cfg.BatchSize, now)
 		fields := res.fields
 		if err == nil && res.alreadyStaged {
@@ -273,6 +275,7 @@ func (f *flusher) stageLoop(ctx context.Context, pendingAtStart int64, out chan<
 		if len(fields) == 0 {
 			f.removeOwn(id)
 		} else {
+			f.reach(stepAfterStage)
 			b.parsed = parseBatch(f.schema, fields)
 		}
 		out <- b
@@ -308,17 +311,19 @@ func (f *flusher) isOwn(id string) bool {
 // applyAndFinish runs APPLY then CLEANUP for one staging entry of
 // fieldCount staged fields, parsed into b.
 func (f *flusher) applyAndFinish(ctx context.Context, id string, fieldCount int, b *parsedBatch, st *flushStats) error {
-	res, err := applyBatch(ctx, f.pool, f.upsert, id, b)
+	res, err := applyBatchWithFailpoint(ctx, f.pool, f.upsert, id, b, f.failpoint)
 	if err != nil {
 		f.logger.Warn("flush batch not committed; it stays staged in Redis and is retried",
 			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))
 		return fmt.Errorf("flush %s: %w", id, err)
 	}
+	f.reach(stepAfterCommit)
 	if err := f.store.finish(ctx, id, b.quarantine); err != nil {
 		f.logger.Warn("flush batch committed but its staging entry was not cleaned up; the ledger makes the retry a no-op",
 			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))
 		return fmt.Errorf("flush %s: %w", id, err)
 	}
+	f.reach(stepAfterCleanup)
 	f.removeOwn(id)
 	if len(b.quarantine) > 0 {
 		st.quarantined += len(b.quarantine)

@@ -231,6 +231,12 @@ const maxApplyAttempts = 3
 // once, a few times, when PostgreSQL reports a deadlock or a serialization
 // failure or when pgconn says the error happened before anything was sent.
 func applyBatch(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, b *parsedBatch) (applyResult, error) {
+	return applyBatchWithFailpoint(ctx, pool, upsert, id, b, nil)
+}
+
+// applyBatchWithFailpoint is applyBatch reaching fp's steps inside the
+// transaction (fp is nil in production).
+func applyBatchWithFailpoint(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, b *parsedBatch, fp failpointFunc) (applyResult, error) {
 	var rows [len(families)]*familyRows
 	for i, f := range families {
 		rows[i] = b.rows(f)
@@ -238,7 +244,7 @@ func applyBatch(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id s
 	var err error
 	for range maxApplyAttempts {
 		var res applyResult
-		res, err = applyOnce(ctx, pool, upsert, id, b.counters, rows)
+		res, err = applyOnce(ctx, pool, upsert, id, b.counters, rows, fp)
 		if err == nil {
 			return res, nil
 		}
@@ -249,14 +255,16 @@ func applyBatch(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id s
 	return applyResult{}, err
 }
 
-func applyOnce(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, counters int, rows [len(families)]*familyRows) (applyResult, error) {
+func applyOnce(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, counters int, rows [len(families)]*familyRows, fp failpointFunc) (applyResult, error) {
 	var res applyResult
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		fp.reach(stepApplyBegun)
 		res = applyResult{}
 		tag, err := tx.Exec(ctx, insertLedgerSQL, id, counters)
 		if err != nil {
 			return fmt.Errorf("insert ledger: %w", err)
 		}
+		fp.reach(stepAfterLedger)
 		if tag.RowsAffected() == 0 {
 			res.alreadyApplied = true
 			return nil
@@ -271,6 +279,7 @@ func applyOnce(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id st
 			}
 			res.rows[r.family] = n
 		}
+		fp.reach(stepBeforeCommit)
 		return nil
 	})
 	if err != nil {

@@ -1,0 +1,254 @@
+package pgflushextension
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+)
+
+// stepKiller is a flusher failpoint that runs kill (stopping a server) the
+// first time the armed step is reached, then disarms itself.
+type stepKiller struct {
+	kill func()
+
+	mu    sync.Mutex
+	armed string
+	fired bool
+}
+
+func (s *stepKiller) arm(step string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed, s.fired = step, false
+}
+
+func (s *stepKiller) reach(step string) {
+	s.mu.Lock()
+	hit := step == s.armed
+	if hit {
+		s.armed, s.fired = "", true
+	}
+	s.mu.Unlock()
+	if hit {
+		s.kill()
+	}
+}
+
+func (s *stepKiller) hasFired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fired
+}
+
+// killAtStep arms step, runs one flush, and requires that it reached step
+// (and so killed the server). The flush's error is expected, not checked.
+func killAtStep(ctx context.Context, t *testing.T, f *started, killer *stepKiller, step string) {
+	t.Helper()
+	killer.arm(step)
+	_, err := f.flush(ctx)
+	require.True(t, killer.hasFired(), "step %s not reached (flush error: %v)", step, err)
+	t.Logf("server killed at %s; the flush returned %v", step, err)
+}
+
+// killAtRandom runs kill after a random delay of up to maxDelay while
+// flushes run back to back, and returns once kill has returned: the kill
+// lands between two ticks or anywhere inside one.
+func killAtRandom(ctx context.Context, t *testing.T, f *started, rng *rand.Rand, maxDelay time.Duration, kill func()) {
+	t.Helper()
+	killed := make(chan struct{})
+	delay := time.Duration(rng.Int64N(int64(maxDelay)))
+	time.AfterFunc(delay, func() { kill(); close(killed) })
+	flushes := 0
+	for {
+		select {
+		case <-killed:
+			t.Logf("server killed %s after the first of %d flushes", delay, flushes)
+			return
+		default:
+		}
+		_, _ = f.flush(ctx)
+		flushes++
+	}
+}
+
+// flushUntilOK flushes until a flush succeeds (a pool may hand out a few
+// connections that died with the server first).
+func flushUntilOK(ctx context.Context, t *testing.T, f *started) {
+	t.Helper()
+	var err error
+	for range 20 {
+		if _, err = f.flush(ctx); err == nil {
+			return
+		}
+	}
+	require.NoError(t, err, "flush after the restart")
+}
+
+// waitPending waits until at least n counters are pending, so that a flush
+// takes several batches.
+func waitPending(ctx context.Context, t *testing.T, env *testEnv, n int64) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return env.rdb.ZCard(ctx, env.schema.PendingKey()).Val() >= n
+	}, 10*time.Second, 5*time.Millisecond, "writers keep counters pending")
+}
+
+// TestPostgresKilledDuringFlushes SIGKILLs a private PostgreSQL inside the
+// APPLY transaction (after BEGIN, after the ledger insert, before COMMIT),
+// right after a commit, during recovery, and at random moments of a flush
+// loop, while two exporter-style writers keep incrementing. After each
+// restart (WAL recovery) the flusher retries its staged batches: the totals
+// are exact and Redis is left empty.
+func TestPostgresKilledDuringFlushes(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pg := testservers.StartPostgres(t)
+	rdb, prefix := testservers.SharedRedis(t)
+	env := newTestEnvWith(t, rdb, prefix, testservers.RedisEndpoint(), pg.FreshDatabase(t))
+	cfg := env.config()
+	cfg.BatchSize = 20
+	cfg.Timeout = 10 * time.Second
+	f := env.start(cfg)
+	killer := &stepKiller{kill: pg.Kill}
+	f.failpoint = killer.reach // the loop ticks hourly: only the flushes below read it
+
+	counters := seedCounters()
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := seed(ctx, t, env.write, counters, rng)
+	stopA := startWriter(ctx, t, env.write, counters, 11, 10_000)
+	stopB := startWriter(ctx, t, env.write, counters, 12, 10_000)
+
+	for _, step := range []string{stepApplyBegun, stepAfterLedger, stepBeforeCommit, stepAfterCommit} {
+		waitPending(ctx, t, env, 3*int64(cfg.BatchSize))
+		killAtStep(ctx, t, f, killer, step)
+		pg.Start()
+		if step == stepBeforeCommit {
+			// Its batch is still staged: kill again while recovering it.
+			killAtStep(ctx, t, f, killer, stepRecoveryRead)
+			pg.Start()
+		}
+		flushUntilOK(ctx, t, f)
+	}
+	for range 3 {
+		waitPending(ctx, t, env, 3*int64(cfg.BatchSize))
+		killAtRandom(ctx, t, f, rng, 30*time.Millisecond, pg.Kill)
+		pg.Start()
+		flushUntilOK(ctx, t, f)
+	}
+
+	mergeTotals(want, stopA())
+	mergeTotals(want, stopB())
+	flushUntilOK(ctx, t, f)
+	env.db.Reset() // its connections died with the server
+	requireExactTotals(ctx, t, env, want, nil)
+}
+
+// idempotentWriteScript is the exporter's write made idempotent the way the
+// exporter does it: a batch marker (SET NX with a TTL) in the same atomic
+// script, so that a batch re-sent after a lost reply is applied once.
+//
+//	KEYS[1] pending, KEYS[2] batch marker, KEYS[3..] counter keys
+//	ARGV[1] now ms, ARGV[2] counter ttl s, ARGV[3] marker ttl s, ARGV[4..] increments
+var idempotentWriteScript = redis.NewScript(`
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return 0
+end
+for i = 3, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+  redis.call('ZADD', KEYS[1], 'NX', ARGV[1], KEYS[i])
+end
+return 1
+`)
+
+// idempotentWrite returns a writeFunc that applies a batch once under a new
+// batch id, re-sending it until Redis acknowledges it (Redis may be down).
+func idempotentWrite(rdb *redis.Client, schema keyschema.Schema) writeFunc {
+	return func(ctx context.Context, incs ...increment) error {
+		keys := []string{schema.PendingKey(), schema.BatchKey(uuid.NewString())}
+		args := []any{time.Now().UnixMilli(), int64(testCounterTTL / time.Second), int64(time.Hour / time.Second)}
+		for _, inc := range incs {
+			keys = append(keys, schema.Key(inc.counter))
+			args = append(args, inc.n)
+		}
+		retry := time.NewTicker(5 * time.Millisecond)
+		defer retry.Stop()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := idempotentWriteScript.Run(ctx, rdb, keys, args...).Err()
+			if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+				return err
+			}
+			<-retry.C
+		}
+	}
+}
+
+// TestRedisKilledDuringFlushes SIGKILLs a private Redis (AOF, appendfsync
+// always) between two ticks, inside a tick before and after STAGE, after the
+// commit, after CLEANUP and during recovery, and at random moments of a flush
+// loop, while two writers keep incrementing (idempotently, as the exporter
+// does, so that their own retries count once). After each restart the
+// flusher finishes its staged batches: the totals are exact and Redis holds
+// nothing but the writers' batch markers.
+func TestRedisKilledDuringFlushes(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv := testservers.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	env := newTestEnvWith(t, rdb, testservers.UniqueName("test-"), srv.Addr, testservers.FreshDatabase(t))
+	cfg := env.config()
+	cfg.BatchSize = 20
+	cfg.Timeout = 10 * time.Second
+	f := env.start(cfg)
+	killer := &stepKiller{kill: srv.Kill}
+	f.failpoint = killer.reach // the loop ticks hourly: only the flushes below read it
+
+	write := idempotentWrite(rdb, env.schema)
+	counters := seedCounters()
+	rng := rand.New(rand.NewPCG(3, 4))
+	want := seed(ctx, t, write, counters, rng)
+	stopA := startWriter(ctx, t, write, counters, 21, 10_000)
+	stopB := startWriter(ctx, t, write, counters, 22, 10_000)
+
+	// Between two ticks.
+	waitPending(ctx, t, env, 3*int64(cfg.BatchSize))
+	srv.Kill()
+	srv.Start()
+	flushUntilOK(ctx, t, f)
+
+	for _, step := range []string{stepBeforeStage, stepAfterStage, stepAfterCommit, stepAfterCleanup} {
+		waitPending(ctx, t, env, 3*int64(cfg.BatchSize))
+		killAtStep(ctx, t, f, killer, step)
+		srv.Start()
+		if step == stepAfterStage {
+			// Its batch is still staged: kill again while recovering it.
+			killAtStep(ctx, t, f, killer, stepRecoveryRead)
+			srv.Start()
+		}
+		flushUntilOK(ctx, t, f)
+	}
+	for range 3 {
+		waitPending(ctx, t, env, 3*int64(cfg.BatchSize))
+		killAtRandom(ctx, t, f, rng, 30*time.Millisecond, srv.Kill)
+		srv.Start()
+		flushUntilOK(ctx, t, f)
+	}
+
+	mergeTotals(want, stopA())
+	mergeTotals(want, stopB())
+	flushUntilOK(ctx, t, f)
+	marker := env.schema.BatchKey("")
+	requireExactTotals(ctx, t, env, want, func(key string) bool { return strings.HasPrefix(key, marker) })
+}
