@@ -244,7 +244,7 @@ func (f *flusher) stageBatches(ctx context.Context, pendingAtStart int64, st *fl
 		}
 	}
 	<-done
-	if err == nil && ctx.Err() != nil {
+	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		f.logger.Warn("flush timeout reached with counters still pending; the next tick continues",
 			zap.Duration("timeout", f.cfg.Timeout), zap.Int("batches", st.batches))
 	}
@@ -311,7 +311,7 @@ func (f *flusher) isOwn(id string) bool {
 // applyAndFinish runs APPLY then CLEANUP for one staging entry of
 // fieldCount staged fields, parsed into b.
 func (f *flusher) applyAndFinish(ctx context.Context, id string, fieldCount int, b *parsedBatch, st *flushStats) error {
-	res, err := applyBatchWithFailpoint(ctx, f.pool, f.upsert, id, b, f.failpoint)
+	res, err := applyBatch(ctx, f.pool, f.upsert, id, b, f.failpoint)
 	if err != nil {
 		f.logger.Warn("flush batch not committed; it stays staged in Redis and is retried",
 			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))

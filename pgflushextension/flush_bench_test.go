@@ -107,7 +107,7 @@ func BenchmarkUpsert(b *testing.B) {
 				require.NoError(b, err)
 				b.StartTimer()
 				for _, pb := range batches {
-					_, err := applyBatch(ctx, f.pool, s.fn, newFlushID(time.Now()), pb)
+					_, err := applyBatch(ctx, f.pool, s.fn, newFlushID(time.Now()), pb, nil)
 					require.NoError(b, err)
 				}
 			}

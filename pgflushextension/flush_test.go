@@ -301,7 +301,7 @@ func TestCrashBetweenCommitAndCleanup(t *testing.T) {
 		f.addOwn(id)
 		res, err := f.store.stage(ctx, id, f.cfg.BatchSize, time.Now())
 		require.NoError(t, err)
-		_, err = applyBatch(ctx, f.pool, f.upsert, id, parseBatch(f.schema, res.fields))
+		_, err = applyBatch(ctx, f.pool, f.upsert, id, parseBatch(f.schema, res.fields), nil)
 		require.NoError(t, err)
 	}
 	stageAndCommit(f)
@@ -661,6 +661,18 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 		}
 	}
 	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the new increment waits for the next batch")
+
+	// Another flusher recovers and finishes the entry before the re-sent
+	// script arrives: the re-run must still stage nothing under this id,
+	// because the ledger holds it and its batch would be skipped as applied.
+	require.NoError(t, store.finish(ctx, id, nil))
+	res, err = store.stage(ctx, id, 100, time.Now())
+	require.NoError(t, err)
+	assert.True(t, res.alreadyStaged)
+	staged, err = store.readStaging(ctx, id)
+	require.NoError(t, err)
+	assert.Empty(t, staged)
+	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the pending increment is left for a fresh flush id")
 }
 
 func TestFinishScriptIsIdempotent(t *testing.T) {

@@ -12,6 +12,10 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
 
+// stagingClaimTTL is how long a flush id's claim lives. It only has to
+// outlast go-redis re-sending one STAGE call, which happens within one tick.
+const stagingClaimTTL = time.Hour
+
 // Values the STAGE script stores instead of a count for a pending member it
 // could not read. They are not integers, so the flusher quarantines them.
 const (
@@ -25,9 +29,11 @@ const (
 // stageScript is STAGE: it moves up to ARGV[1] of the oldest pending counters
 // into a new staging hash, atomically.
 //
-//	KEYS[1] pending sorted set, KEYS[2] staging index, KEYS[3] staging hash of this flush id
+//	KEYS[1] pending sorted set, KEYS[2] staging index, KEYS[3] staging hash of this flush id,
+//	KEYS[4] claim marker of this flush id
 //	ARGV[1] batch size, ARGV[2] now (Unix ms), ARGV[3] flush id,
-//	ARGV[4] daily/hourly counter key prefix, ARGV[5] per-user counter key prefix
+//	ARGV[4] daily/hourly counter key prefix, ARGV[5] per-user counter key prefix,
+//	ARGV[6] claim marker TTL (seconds)
 //
 // It returns {expired, taken, {key1, value1, key2, value2, ...}}: taken is the
 // number of members removed from the pending set, expired how many of them had
@@ -38,9 +44,12 @@ const (
 // increment that lands during a flush is either in this batch or re-creates
 // its key and re-adds it to the pending set: it is never orphaned.
 //
-// If the staging hash already exists (go-redis re-sent the script after a
+// If the flush id was claimed before (go-redis re-sent the script after a
 // lost reply), it stages nothing and returns {-1, 0, {}}: the caller reads the
-// hash instead. Without that guard a re-run could overwrite a staged count.
+// staging hash instead, which is empty when another flusher recovered and
+// finished the entry meanwhile. The claim outlives the hash: checking the hash
+// alone would let such a re-run stage a new batch under an id the ledger
+// already holds, and that batch would then be skipped as applied.
 //
 // Only keys under the two counter prefixes are ever read and deleted: a
 // foreign member cannot delete another application's key (or an exporter
@@ -49,7 +58,7 @@ const (
 // 1000 values to stay below the Lua stack limit.
 var stageScript = redis.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', staging) == 1 then
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then
   return {-1, 0, {}}
 end
 local popped = redis.call('ZPOPMIN', pending, ARGV[1])
@@ -200,8 +209,9 @@ func newRedisStore(client *redis.Client, schema keyschema.Schema) *redisStore {
 
 // stage runs STAGE for flush id.
 func (s *redisStore) stage(ctx context.Context, id string, batchSize int, now time.Time) (stageResult, error) {
-	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id)}
-	reply, err := stageScript.Run(ctx, s.client, keys, batchSize, now.UnixMilli(), id, s.counterPrefix, s.userPrefix).Slice()
+	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id)}
+	reply, err := stageScript.Run(ctx, s.client, keys, batchSize, now.UnixMilli(), id,
+		s.counterPrefix, s.userPrefix, int64(stagingClaimTTL/time.Second)).Slice()
 	if err != nil {
 		return stageResult{}, fmt.Errorf("redis stage: %w", err)
 	}

@@ -230,13 +230,9 @@ const maxApplyAttempts = 3
 // and, unless the ledger already held it, upserts every family. It retries at
 // once, a few times, when PostgreSQL reports a deadlock or a serialization
 // failure or when pgconn says the error happened before anything was sent.
-func applyBatch(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, b *parsedBatch) (applyResult, error) {
-	return applyBatchWithFailpoint(ctx, pool, upsert, id, b, nil)
-}
-
-// applyBatchWithFailpoint is applyBatch reaching fp's steps inside the
-// transaction (fp is nil in production).
-func applyBatchWithFailpoint(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, b *parsedBatch, fp failpointFunc) (applyResult, error) {
+// fp (nil outside the fault-injection tests) is reached at the named steps
+// inside the transaction.
+func applyBatch(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id string, b *parsedBatch, fp failpointFunc) (applyResult, error) {
 	var rows [len(families)]*familyRows
 	for i, f := range families {
 		rows[i] = b.rows(f)

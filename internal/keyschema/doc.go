@@ -13,6 +13,7 @@
 //	analytics:staging                              sorted set of staging ids, scored by creation time (ms)
 //	analytics:staging:{id}                         hash counter key -> count, moved out of the counters by one
 //	                                               flush and kept until PostgreSQL has committed it
+//	analytics:staging-claim:{id}                   marker (with TTL) that flush id {id} was used by a STAGE
 //	analytics:batch:{id}                           marker of an applied exporter batch (retry idempotency)
 //	analytics:quarantine                           hash of counts the flusher could not parse (never dropped silently)
 //

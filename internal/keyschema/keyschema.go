@@ -115,6 +115,11 @@ func (s Schema) StagingIndexKey() string { return s.prefix + "staging" }
 // StagingKey is the hash that holds the counts moved out by flush id.
 func (s Schema) StagingKey(id string) string { return s.prefix + "staging:" + id }
 
+// StagingClaimKey marks flush id as used by a STAGE. It outlives the staging
+// hash, so a STAGE that go-redis re-sends after its entry was already applied
+// and cleaned up cannot stage a new batch under the same, already-applied id.
+func (s Schema) StagingClaimKey(id string) string { return s.prefix + "staging-claim:" + id }
+
 // BatchKey marks an exporter batch id as applied.
 func (s Schema) BatchKey(id string) string { return s.prefix + "batch:" + id }
 
