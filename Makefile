@@ -5,6 +5,8 @@
 #   internal/tools/go.mod          golangci-lint v2.15.0, ocb (builder) v0.165.0, govulncheck
 #   internal/tools/mdatagen/go.mod mdatagen v0.159.0 (own module so its pinned deps stay untouched;
 #                                  the newest mdatagen this module proxy serves)
+#   internal/tools/telemetrygen/go.mod telemetrygen v0.161.0 (load generator of `make bench`; own module
+#                                  for the same reason)
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -32,16 +34,21 @@ RUN_CONFIG ?= testdata/config.yaml
 PKGS ?= ./...
 TEST_TIMEOUT ?= 15m
 TEST_FLAGS ?=
-BENCH ?= .
+# `make bench` driver flags (go run ./internal/benchrun -help), e.g. BENCH_FLAGS='-duration 30s -keep-tmp'.
 BENCH_FLAGS ?=
+# `make bench-go` only: benchmark regexp and extra `go test` flags.
+BENCH ?= .
+GO_BENCH_FLAGS ?=
 
 # Wrapper dir put on PATH by `make generate` so `//go:generate mdatagen metadata.yaml` works.
 TOOLS_BIN := $(ROOT)/.tools/bin
 
 # Inputs of the distro: non-test Go sources of the root module, go.mod/go.sum, the ocb manifest
-# and the tools module (ocb version). Test files, _build/, bin/ and internal/tools/ are excluded.
+# and the tools module (ocb version). Test files, _build/, bin/, internal/tools/ and the bench driver
+# (internal/benchrun, not part of the distro) are excluded.
 DIST_SOURCES := $(shell find . -type f -name '*.go' ! -name '*_test.go' \
-	! -path './_build/*' ! -path './bin/*' ! -path './.tools/*' ! -path './internal/tools/*' ! -path './.git/*' 2>/dev/null)
+	! -path './_build/*' ! -path './bin/*' ! -path './.tools/*' ! -path './internal/tools/*' \
+	! -path './internal/benchrun/*' ! -path './.git/*' 2>/dev/null)
 DIST_INPUTS := $(BUILDER_CONFIG) go.mod go.sum internal/tools/go.mod $(DIST_SOURCES)
 
 .PHONY: all
@@ -78,10 +85,19 @@ services:
 test: services build
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 
-## bench: run all benchmarks once (placeholder; extend with -count=10 + benchstat later)
+## bench: issue #4 targets: the distro under telemetrygen load next to a do-nothing baseline (both
+##        durability modes), then the Go benchmarks; prints one summary (also in bench-results.txt), ~3 min
+# The driver (internal/benchrun) starts a private Redis, a fresh PostgreSQL database per run, the distro
+# and telemetrygen (pinned in internal/tools/telemetrygen/go.mod, compiled once into a temp dir), pins
+# them to CPUs with taskset when there are >= 2, and stops everything it started.
 .PHONY: bench
-bench: services
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(BENCH_FLAGS) $(PKGS)
+bench: services build
+	$(GO) run ./internal/benchrun -root $(ROOT) $(BENCH_FLAGS)
+
+## bench-go: only the Go benchmarks, plain `go test -bench` (BENCH regexp, GO_BENCH_FLAGS)
+.PHONY: bench-go
+bench-go: services
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(GO_BENCH_FLAGS) $(PKGS)
 
 ## lint: golangci-lint v2 with .golangci.yml
 .PHONY: lint
@@ -112,6 +128,7 @@ tidy:
 	$(GO) mod tidy
 	cd internal/tools && $(GO) mod tidy
 	cd internal/tools/mdatagen && $(GO) mod tidy
+	cd internal/tools/telemetrygen && $(GO) mod tidy
 
 ## vulncheck: govulncheck (needs network access to vuln.go.dev)
 .PHONY: vulncheck
@@ -123,6 +140,7 @@ vulncheck:
 tools:
 	cd internal/tools && $(GO) build -o /dev/null tool
 	cd internal/tools/mdatagen && $(GO) build -o /dev/null tool
+	cd internal/tools/telemetrygen && $(GO) build -o /dev/null tool
 
 ## clean: remove build outputs and coverage files
 .PHONY: clean

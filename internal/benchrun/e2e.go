@@ -1,0 +1,893 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+)
+
+// e2eConfig is one distro configuration measured end to end.
+type e2eConfig struct {
+	key       string // short id used in file names
+	name      string // shown in the report
+	file      string // collector config
+	analytics bool   // pipelines end in redis_analytics (+ pg_flush): counts are checked
+	storage   bool   // needs STORAGE_DIR (file_storage)
+}
+
+const (
+	keyBaseline      = "baseline"
+	keyBaselineQueue = "baseline-q"
+	keyAckRedis      = "mode-a"
+	keyPersistent    = "mode-b"
+)
+
+// e2eConfigs lists the configurations; the queue baseline is generated into
+// tmp (see writeQueueBaseline).
+func e2eConfigs(root, tmp string) []e2eConfig {
+	return []e2eConfig{
+		{
+			key: keyBaseline, name: "baseline: debug exporter (silent)",
+			file: filepath.Join(root, "testdata", "bench", "baseline-debug.yaml"),
+		},
+		{
+			key: keyBaselineQueue, name: "info: debug + sample config's sending_queue",
+			file: filepath.Join(tmp, "baseline-debug-queue.yaml"),
+		},
+		{
+			key: keyAckRedis, name: "(a) ack after Redis (testdata/config.yaml)",
+			file:      filepath.Join(root, "testdata", "config.yaml"),
+			analytics: true,
+		},
+		{
+			key: keyPersistent, name: "(b) persistent queue (file_storage)",
+			file:      filepath.Join(root, "testdata", "bench", "persistent-queue.yaml"),
+			analytics: true, storage: true,
+		},
+	}
+}
+
+// signalSpec is one telemetrygen load.
+type signalSpec struct {
+	name     string // telemetrygen subcommand: logs, traces
+	unit     string // log records, spans
+	metric   string // suffix of the collector's item metrics: log_records, spans
+	dataType string // data_type label of the exporter queue metrics: logs, traces
+	args     []string
+	// isEvent tells which event types (analytics_daily.event_type) this load produces.
+	isEvent func(eventType string) bool
+}
+
+// The event type of every log record is page_view (event.name attribute);
+// spans count under their names (telemetrygen: lets-go, okey-dokey-0).
+const logEventType = "page_view"
+
+var signals = []signalSpec{
+	{
+		name: "logs", unit: "log records", metric: "log_records", dataType: "logs",
+		args: []string{
+			"--telemetry-attributes", `event.name="` + logEventType + `"`,
+			"--telemetry-attributes", `user.id="bench-user"`,
+		},
+		isEvent: func(t string) bool { return t == logEventType },
+	},
+	{
+		name: "traces", unit: "spans", metric: "spans", dataType: "traces",
+		args:    []string{"--telemetry-attributes", `user.id="bench-user"`},
+		isEvent: func(t string) bool { return t != logEventType },
+	},
+}
+
+// loadResult is what one load measured.
+type loadResult struct {
+	signal signalSpec
+
+	accepted, refused, failed float64 // receiver, over the load window
+	exported, exportFailed    float64 // exporter sent / send_failed+enqueue_failed
+	cpuSeconds                float64 // collector utime+stime from load start to drained
+	loadSeconds               float64 // telemetrygen wall time
+	drainSeconds              float64 // after telemetrygen exited, until the exporter sent everything
+	drained                   bool
+	maxRSS                    int64   // max sampled VmRSS during the load
+	loadGenCPU                float64 // telemetrygen + Redis CPU seconds over the window
+	otherCPU                  float64 // CPU seconds of every other process over the window (noise)
+	maxQueue                  float64 // max sampled otelcol_exporter_queue_size
+	queueCapacity             float64 // otelcol_exporter_queue_capacity
+	slices                    int     // loads summed into this result
+
+	// Totals over the collector's life (for the count check).
+	acceptedTotal         float64
+	counted               int64 // analytics_daily after shutdown
+	countedHourly         int64
+	countedUser           int64
+	inRedis               int64 // daily counts still in Redis (counter or staging) after shutdown
+	countsOK              bool  // counted/inRedis were read
+	telemetrygenErr       error
+	telemetrygenExitCode  int
+	telemetrygenErrorLogs int
+}
+
+// perCPUSecond is accepted records per collector CPU-second.
+func (l *loadResult) perCPUSecond() float64 {
+	if l.cpuSeconds <= 0 {
+		return 0
+	}
+	return l.accepted / l.cpuSeconds
+}
+
+// merge adds another slice of the same signal.
+func (l *loadResult) merge(o *loadResult) {
+	l.accepted += o.accepted
+	l.refused += o.refused
+	l.failed += o.failed
+	l.exported += o.exported
+	l.exportFailed += o.exportFailed
+	l.cpuSeconds += o.cpuSeconds
+	l.loadSeconds += o.loadSeconds
+	l.drainSeconds += o.drainSeconds
+	l.drained = l.drained && o.drained
+	l.maxRSS = max(l.maxRSS, o.maxRSS)
+	l.loadGenCPU += o.loadGenCPU
+	l.otherCPU += o.otherCPU
+	l.maxQueue = max(l.maxQueue, o.maxQueue)
+	l.queueCapacity = max(l.queueCapacity, o.queueCapacity)
+	l.slices += o.slices
+	l.telemetrygenErr = errors.Join(l.telemetrygenErr, o.telemetrygenErr)
+	if o.telemetrygenExitCode != 0 {
+		l.telemetrygenExitCode = o.telemetrygenExitCode
+	}
+	l.telemetrygenErrorLogs += o.telemetrygenErrorLogs
+}
+
+// runResult is one configuration's run.
+type runResult struct {
+	cfg          e2eConfig
+	loads        []*loadResult // one per signal, summed over the rounds
+	probe        *loadResult   // saturation probe (sample config only)
+	peakRSS      int64         // VmHWM after the rounds
+	peakRSSProbe int64         // VmHWM after the saturation probe
+	shutdownSecs float64
+	exitCode     int
+	logIssues    []logIssue
+	err          error
+}
+
+// add sums a slice into the result of its signal.
+func (r *runResult) add(l *loadResult) {
+	l.slices = 1
+	if cur := r.load(l.signal.name); cur != nil {
+		cur.merge(l)
+		return
+	}
+	r.loads = append(r.loads, l)
+}
+
+// load returns the run's result for signal name, or nil.
+func (r *runResult) load(name string) *loadResult {
+	for _, l := range r.loads {
+		if l.signal.name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+// logIssue is one distinct warn/error line of the collector log.
+type logIssue struct {
+	count int
+	line  string
+}
+
+// e2eEnv holds what every configuration's run shares.
+type e2eEnv struct {
+	opts         options
+	sup          *supervisor
+	rdb          *redis.Client
+	redisAddr    string
+	redisPid     int
+	telemetrygen string
+	tmp          string
+}
+
+type endpoints struct {
+	grpc, http, health, metrics string
+	metricsPort                 int
+}
+
+func newEndpoints() (endpoints, error) {
+	var ports [4]int
+	seen := map[int]bool{}
+	for i := range ports {
+		for {
+			p, err := freePort()
+			if err != nil {
+				return endpoints{}, err
+			}
+			if !seen[p] {
+				seen[p] = true
+				ports[i] = p
+				break
+			}
+		}
+	}
+	hp := func(p int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)) }
+	return endpoints{grpc: hp(ports[0]), http: hp(ports[1]), health: hp(ports[2]), metrics: hp(ports[3]), metricsPort: ports[3]}, nil
+}
+
+// writeQueueBaseline writes the second, informational baseline: the debug
+// baseline whose exporter gets the sending_queue section of the sample config
+// (wait for the result, batching in the queue). Mode (a) against it isolates
+// the redis_analytics exporter's own cost from the exporterhelper queue and
+// batching. The file is JSON, which the collector reads as YAML; the
+// ${env:...} references stay as they are.
+func writeQueueBaseline(root, dst string) error {
+	sample, err := confmaptest.LoadConf(filepath.Join(root, "testdata", "config.yaml"))
+	if err != nil {
+		return fmt.Errorf("queue baseline: %w", err)
+	}
+	base, err := confmaptest.LoadConf(filepath.Join(root, "testdata", "bench", "baseline-debug.yaml"))
+	if err != nil {
+		return fmt.Errorf("queue baseline: %w", err)
+	}
+	queue := sample.Get("exporters::redis_analytics::sending_queue")
+	if queue == nil {
+		return errors.New("queue baseline: testdata/config.yaml has no exporters::redis_analytics::sending_queue")
+	}
+	if err = base.Merge(confmap.NewFromStringMap(map[string]any{
+		"exporters": map[string]any{"debug": map[string]any{"sending_queue": queue}},
+	})); err != nil {
+		return fmt.Errorf("queue baseline: %w", err)
+	}
+	b, err := json.MarshalIndent(base.ToStringMap(), "", "  ")
+	if err != nil {
+		return fmt.Errorf("queue baseline: %w", err)
+	}
+	if err = os.WriteFile(dst, b, 0o600); err != nil {
+		return fmt.Errorf("queue baseline: %w", err)
+	}
+	return nil
+}
+
+// instance is one configuration's running distro.
+type instance struct {
+	cfg        e2eConfig
+	res        *runResult
+	col        *child
+	ep         endpoints
+	metricsURL string
+	prefix     string
+	dbName     string
+	failed     bool
+}
+
+// runAll measures every configuration side by side: it starts one distro per
+// configuration (all pinned to the collector CPUs), then, per signal, loads
+// them in turn in short slices, round after round, so that drift and other
+// processes' noise fall on all of them alike. Each configuration's figures
+// are the sums over its slices. Then it runs the saturation probe on the
+// sample config, stops every distro with SIGTERM (final flush) and reads what
+// PostgreSQL counted.
+func (e *e2eEnv) runAll(ctx context.Context, cfgs []e2eConfig) []*runResult {
+	o := e.opts
+	results := make([]*runResult, 0, len(cfgs))
+	var live []*instance
+	defer func() {
+		for _, in := range live {
+			e.finish(ctx, in)
+		}
+	}()
+	for _, cfg := range cfgs {
+		in := e.start(ctx, cfg)
+		results = append(results, in.res)
+		if in.res.err != nil {
+			logf("e2e %s: %v", cfg.key, in.res.err)
+		}
+		if in.col != nil {
+			live = append(live, in)
+		}
+	}
+
+	rounds := max(1, o.rounds)
+	slice := o.duration / time.Duration(rounds)
+	for _, sig := range signals {
+		if !slices.Contains(strings.Split(o.signals, ","), sig.name) {
+			continue
+		}
+		for round := range rounds {
+			for _, in := range live {
+				if in.failed || ctx.Err() != nil {
+					continue
+				}
+				logf("e2e %s: %s, round %d/%d", in.cfg.key, sig.name, round+1, rounds)
+				l, err := e.load(ctx, in, sig, slice, e.loadShape(sig))
+				in.res.add(l)
+				if err != nil {
+					in.failed = true
+					in.res.err = errors.Join(in.res.err, fmt.Errorf("%s: %w", sig.name, err))
+					logf("e2e %s: %v", in.cfg.key, err)
+				}
+			}
+		}
+	}
+	for _, in := range live {
+		if in.failed || ctx.Err() != nil || len(in.res.loads) == 0 {
+			continue
+		}
+		if _, hwm, err := memStatus(in.col.pid()); err == nil {
+			in.res.peakRSS = hwm
+		}
+		// Saturation probe: many more requests in flight than the sending
+		// queue holds, so the queue is full and the receivers block.
+		if in.cfg.key == keyAckRedis && o.probeWorkers > 0 && ctx.Err() == nil {
+			sig := signals[0]
+			logf("e2e %s: saturation probe: %s, %d workers × %d, %v", in.cfg.key, sig.name, o.probeWorkers, o.batchSize, o.probeDuration)
+			l, err := e.load(ctx, in, sig, o.probeDuration, loadShape{procs: 1, workers: o.probeWorkers, batch: o.batchSize})
+			in.res.probe = l
+			if err != nil {
+				in.failed = true
+				in.res.err = errors.Join(in.res.err, fmt.Errorf("saturation probe: %w", err))
+			}
+			if _, hwm, err := memStatus(in.col.pid()); err == nil {
+				in.res.peakRSSProbe = hwm
+			}
+		}
+	}
+	return results
+}
+
+// start creates the configuration's database and key prefix and starts its
+// distro; on failure in.col may be nil and in.res.err is set.
+func (e *e2eEnv) start(ctx context.Context, cfg e2eConfig) *instance {
+	id := randomHex(6)
+	in := &instance{
+		cfg:    cfg,
+		res:    &runResult{cfg: cfg, exitCode: -1},
+		prefix: "bench-" + id,
+		dbName: "bench_" + id,
+	}
+	logf("e2e %s: starting %s", cfg.key, cfg.name)
+	if cfg.key == keyBaselineQueue {
+		if err := writeQueueBaseline(e.opts.root, cfg.file); err != nil {
+			in.res.err = err
+			return in
+		}
+	}
+	ep, err := newEndpoints()
+	if err != nil {
+		in.res.err = err
+		return in
+	}
+	in.ep = ep
+	in.metricsURL = "http://" + ep.metrics + "/metrics"
+	env := append(os.Environ(),
+		"OTLP_GRPC_ENDPOINT="+ep.grpc,
+		"OTLP_HTTP_ENDPOINT="+ep.http,
+		"HEALTH_CHECK_ENDPOINT="+ep.health,
+		"METRICS_PORT="+strconv.Itoa(ep.metricsPort),
+		"REDIS_ENDPOINT="+e.redisAddr,
+		"ANALYTICS_KEY_PREFIX="+in.prefix,
+		"FLUSH_INTERVAL="+e.opts.flushInterval.String(),
+	)
+	if cfg.analytics {
+		dsn, dbErr := createDatabase(ctx, e.opts.postgresDSN, in.dbName)
+		if dbErr != nil {
+			in.dbName = ""
+			in.res.err = dbErr
+			return in
+		}
+		env = append(env, "POSTGRES_DSN="+dsn)
+	}
+	if cfg.storage {
+		dir := filepath.Join(e.tmp, "storage-"+cfg.key)
+		if err = os.MkdirAll(dir, 0o750); err != nil {
+			in.res.err = err
+			return in
+		}
+		env = append(env, "STORAGE_DIR="+dir)
+	}
+	col, err := e.sup.start("collector-"+cfg.key, e.opts.collectorCPUs, e.tmp, env, e.opts.bin, "--config", cfg.file)
+	if err != nil {
+		in.res.err = err
+		return in
+	}
+	in.col = col
+	if err := waitHealthy(ctx, col, "http://"+ep.health+"/", 30*time.Second); err != nil {
+		in.failed = true
+		in.res.err = err
+	}
+	return in
+}
+
+// finish stops the distro (SIGTERM: the exporter drains its queue, pg_flush
+// runs its final flush), reads the counts, scans the log and cleans up.
+func (e *e2eEnv) finish(ctx context.Context, in *instance) {
+	res := in.res
+	cleanCtx := context.WithoutCancel(ctx)
+	defer func() {
+		if in.cfg.analytics && in.dbName != "" {
+			if err := dropDatabase(cleanCtx, e.opts.postgresDSN, in.dbName); err != nil {
+				logf("%v", err)
+			}
+			deleteKeys(cleanCtx, e.rdb, in.prefix)
+		}
+	}()
+	if !in.col.exited() {
+		if final, err := scrape(cleanCtx, in.metricsURL); err == nil {
+			for _, l := range res.loads {
+				l.acceptedTotal = final.get("otelcol_receiver_accepted_" + l.signal.metric)
+			}
+		}
+	}
+	t0 := time.Now()
+	stopped := e.sup.stop(in.col, 60*time.Second)
+	res.shutdownSecs = time.Since(t0).Seconds()
+	res.exitCode = in.col.exitCode()
+	res.logIssues = scanLogIssues(in.col.logPath)
+	switch {
+	case !stopped:
+		res.err = errors.Join(res.err, errors.New("collector did not stop within 60s of SIGTERM (killed)"))
+	case res.exitCode != 0:
+		res.err = errors.Join(res.err, fmt.Errorf("collector exited with status %d:\n%s", res.exitCode, in.col.logTail(10)))
+	}
+	if in.cfg.analytics && in.dbName != "" && len(res.loads) > 0 {
+		if err := e.readCounts(cleanCtx, res, in.prefix, dbNameDSN(e.opts.postgresDSN, in.dbName)); err != nil {
+			res.err = errors.Join(res.err, err)
+		}
+	}
+	logf("e2e %s: stopped (exit status %d, %.1fs)", in.cfg.key, res.exitCode, res.shutdownSecs)
+}
+
+func waitHealthy(ctx context.Context, c *child, url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := healthy(ctx, url)
+		if err == nil {
+			return nil
+		}
+		if c.exited() {
+			return fmt.Errorf("collector exited with status %d before it was healthy:\n%s", c.exitCode(), c.logTail(15))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("collector not healthy after %v (%w):\n%s", limit, err, c.logTail(15))
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// loadShape is how telemetrygen is run: processes × workers × records per request.
+type loadShape struct{ procs, workers, batch int }
+
+func (e *e2eEnv) loadShape(sig signalSpec) loadShape {
+	if sig.name == "traces" {
+		return loadShape{procs: e.opts.traceProcs, workers: e.opts.traceWorkers, batch: e.opts.traceBatchSize}
+	}
+	return loadShape{procs: 1, workers: e.opts.workers, batch: e.opts.batchSize}
+}
+
+// load runs telemetrygen against one distro for d and measures the collector
+// over the window from just before the load to the moment its exporter has
+// sent everything the receiver accepted (the persistent queue drains after
+// telemetrygen stops; that CPU belongs to the load).
+func (e *e2eEnv) load(ctx context.Context, in *instance, sig signalSpec, d time.Duration, shape loadShape) (*loadResult, error) {
+	l := &loadResult{signal: sig, telemetrygenExitCode: -1}
+	o := e.opts
+	col := in.col
+	accName := "otelcol_receiver_accepted_" + sig.metric
+	before, err := scrape(ctx, in.metricsURL)
+	if err != nil {
+		return l, err
+	}
+	cpu0, err := cpuSeconds(col.pid())
+	if err != nil {
+		return l, err
+	}
+	redis0, _ := cpuSeconds(e.redisPid)
+	busy0, _ := systemBusySeconds()
+	args := append([]string{
+		e.telemetrygen, sig.name,
+		"--otlp-endpoint", in.ep.grpc, "--otlp-insecure",
+		"--rate", "0", "--workers", strconv.Itoa(shape.workers), "--duration", d.String(),
+		"--batch-size", strconv.Itoa(shape.batch),
+		// Keep loading when the collector refuses a request: refusals show in its metrics.
+		"--allow-export-failures",
+	}, sig.args...)
+	start := time.Now()
+
+	// Sample RSS and the sending queue while loaded.
+	var wg sync.WaitGroup
+	stopSampling := make(chan struct{})
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if rss, _, memErr := memStatus(col.pid()); memErr == nil && rss > l.maxRSS {
+				l.maxRSS = rss
+			}
+			if snap, scrapeErr := scrape(ctx, in.metricsURL); scrapeErr == nil {
+				dt := "{data_type=" + sig.dataType + "}"
+				l.maxQueue = max(l.maxQueue, snap.get("otelcol_exporter_queue_size"+dt))
+				l.queueCapacity = snap.get("otelcol_exporter_queue_capacity" + dt)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	defer func() {
+		close(stopSampling)
+		wg.Wait()
+	}()
+
+	tgs := make([]*child, 0, shape.procs)
+	for i := range shape.procs {
+		tg, startErr := e.sup.start(fmt.Sprintf("telemetrygen-%s-%s-%d", in.cfg.key, sig.name, i), o.loadCPUs, e.tmp, os.Environ(), args...)
+		if startErr != nil {
+			return l, startErr
+		}
+		tgs = append(tgs, tg)
+	}
+	for _, tg := range tgs {
+		if err = waitExit(ctx, tg, d+2*time.Minute); err != nil {
+			for _, tg := range tgs {
+				e.sup.stop(tg, 5*time.Second)
+			}
+			return l, err
+		}
+	}
+	l.loadSeconds = time.Since(start).Seconds()
+	l.telemetrygenExitCode = 0
+	var tgErrs []error
+	for _, tg := range tgs {
+		l.telemetrygenErrorLogs += countErrorLines(tg.logPath)
+		if code := tg.exitCode(); code != 0 {
+			l.telemetrygenExitCode = code
+			tgErrs = append(tgErrs, fmt.Errorf("telemetrygen %s exited with status %d:\n%s", sig.name, code, tg.logTail(5)))
+		}
+	}
+	l.telemetrygenErr = errors.Join(tgErrs...)
+	if col.exited() {
+		return l, fmt.Errorf("collector exited with status %d during the load:\n%s", col.exitCode(), col.logTail(15))
+	}
+
+	// Drain: the exporter has sent (or failed) everything accepted.
+	drainStart := time.Now()
+	deadline := drainStart.Add(o.drainTimeout)
+	var after promSnapshot
+	for {
+		after, err = scrape(ctx, in.metricsURL)
+		if err != nil {
+			return l, err
+		}
+		acc := after.get(accName) - before.get(accName)
+		out := delta(after, before, "otelcol_exporter_sent_"+sig.metric) +
+			delta(after, before, "otelcol_exporter_send_failed_"+sig.metric) +
+			delta(after, before, "otelcol_exporter_enqueue_failed_"+sig.metric)
+		if out >= acc && after.get("otelcol_exporter_queue_size") == 0 {
+			l.drained = true
+			break
+		}
+		if time.Now().After(deadline) {
+			logf("e2e %s: %s: exporter did not drain within %v (accepted %.0f, out %.0f, queue %.0f)",
+				in.cfg.key, sig.name, o.drainTimeout, acc, out, after.get("otelcol_exporter_queue_size"))
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return l, context.Cause(ctx)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	l.drainSeconds = time.Since(drainStart).Seconds()
+	cpu1, err := cpuSeconds(col.pid())
+	if err != nil {
+		return l, err
+	}
+	l.cpuSeconds = cpu1 - cpu0
+	redis1, _ := cpuSeconds(e.redisPid)
+	busy1, _ := systemBusySeconds()
+	l.loadGenCPU = redis1 - redis0
+	for _, tg := range tgs {
+		l.loadGenCPU += childCPUSeconds(tg)
+	}
+	l.otherCPU = max(0, busy1-busy0-l.cpuSeconds-l.loadGenCPU)
+	l.accepted = delta(after, before, accName)
+	l.refused = delta(after, before, "otelcol_receiver_refused_"+sig.metric)
+	l.failed = delta(after, before, "otelcol_receiver_failed_"+sig.metric)
+	l.exported = delta(after, before, "otelcol_exporter_sent_"+sig.metric)
+	l.exportFailed = delta(after, before, "otelcol_exporter_send_failed_"+sig.metric) +
+		delta(after, before, "otelcol_exporter_enqueue_failed_"+sig.metric)
+	logf("e2e %s: %s: accepted %.0f in %.1fs (+%.1fs drain), collector CPU %.2fs -> %.0f %s per CPU-second (load generators %.1f CPU-s, other processes %.1f CPU-s)",
+		in.cfg.key, sig.name, l.accepted, l.loadSeconds, l.drainSeconds, l.cpuSeconds, l.perCPUSecond(), sig.unit, l.loadGenCPU, l.otherCPU)
+	if !l.drained {
+		return l, fmt.Errorf("exporter did not send what was accepted within %v", o.drainTimeout)
+	}
+	return l, nil
+}
+
+func delta(after, before promSnapshot, name string) float64 {
+	return after.get(name) - before.get(name)
+}
+
+// readCounts fills each load's counted figures from PostgreSQL and what is
+// still in Redis under prefix (counters and staging entries, daily family).
+func (e *e2eEnv) readCounts(ctx context.Context, res *runResult, prefix, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("count: connect: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	daily, err1 := sumByType(ctx, conn, "SELECT event_type, sum(count)::bigint FROM analytics_daily GROUP BY event_type")
+	hourly, err2 := sumByType(ctx, conn, "SELECT event_type, sum(count)::bigint FROM analytics_hourly GROUP BY event_type")
+	user, err3 := sumByType(ctx, conn, "SELECT event_type, sum(count)::bigint FROM analytics_user_daily GROUP BY event_type")
+	if err = errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("count: %w", err)
+	}
+	residual, err := redisResidual(ctx, e.rdb, prefix)
+	if err != nil {
+		return fmt.Errorf("count: redis: %w", err)
+	}
+	for _, l := range res.loads {
+		l.counted = sumMatching(daily, l.signal.isEvent)
+		l.countedHourly = sumMatching(hourly, l.signal.isEvent)
+		l.countedUser = sumMatching(user, l.signal.isEvent)
+		l.inRedis = sumMatching(residual, l.signal.isEvent)
+		l.countsOK = true
+	}
+	return nil
+}
+
+func sumByType(ctx context.Context, conn *pgx.Conn, query string) (map[string]int64, error) {
+	rows, err := conn.Query(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for rows.Next() {
+		var (
+			t string
+			n int64
+		)
+		if err := rows.Scan(&t, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[t] = n
+	}
+	return out, rows.Err()
+}
+
+func sumMatching(m map[string]int64, match func(string) bool) int64 {
+	var n int64
+	for k, v := range m {
+		if match(k) {
+			n += v
+		}
+	}
+	return n
+}
+
+// redisResidual sums, per event type, the daily counts still in Redis: the
+// counters themselves and the fields of staging entries.
+func redisResidual(ctx context.Context, rdb *redis.Client, prefix string) (map[string]int64, error) {
+	schema, err := keyschema.New(prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	add := func(key, val string) {
+		c, parseErr := schema.Parse(key)
+		if parseErr != nil || c.Family != keyschema.Daily {
+			return
+		}
+		n, _ := strconv.ParseInt(val, 10, 64)
+		out[c.EventType] += n
+	}
+	iter := rdb.Scan(ctx, 0, prefix+":counter:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if v, getErr := rdb.Get(ctx, iter.Val()).Result(); getErr == nil {
+			add(iter.Val(), v)
+		}
+	}
+	if scanErr := iter.Err(); scanErr != nil {
+		return nil, scanErr
+	}
+	ids, err := rdb.ZRange(ctx, schema.StagingIndexKey(), 0, -1).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for _, id := range ids {
+		fields, err := rdb.HGetAll(ctx, schema.StagingKey(id)).Result()
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range fields {
+			add(k, v)
+		}
+	}
+	return out, nil
+}
+
+// deleteKeys removes every key under prefix.
+func deleteKeys(ctx context.Context, rdb *redis.Client, prefix string) {
+	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			rdb.Unlink(ctx, batch...)
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		rdb.Unlink(ctx, batch...)
+	}
+}
+
+// startPrivateRedis starts a redis-server on a free loopback port, pinned to
+// the load CPUs, with the persistence `make services` uses (none).
+func startPrivateRedis(ctx context.Context, sup *supervisor, o options) (*redis.Client, *child, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := filepath.Join(sup.tmp, "redis")
+	if mkErr := os.MkdirAll(dir, 0o750); mkErr != nil {
+		return nil, nil, mkErr
+	}
+	c, err := sup.start("redis", o.loadCPUs, dir, os.Environ(), o.redisServer,
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no")
+	if err != nil {
+		return nil, nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := rdb.Ping(ctx).Err()
+		if err == nil {
+			logf("private Redis %s (pid %d)", addr, c.pid())
+			return rdb, c, nil
+		}
+		if c.exited() || time.Now().After(deadline) || ctx.Err() != nil {
+			_ = rdb.Close()
+			return nil, nil, fmt.Errorf("private redis-server on %s: %w\n%s", addr, err, c.logTail(10))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// createDatabase creates dbName and returns its DSN.
+func createDatabase(ctx context.Context, adminDSN, dbName string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		return "", fmt.Errorf("postgres %s: %w", redactDSN(adminDSN), err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", dbName, err)
+	}
+	return dbNameDSN(adminDSN, dbName), nil
+}
+
+func dropDatabase(ctx context.Context, adminDSN, dbName string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		return fmt.Errorf("drop database %s: %w", dbName, err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", dbName, err)
+	}
+	return nil
+}
+
+// dbNameDSN is adminDSN pointing at dbName (URL or keyword/value form).
+func dbNameDSN(adminDSN, dbName string) string {
+	if u, err := url.Parse(adminDSN); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + dbName
+		return u.String()
+	}
+	return adminDSN + " dbname=" + dbName
+}
+
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		return u.String()
+	}
+	return dsn
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// scanLogIssues returns the distinct warn/error lines of a collector log
+// (console encoding: time, level, caller, message, fields), most frequent first.
+func scanLogIssues(path string) []logIssue {
+	f, err := os.Open(path) //nolint:gosec // a log under our temp dir
+	if err != nil {
+		return nil
+	}
+	defer func() { _ = f.Close() }()
+	byKey := map[string]*logIssue{}
+	var order []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		fs := strings.SplitN(line, "\t", 5)
+		if len(fs) < 4 {
+			// Not a zap line: keep panics and Go runtime failures, skip the rest.
+			if !strings.HasPrefix(line, "panic:") && !strings.HasPrefix(line, "fatal error:") {
+				continue
+			}
+			fs = []string{"", "panic", "", line}
+		}
+		switch strings.ToLower(fs[1]) {
+		case "warn", "error", "dpanic", "panic", "fatal":
+		default:
+			continue
+		}
+		key := fs[1] + "\t" + fs[2] + "\t" + fs[3]
+		if is, ok := byKey[key]; ok {
+			is.count++
+			continue
+		}
+		byKey[key] = &logIssue{count: 1, line: line}
+		order = append(order, key)
+	}
+	out := make([]logIssue, 0, len(order))
+	for _, k := range order {
+		out = append(out, *byKey[k])
+	}
+	return out
+}
+
+// countErrorLines counts telemetrygen log lines at error level.
+func countErrorLines(path string) int {
+	b, err := os.ReadFile(path) //nolint:gosec // a log under our temp dir
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(line, "\terror\t") || strings.Contains(line, "\tERROR\t") {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	modulePath       = "github.com/otelcol-analytics/otelcol-analytics"
+	exporterPkg      = modulePath + "/redisanalyticsexporter"
+	flushPkg         = modulePath + "/pgflushextension"
+	flushCountersEnv = "PGFLUSH_BENCH_COUNTERS"
+)
+
+// benchMetric is one "value unit" pair of a benchmark line.
+type benchMetric struct {
+	value float64
+	unit  string
+}
+
+// benchLine is one parsed benchmark result line.
+type benchLine struct {
+	pkg     string
+	run     string // which run of the package (settings)
+	name    string // without the -GOMAXPROCS suffix
+	iters   int64
+	metrics []benchMetric
+}
+
+func (b *benchLine) metric(unit string) (float64, bool) {
+	for _, m := range b.metrics {
+		if m.unit == unit {
+			return m.value, true
+		}
+	}
+	return 0, false
+}
+
+// benchRun is one invocation of a package's test binary.
+type benchRun struct {
+	label string
+	cpus  string
+	env   []string
+	args  []string
+}
+
+// packageRuns decides how each package's benchmarks run: the exporter's with
+// GOMAXPROCS=1 on the collector CPU (Redis on the other one), the flush
+// benchmark once at the target size, everything else with the defaults.
+func packageRuns(pkg string, o options) []benchRun {
+	switch pkg {
+	case exporterPkg:
+		return []benchRun{{
+			label: "GOMAXPROCS=1, pinned to CPU " + o.collectorCPUs,
+			cpus:  o.collectorCPUs,
+			env:   []string{"GOMAXPROCS=1"},
+			args:  []string{"-test.bench", "."},
+		}}
+	case flushPkg:
+		return []benchRun{{
+			label: fmt.Sprintf("%s=%d, 1 iteration, production strategy", flushCountersEnv, o.flushCounters),
+			env:   []string{flushCountersEnv + "=" + strconv.Itoa(o.flushCounters)},
+			args:  []string{"-test.bench", "^BenchmarkFlush$/ViaUnnest$", "-test.benchtime", "1x"},
+		}}
+	default:
+		return []benchRun{{label: "defaults", args: []string{"-test.bench", "."}}}
+	}
+}
+
+var (
+	benchLineRE  = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
+	benchFuncRE  = regexp.MustCompile(`(?m)^func Benchmark\w*\(`)
+	testFailedRE = regexp.MustCompile(`^(--- FAIL|FAIL\b|panic:|fatal error:)`)
+)
+
+// runGoBenchmarks compiles each package that has benchmarks and runs them.
+func runGoBenchmarks(ctx context.Context, sup *supervisor, o options, tmp, redisAddr string) ([]benchLine, []string) {
+	var errs []string
+	out, err := exec.CommandContext(ctx, "go", "list", "-f", "{{.ImportPath}}\t{{.Dir}}", "./...").Output()
+	if err != nil {
+		return nil, []string{"go list: " + err.Error()}
+	}
+	binDir := filepath.Join(tmp, "gobench")
+	if err := os.MkdirAll(binDir, 0o750); err != nil {
+		return nil, []string{err.Error()}
+	}
+	var lines []benchLine
+	for pkgLine := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		pkg, dir, ok := strings.Cut(pkgLine, "\t")
+		if !ok || !hasBenchmarks(dir) || ctx.Err() != nil {
+			continue
+		}
+		base := strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(pkg, modulePath), "/"), "/", "_")
+		if base == "" {
+			base = "root"
+		}
+		bin := filepath.Join(binDir, base+".test")
+		logf("go test -c %s", pkg)
+		build := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, pkg) //nolint:gosec // pkg comes from `go list ./...`
+		if b, err := build.CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: compile: %v\n%s", pkg, err, b))
+			continue
+		}
+		for i, r := range packageRuns(pkg, o) {
+			env := append(os.Environ(), "REDIS_ENDPOINT="+redisAddr, "POSTGRES_DSN="+o.postgresDSN)
+			env = append(env, r.env...)
+			args := append([]string{bin, "-test.run", "^$", "-test.benchmem", "-test.timeout", "10m"}, r.args...)
+			logf("benchmarks %s (%s)", pkg, r.label)
+			c, err := sup.start(fmt.Sprintf("gobench-%s-%d", base, i), r.cpus, dir, env, args...)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", pkg, err))
+				continue
+			}
+			if err := waitExit(ctx, c, 11*time.Minute); err != nil {
+				sup.stop(c, 5*time.Second)
+				errs = append(errs, fmt.Sprintf("%s: %v", pkg, err))
+				continue
+			}
+			parsed, failures := parseBenchOutput(c.logPath, pkg, r.label)
+			for i := range parsed {
+				logf("  %s", formatBenchLine(&parsed[i]))
+			}
+			lines = append(lines, parsed...)
+			if c.exitCode() != 0 || len(failures) > 0 {
+				errs = append(errs, fmt.Sprintf("%s (%s): exit status %d\n%s", pkg, r.label, c.exitCode(),
+					strings.Join(append(failures, c.logTail(15)), "\n")))
+			}
+		}
+	}
+	return lines, errs
+}
+
+func hasBenchmarks(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	for _, f := range files {
+		b, err := os.ReadFile(f) //nolint:gosec // a test file of this repository
+		if err == nil && benchFuncRE.Match(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseBenchOutput reads `go test -bench` output: result lines and failures.
+func parseBenchOutput(path, pkg, run string) (lines []benchLine, failures []string) {
+	f, err := os.Open(path) //nolint:gosec // a log under our temp dir
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		text := sc.Text()
+		if testFailedRE.MatchString(text) {
+			failures = append(failures, text)
+			continue
+		}
+		m := benchLineRE.FindStringSubmatch(text)
+		if m == nil {
+			continue
+		}
+		iters, _ := strconv.ParseInt(m[2], 10, 64)
+		bl := benchLine{pkg: pkg, run: run, name: m[1], iters: iters}
+		fs := strings.Fields(m[3])
+		for i := 0; i+1 < len(fs); i += 2 {
+			v, err := strconv.ParseFloat(fs[i], 64)
+			if err != nil {
+				break
+			}
+			bl.metrics = append(bl.metrics, benchMetric{value: v, unit: fs[i+1]})
+		}
+		lines = append(lines, bl)
+	}
+	return lines, failures
+}
+
+func formatBenchLine(b *benchLine) string {
+	parts := make([]string, 0, len(b.metrics))
+	for _, m := range b.metrics {
+		parts = append(parts, formatMetric(m))
+	}
+	return fmt.Sprintf("%s  %d×  %s", b.name, b.iters, strings.Join(parts, "  "))
+}
