@@ -82,6 +82,10 @@ type aggregator struct {
 	pairIdx  map[pairKey]int32
 	pairs    []pair // pairs[:len] are in use; the rest keep their memory
 	overflow map[pairHour]int64
+	// The pair of the last added event (see add).
+	lastKey   pairKey
+	lastIdx   int32
+	lastValid bool
 
 	// dropped counts records per drop reason.
 	dropped [numDropReasons]int64
@@ -120,6 +124,7 @@ func newAggregator() *aggregator {
 // previous push's strings.
 func (a *aggregator) reset() {
 	clear(a.pairIdx)
+	a.lastKey, a.lastIdx, a.lastValid = pairKey{}, 0, false
 	for i := range a.pairs {
 		a.pairs[i] = pair{hours: a.pairs[i].hours[:0]}
 	}
@@ -151,6 +156,13 @@ func (a *aggregator) numKeys() int { return len(a.daily) + len(a.hourly) + len(a
 // add counts one event.
 func (a *aggregator) add(ev event) {
 	k := pairKey{typ: ev.typ, user: ev.user}
+	// Consecutive records usually share their type and user (one request
+	// comes from one service, often one session): comparing with the last
+	// pair is much cheaper than hashing both strings for the map.
+	if a.lastValid && a.lastKey == k {
+		a.countPairHour(a.lastIdx, ev.hour)
+		return
+	}
 	idx, ok := a.pairIdx[k]
 	if !ok {
 		idx = int32(len(a.pairs)) //nolint:gosec // bounded by the records of one push
@@ -162,19 +174,25 @@ func (a *aggregator) add(ev event) {
 		a.pairs[idx].key = k
 		a.pairIdx[k] = idx
 	}
+	a.lastKey, a.lastIdx, a.lastValid = k, idx, true
+	a.countPairHour(idx, ev.hour)
+}
+
+// countPairHour counts one event of pair idx in hour.
+func (a *aggregator) countPairHour(idx int32, hour int64) {
 	p := &a.pairs[idx]
 	for i := range p.hours {
-		if p.hours[i].hour == ev.hour {
+		if p.hours[i].hour == hour {
 			p.hours[i].n++
 			return
 		}
 	}
 	if len(p.hours) < maxPairHours {
-		p.hours = append(p.hours, hourCount{hour: ev.hour, n: 1})
+		p.hours = append(p.hours, hourCount{hour: hour, n: 1})
 		return
 	}
 	p.overflowN++
-	a.overflow[pairHour{pair: idx, hour: ev.hour}]++
+	a.overflow[pairHour{pair: idx, hour: hour}]++
 }
 
 // addLogs folds every log record of ld.
