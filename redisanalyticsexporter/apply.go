@@ -28,6 +28,14 @@ const abortPrefix = "ANALYTICS_ABORT"
 // back, so a failed INCRBY (WRONGTYPE, overflow) is undone by hand: the batch
 // is all or nothing. The pending set's type is checked first, so the later
 // ZADD cannot fail half-way. unpack() is chunked below Lua's C stack limit.
+//
+// Only a key this script created gets its TTL and its pending-set entry: a
+// counter key that already exists is always pending already, because this
+// script adds it in the step that creates it and the flusher's STAGE removes
+// the pending entry in the step that deletes the key. Skipping EXPIRE and
+// ZADD for existing keys halves the script's work for counters that several
+// batches hit between two flushes. The TTL therefore runs from a counter's
+// creation (the first count after a flush), which is what bounds its life.
 const applySource = `
 local ptype = redis.call('TYPE', KEYS[1])['ok']
 if ptype ~= 'none' and ptype ~= 'zset' then
@@ -53,16 +61,16 @@ for i = 3, n do
   end
   created[i] = (r == tonumber(ARGV[i + 1]))
 end
-for i = 3, n do
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-end
 local members = {}
 for i = 3, n do
-  members[#members + 1] = ARGV[2]
-  members[#members + 1] = KEYS[i]
-  if #members >= 1000 then
-    redis.call('ZADD', KEYS[1], 'NX', unpack(members))
-    members = {}
+  if created[i] then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    members[#members + 1] = ARGV[2]
+    members[#members + 1] = KEYS[i]
+    if #members >= 1000 then
+      redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+      members = {}
+    end
   end
 end
 if #members > 0 then
