@@ -38,9 +38,8 @@ const (
 // It returns {expired, taken, {key1, value1, key2, value2, ...}}: taken is the
 // number of members removed from the pending set, expired how many of them had
 // no key any more. ZPOPMIN (ZRANGE 0 n-1 plus ZREM of the same members, oldest
-// first) and the get-and-delete of every counter (MGET then DEL, which inside
-// one script is the same as a GETDEL per key, with far fewer calls) happen in
-// one atomic step, and the exporter's INCRBY + ZADD NX is atomic too, so an
+// first) and the GETDEL of every counter happen in one atomic step, and the
+// exporter's INCRBY + ZADD NX is atomic too, so an
 // increment that lands during a flush is either in this batch or re-creates
 // its key and re-adds it to the pending set: it is never orphaned.
 //
@@ -53,9 +52,9 @@ const (
 //
 // Only keys under the two counter prefixes are ever read and deleted: a
 // foreign member cannot delete another application's key (or an exporter
-// batch marker). MGET returns nil for a key of another type; EXISTS tells it
-// from an expired key, and such a key is left alone. unpack() is chunked at
-// 1000 values to stay below the Lua stack limit.
+// batch marker). GETDEL fails with WRONGTYPE on a key of another type, which
+// is left alone. unpack() is chunked at 1000 values to stay below the Lua
+// stack limit.
 var stageScript = redis.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then
@@ -68,43 +67,23 @@ if n == 0 then
 end
 local counterPrefix, userPrefix = ARGV[4], ARGV[5]
 local cl, ul = #counterPrefix, #userPrefix
-local flat, f = {}, 0
-local keys, kn = {}, 0
+local flat, f, expired = {}, 0, 0
 for i = 1, #popped, 2 do
-  local m = popped[i]
-  if string.sub(m, 1, cl) == counterPrefix or string.sub(m, 1, ul) == userPrefix then
-    kn = kn + 1
-    keys[kn] = m
-  else
-    flat[f + 1] = m
-    flat[f + 2] = '` + markerForeign + `'
-    f = f + 2
-  end
-end
-local expired = 0
-local del, dn = {}, 0
-for i = 1, kn, 1000 do
-  local j = math.min(i + 999, kn)
-  local values = redis.call('MGET', unpack(keys, i, j))
-  for k = 1, j - i + 1 do
-    local key, v = keys[i + k - 1], values[k]
-    if v then
-      flat[f + 1] = key
-      flat[f + 2] = v
-      f = f + 2
-      dn = dn + 1
-      del[dn] = key
-    elseif redis.call('EXISTS', key) == 1 then
-      flat[f + 1] = key
-      flat[f + 2] = '` + markerWrongType + `'
-      f = f + 2
-    else
-      expired = expired + 1
+  local key = popped[i]
+  local v = '` + markerForeign + `'
+  if string.sub(key, 1, cl) == counterPrefix or string.sub(key, 1, ul) == userPrefix then
+    v = redis.pcall('GETDEL', key)
+    if type(v) == 'table' and v.err then
+      v = '` + markerWrongType + `'
     end
   end
-end
-for i = 1, dn, 1000 do
-  redis.call('DEL', unpack(del, i, math.min(i + 999, dn)))
+  if v then
+    flat[f + 1] = key
+    flat[f + 2] = v
+    f = f + 2
+  else
+    expired = expired + 1
+  end
 end
 for i = 1, f, 1000 do
   redis.call('HSET', staging, unpack(flat, i, math.min(i + 999, f)))
