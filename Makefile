@@ -29,6 +29,8 @@ BUILDER_FLAGS ?=
 
 # `make run` config; written by the component owners.
 RUN_CONFIG ?= testdata/config.yaml
+# The health check reports component status (Redis/PostgreSQL outages) only behind this gate.
+RUN_FLAGS ?= --feature-gates=+extension.healthcheck.useComponentStatus
 
 # Test knobs. PKGS narrows the packages, TEST_FLAGS adds flags (e.g. TEST_FLAGS='-run TestX -v').
 PKGS ?= ./...
@@ -73,7 +75,7 @@ $(BIN): $(DIST_INPUTS)
 ## run: build, make sure Redis/PostgreSQL are up, then run the distro in the foreground
 .PHONY: run
 run: build services
-	exec ./$(BIN) --config $(RUN_CONFIG)
+	exec ./$(BIN) --config $(RUN_CONFIG) $(RUN_FLAGS)
 
 ## services: start Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432) if they are not reachable
 .PHONY: services

@@ -98,6 +98,10 @@ func TestFaultPostgresOutage(t *testing.T) {
 	waitFor(t, 10*time.Second, 50*time.Millisecond, "no failed flush reported while PostgreSQL is down", func() bool {
 		return metricValue(d.scrapeMetrics(ctx), "otelcol_pg_flush_flushes", `outcome="failure"`) > 0
 	})
+	// health_check (component status) shows pg_flush's recoverable error.
+	waitFor(t, 10*time.Second, 50*time.Millisecond, "health check does not show the recoverable error", func() bool {
+		return strings.Contains(d.health(ctx), "StatusRecoverableError")
+	})
 	staged := rdb.ZCard(ctx, prefix+":staging").Val()
 	require.Positive(t, staged, "a tick during the outage stages counts and keeps them")
 	failures := metricValue(d.scrapeMetrics(ctx), "otelcol_pg_flush_flushes", `outcome="failure"`)
@@ -115,6 +119,9 @@ func TestFaultPostgresOutage(t *testing.T) {
 			t.Fatalf("counted twice: %s", o)
 		}
 		return sameTables(want, got)
+	})
+	waitFor(t, 10*time.Second, 50*time.Millisecond, "health check does not show the recovery", func() bool {
+		return !strings.Contains(d.health(ctx), "StatusRecoverableError")
 	})
 	metrics := d.scrapeMetrics(ctx)
 	recovered := metricValue(metrics, "otelcol_pg_flush_staging_recovered")

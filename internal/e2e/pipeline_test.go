@@ -136,6 +136,19 @@ func (d *distro) scrapeMetrics(ctx context.Context) string {
 	return string(body)
 }
 
+// health returns the health check's verbose status (component statuses).
+func (d *distro) health(ctx context.Context) string {
+	d.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.healthURL+"?verbose", http.NoBody)
+	require.NoError(d.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(d.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(d.t, err)
+	return string(body)
+}
+
 func sum(m map[string]int64) int64 {
 	var s int64
 	for _, v := range m {
