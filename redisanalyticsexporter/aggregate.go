@@ -10,10 +10,13 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
 
-// Positions in the script's KEYS (see apply.go).
+// Positions in the script's KEYS (see apply.go): the resource markers
+// follow the batch marker, the counter keys follow the markers.
 const (
-	batchKeyIndex     = 1
-	counterKeysOffset = 2
+	batchKeyIndex    = 1
+	markerKeysOffset = 2
+	// counterArgsOffset is the index of the first increment in ARGV.
+	counterArgsOffset = 5
 )
 
 const (
@@ -45,6 +48,8 @@ type pair struct {
 	hours []hourCount
 	// overflowN counts the events whose hour went to aggregator.overflow.
 	overflowN int64
+	// hash is hashPair(key), folded into the resource fingerprints.
+	hash uint64
 	// Set by finalize.
 	dropped bool
 	typeIdx int32
@@ -92,6 +97,15 @@ type aggregator struct {
 	// counted is the number of records that reach a counter.
 	counted int64
 
+	// Resource-entry deduplication (dedup.go). res is indexed like the
+	// request's resource entries; excluded marks those the fill skips.
+	res       []resEntry
+	excluded  []bool
+	markerRes []int32 // resource index of each marker in KEYS order
+	seenFP    map[resFP]struct{}
+	// counterOffset is the index of the first counter key in keys.
+	counterOffset int
+
 	// Derived by finalize.
 	typeIdx   map[string]int32
 	types     []string
@@ -117,6 +131,7 @@ func newAggregator() *aggregator {
 		hourly:    make(map[typeHour]int64),
 		daily:     make(map[typeHour]int64),
 		userDaily: make(map[userBucket]int64),
+		seenFP:    make(map[resFP]struct{}),
 	}
 }
 
@@ -132,6 +147,10 @@ func (a *aggregator) reset() {
 	clear(a.overflow)
 	a.dropped = [numDropReasons]int64{}
 	a.counted = 0
+	a.res = a.res[:0]
+	a.excluded = a.excluded[:0]
+	a.markerRes = a.markerRes[:0]
+	a.counterOffset = 0
 	clear(a.typeIdx)
 	clear(a.types)
 	a.types = a.types[:0]
@@ -147,21 +166,21 @@ func (a *aggregator) reset() {
 // reusable reports whether the aggregator is small enough to keep pooled.
 func (a *aggregator) reusable() bool {
 	return len(a.pairIdx) <= maxPooledEntries && len(a.overflow) <= maxPooledEntries &&
-		len(a.userDaily) <= maxPooledEntries
+		len(a.userDaily) <= maxPooledEntries && len(a.seenFP) <= maxPooledEntries
 }
 
 // numKeys is the number of distinct counter keys derived by finalize.
 func (a *aggregator) numKeys() int { return len(a.daily) + len(a.hourly) + len(a.userDaily) }
 
-// add counts one event.
-func (a *aggregator) add(ev event) {
+// add counts one event and returns the hash of its (type, user) pair.
+func (a *aggregator) add(ev event) uint64 {
 	k := pairKey{typ: ev.typ, user: ev.user}
 	// Consecutive records usually share their type and user (one request
 	// comes from one service, often one session): comparing with the last
 	// pair is much cheaper than hashing both strings for the map.
 	if a.lastValid && a.lastKey == k {
 		a.countPairHour(a.lastIdx, ev.hour)
-		return
+		return a.pairs[a.lastIdx].hash
 	}
 	idx, ok := a.pairIdx[k]
 	if !ok {
@@ -172,10 +191,12 @@ func (a *aggregator) add(ev event) {
 			a.pairs = append(a.pairs, pair{})
 		}
 		a.pairs[idx].key = k
+		a.pairs[idx].hash = hashPair(k)
 		a.pairIdx[k] = idx
 	}
 	a.lastKey, a.lastIdx, a.lastValid = k, idx, true
 	a.countPairHour(idx, ev.hour)
+	return a.pairs[idx].hash
 }
 
 // countPairHour counts one event of pair idx in hour.
@@ -195,45 +216,71 @@ func (a *aggregator) countPairHour(idx int32, hour int64) {
 	a.overflow[pairHour{pair: idx, hour: hour}]++
 }
 
-// addLogs folds every log record of ld.
+// addLogs folds every log record of ld, except those of excluded resource
+// entries (counted as duplicates), and fingerprints each resource entry.
 func (a *aggregator) addLogs(ld plog.Logs, m *mapper, nowNanos int64) {
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
 		rl := rls.At(i)
-		resUser := m.resourceUser(rl.Resource())
 		sls := rl.ScopeLogs()
+		if a.isExcluded(i) {
+			for j := 0; j < sls.Len(); j++ {
+				a.dropped[reasonDuplicate] += int64(sls.At(j).LogRecords().Len())
+			}
+			a.res = append(a.res, resEntry{excluded: true})
+			continue
+		}
+		resUser := m.resourceUser(rl.Resource())
+		fp := newFPState(resUser)
+		var mapped int64
 		for j := 0; j < sls.Len(); j++ {
 			lrs := sls.At(j).LogRecords()
 			for k := 0; k < lrs.Len(); k++ {
-				ev, ok := m.logEvent(lrs.At(k), resUser, nowNanos)
+				lr := lrs.At(k)
+				ev, ok := m.logEvent(lr, resUser, nowNanos)
 				if !ok {
 					a.dropped[reasonMissingEventType]++
 					continue
 				}
-				a.add(ev)
+				mapped++
+				fp.addLog(lr, a.add(ev))
 			}
 		}
+		a.res = append(a.res, resEntry{fp: fp.sum(), mapped: mapped, ok: fp.ok})
 	}
 }
 
-// addTraces folds every span of td.
+// addTraces folds every span of td, except those of excluded resource
+// entries (counted as duplicates), and fingerprints each resource entry.
 func (a *aggregator) addTraces(td ptrace.Traces, m *mapper, nowNanos int64) {
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
-		resUser := m.resourceUser(rs.Resource())
 		sss := rs.ScopeSpans()
+		if a.isExcluded(i) {
+			for j := 0; j < sss.Len(); j++ {
+				a.dropped[reasonDuplicate] += int64(sss.At(j).Spans().Len())
+			}
+			a.res = append(a.res, resEntry{excluded: true})
+			continue
+		}
+		resUser := m.resourceUser(rs.Resource())
+		fp := newFPState(resUser)
+		var mapped int64
 		for j := 0; j < sss.Len(); j++ {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
-				ev, ok := m.spanEvent(spans.At(k), resUser, nowNanos)
+				span := spans.At(k)
+				ev, ok := m.spanEvent(span, resUser, nowNanos)
 				if !ok {
 					a.dropped[reasonMissingEventType]++
 					continue
 				}
-				a.add(ev)
+				mapped++
+				fp.addSpan(span, a.add(ev))
 			}
 		}
+		a.res = append(a.res, resEntry{fp: fp.sum(), mapped: mapped, ok: fp.ok})
 	}
 }
 
@@ -323,12 +370,13 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 }
 
 // encode builds the script's KEYS and ARGV (see apply.go): KEYS =
-// [pending, batch marker, counter keys...], ARGV = [ttl, now, marker ttl,
-// increments...]. The batch marker key is left empty for setBatchKey, as the
-// batch id depends on the fingerprint of the keys. All counter keys are
-// substrings of one string, so they cost one allocation per push. The slices
-// stay valid until reset.
-func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, markerSeconds int64) {
+// [pending, batch marker, resource markers..., counter keys...], ARGV = [ttl,
+// now, marker ttl, number of resource markers, dedup window, increments...].
+// The resource markers are those chosen by selectMarkers. The batch marker
+// key is left empty for setBatchKey, as the batch id depends on the
+// fingerprint of the keys. All counter keys are substrings of one string, so
+// they cost one allocation per push. The slices stay valid until reset.
+func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, markerSeconds, dedupSeconds int64) {
 	appendKey := func(c keyschema.Counter, n int64) {
 		a.keyBuf = schema.AppendKey(a.keyBuf, c)
 		a.keyEnds = append(a.keyEnds, len(a.keyBuf))
@@ -344,9 +392,24 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, mark
 		appendKey(keyschema.Counter{Family: keyschema.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n)
 	}
 
+	countersEnd := len(a.keyBuf)
+	if len(a.markerRes) > 0 {
+		markerPrefix := schema.ResourceKey("")
+		for _, i := range a.markerRes {
+			a.keyBuf = append(a.keyBuf, markerPrefix...)
+			a.keyBuf = a.res[i].fp.appendHex(a.keyBuf)
+		}
+	}
+
 	all := string(a.keyBuf)
 	a.keys = append(a.keys, schema.PendingKey(), "")
-	a.args = append(a.args, ttlSeconds, nowMillis, markerSeconds)
+	markerLen := (len(a.keyBuf) - countersEnd) / max(len(a.markerRes), 1)
+	for j := range a.markerRes {
+		start := countersEnd + j*markerLen
+		a.keys = append(a.keys, all[start:start+markerLen])
+	}
+	a.counterOffset = len(a.keys)
+	a.args = append(a.args, ttlSeconds, nowMillis, markerSeconds, int64(len(a.markerRes)), dedupSeconds)
 	start := 0
 	for i, end := range a.keyEnds {
 		a.keys = append(a.keys, all[start:end])
@@ -363,7 +426,7 @@ func (a *aggregator) setBatchKey(key string) { a.keys[batchKeyIndex] = key }
 // attempts), so a retried push can tell whether it still carries the same data.
 func (a *aggregator) fingerprint(seed maphash.Seed) uint64 {
 	var sum uint64
-	for i, key := range a.keys[counterKeysOffset:] {
+	for i, key := range a.keys[a.counterOffset:] {
 		sum += mix64(maphash.String(seed, key) + uint64(a.incrs[i])*0x9E3779B97F4A7C15) //nolint:gosec // bit mixing, sign irrelevant
 	}
 	return sum

@@ -99,25 +99,25 @@ func TestAggregatorReuse(t *testing.T) {
 
 	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 10, 20, 30)
-	assert.Len(t, a.keys, counterKeysOffset+3)
+	a.encode(schema, 10, 20, 30, 40)
+	assert.Len(t, a.keys, a.counterOffset+3)
 	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
 
 	a.reset()
 	a.addLogs(newLogs([]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 10, 20, 30)
+	a.encode(schema, 10, 20, 30, 40)
 	a.setBatchKey(schema.BatchKey("b1"))
 	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
 	assert.Equal(t, int64(1), a.counted)
-	require.Len(t, a.keys, counterKeysOffset+2)
+	require.Len(t, a.keys, a.counterOffset+2)
 	assert.Equal(t, schema.PendingKey(), a.keys[0])
 	assert.Equal(t, schema.BatchKey("b1"), a.keys[batchKeyIndex])
 	assert.ElementsMatch(t, []string{
 		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: keyschema.HourOf(tsRecord) / 24 * 24}),
 		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: keyschema.HourOf(tsRecord)}),
-	}, a.keys[counterKeysOffset:])
-	assert.Equal(t, []any{int64(10), int64(20), int64(30), int64(1), int64(1)}, a.args)
+	}, a.keys[a.counterOffset:])
+	assert.Equal(t, []any{int64(10), int64(20), int64(30), int64(0), int64(40), int64(1), int64(1)}, a.args)
 }
 
 func TestAggregatorReusable(t *testing.T) {
@@ -141,7 +141,7 @@ func TestFingerprint(t *testing.T) {
 		a := newAggregator()
 		a.addLogs(newLogs(records), &m, tsNow.UnixNano())
 		a.finalize(&m)
-		a.encode(schema, 1, 2, 3)
+		a.encode(schema, 1, 2, 3, 4)
 		return a.fingerprint(seed)
 	}
 	var many []logRecord
@@ -199,24 +199,24 @@ func FuzzMapping(f *testing.F) {
 		a := newAggregator()
 		a.addLogs(ld, &m, tsNow.UnixNano())
 		a.finalize(&m)
-		a.encode(schema, 1, 2, 3)
+		a.encode(schema, 1, 2, 3, 4)
 
 		switch {
 		case wantType == "":
 			require.Equal(t, int64(1), a.dropped[reasonMissingEventType])
-			require.Len(t, a.keys, counterKeysOffset)
+			require.Len(t, a.keys, a.counterOffset)
 			return
 		case !validValue(wantType) || !validValue(wantUser):
 			require.Equal(t, int64(1), a.dropped[reasonInvalidValue])
-			require.Len(t, a.keys, counterKeysOffset)
+			require.Len(t, a.keys, a.counterOffset)
 			return
 		}
 		wantKeys := 2
 		if wantUser != "" {
 			wantKeys = 3
 		}
-		require.Len(t, a.keys, counterKeysOffset+wantKeys)
-		for i, k := range a.keys[counterKeysOffset:] {
+		require.Len(t, a.keys, a.counterOffset+wantKeys)
+		for i, k := range a.keys[a.counterOffset:] {
 			c, err := schema.Parse(k)
 			require.NoError(t, err, k)
 			require.Equal(t, wantType, c.EventType, k)

@@ -15,19 +15,29 @@ const abortPrefix = "ANALYTICS_ABORT"
 
 // applySource is the only way counters are written. One call applies one push:
 //
-//	KEYS[1]  pending sorted set (counter key -> Unix ms it first became pending)
-//	KEYS[2]  batch marker of this push's batch id
-//	KEYS[3…] counter keys, each distinct
-//	ARGV[1]  counter TTL in seconds
-//	ARGV[2]  now, Unix milliseconds
-//	ARGV[3]  batch marker TTL in seconds
-//	ARGV[4…] increment of KEYS[i] in ARGV[i+1]
+//	KEYS[1]        pending sorted set (counter key -> Unix ms it first became pending)
+//	KEYS[2]        batch marker of this push's batch id
+//	KEYS[3…2+m]    resource markers, one per fingerprinted resource entry (dedup.go)
+//	KEYS[3+m…]     counter keys, each distinct
+//	ARGV[1]        counter TTL in seconds
+//	ARGV[2]        now, Unix milliseconds
+//	ARGV[3]        batch marker TTL in seconds
+//	ARGV[4]        m, the number of resource markers
+//	ARGV[5]        resource marker TTL in seconds (the dedup window)
+//	ARGV[6…]       increment of counter KEYS[i] in ARGV[i+3-m]
 //
-// It returns 1 when applied and 0 when the batch id was applied before (a
-// retry whose first reply was lost). Scripts run atomically but do not roll
-// back, so a failed INCRBY (WRONGTYPE, overflow) is undone by hand: the batch
-// is all or nothing. The pending set's type is checked first, so the later
-// ZADD cannot fail half-way. unpack() is chunked below Lua's C stack limit.
+// It returns 0 when the batch id was applied before (a retry whose first
+// reply was lost), and changes nothing. Otherwise, when any resource marker
+// exists, it returns the array of the (1-based) positions j of the markers
+// KEYS[2+j] that exist, and changes nothing either: the caller drops those
+// entries (already counted) and calls again with the same batch id.
+// Otherwise it sets the batch marker and every resource marker, applies the
+// counters and returns 1.
+//
+// Scripts run atomically but do not roll back, so a failed INCRBY (WRONGTYPE,
+// overflow) is undone by hand, markers included: the batch is all or nothing.
+// The pending set's type is checked first, so the later ZADD cannot fail
+// half-way. unpack() is chunked below Lua's C stack limit.
 //
 // Only a key this script created gets its TTL and its pending-set entry: a
 // counter key that already exists is always pending already, because this
@@ -41,28 +51,46 @@ local ptype = redis.call('TYPE', KEYS[1])['ok']
 if ptype ~= 'none' and ptype ~= 'zset' then
   return redis.error_reply('` + abortPrefix + ` ' .. KEYS[1] .. ': pending set holds a ' .. ptype)
 end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
+local m = tonumber(ARGV[4])
+local dups = {}
+for j = 1, m do
+  if redis.call('EXISTS', KEYS[2 + j]) == 1 then
+    dups[#dups + 1] = j
+  end
+end
+if #dups > 0 then
+  return dups
+end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
+for j = 1, m do
+  redis.call('SET', KEYS[2 + j], '1', 'EX', ARGV[5])
+end
 local n = #KEYS
+local first = 3 + m
+local off = 3 - m
 local created = {}
-for i = 3, n do
-  local r = redis.pcall('INCRBY', KEYS[i], ARGV[i + 1])
+for i = first, n do
+  local r = redis.pcall('INCRBY', KEYS[i], ARGV[i + off])
   if type(r) == 'table' and r.err then
-    for j = i - 1, 3, -1 do
+    for j = i - 1, first, -1 do
       if created[j] then
         redis.call('DEL', KEYS[j])
       else
-        redis.call('DECRBY', KEYS[j], ARGV[j + 1])
+        redis.call('DECRBY', KEYS[j], ARGV[j + off])
       end
     end
-    redis.call('DEL', KEYS[2])
+    for j = 2, 2 + m do
+      redis.call('DEL', KEYS[j])
+    end
     return redis.error_reply('` + abortPrefix + ` ' .. KEYS[i] .. ': ' .. r.err)
   end
-  created[i] = (r == tonumber(ARGV[i + 1]))
+  created[i] = (r == tonumber(ARGV[i + off]))
 end
 local members = {}
-for i = 3, n do
+for i = first, n do
   if created[i] then
     redis.call('EXPIRE', KEYS[i], ARGV[1])
     members[#members + 1] = ARGV[2]
@@ -85,23 +113,50 @@ type applyOutcome uint8
 const (
 	outcomeApplied applyOutcome = iota + 1
 	outcomeDeduplicated
+	// outcomeDuplicateResources: some resource markers exist; nothing was
+	// written. applyResult.dups lists their positions.
+	outcomeDuplicateResources
 )
+
+// applyResult is the script's answer.
+type applyResult struct {
+	outcome applyOutcome
+	// dups holds the 0-based positions, among the resource markers, of the
+	// markers that exist (outcomeDuplicateResources only).
+	dups []int
+}
 
 // runApply sends the script (EVALSHA, falling back to EVAL on NOSCRIPT) and
 // classifies its error: see classifyRedisError.
-func runApply(ctx context.Context, client redis.Scripter, script *redis.Script, keys []string, args []any) (applyOutcome, error) {
-	res, err := script.Run(ctx, client, keys, args...).Int64()
+func runApply(ctx context.Context, client redis.Scripter, script *redis.Script, keys []string, args []any) (applyResult, error) {
+	res, err := script.Run(ctx, client, keys, args...).Result()
 	if err != nil {
-		return 0, classifyRedisError(err)
+		return applyResult{}, classifyRedisError(err)
 	}
-	switch res {
-	case 1:
-		return outcomeApplied, nil
-	case 0:
-		return outcomeDeduplicated, nil
+	switch v := res.(type) {
+	case int64:
+		switch v {
+		case 1:
+			return applyResult{outcome: outcomeApplied}, nil
+		case 0:
+			return applyResult{outcome: outcomeDeduplicated}, nil
+		default:
+		}
+	case []any:
+		dups := make([]int, 0, len(v))
+		for _, x := range v {
+			j, ok := x.(int64)
+			if !ok || j < 1 {
+				return applyResult{}, consumererror.NewPermanent(fmt.Errorf("redis apply counters: unexpected script result %v", res))
+			}
+			dups = append(dups, int(j-1))
+		}
+		if len(dups) > 0 {
+			return applyResult{outcome: outcomeDuplicateResources, dups: dups}, nil
+		}
 	default:
-		return 0, consumererror.NewPermanent(fmt.Errorf("redis apply counters: unexpected script result %d", res))
 	}
+	return applyResult{}, consumererror.NewPermanent(fmt.Errorf("redis apply counters: unexpected script result %v", res))
 }
 
 // classifyRedisError marks the errors that would recur for the same batch as

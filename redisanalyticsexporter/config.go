@@ -22,6 +22,10 @@ const (
 	minTTL = time.Second
 	// maxValueBytes is the longest event type or user id that is counted.
 	maxValueBytes = 512
+	// defaultDedupWindow is how long a counted resource entry's marker lives.
+	defaultDedupWindow = 10 * time.Minute
+	// minDedupWindow is the smallest accepted dedup_window.
+	minDedupWindow = time.Minute
 )
 
 // defaultEventNameAttributes and defaultUserIDAttributes return fresh slices so
@@ -61,6 +65,12 @@ type Config struct {
 	// EventTypes is an allowlist of event types; other types are dropped and
 	// counted. Empty means every type is counted. default: [] (all types)
 	EventTypes []string `mapstructure:"event_types"`
+	// DedupWindow is how long the exporter remembers each counted resource
+	// entry (ResourceLogs or ResourceSpans) to skip a client's resend of it:
+	// it must cover a collector restart plus the client's retry delay (a
+	// resend arriving later counts again). Whole seconds, at least 1 minute.
+	// default: 10 minutes
+	DedupWindow time.Duration `mapstructure:"dedup_window"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -78,6 +88,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TTL < minTTL {
 		errs = append(errs, fmt.Errorf(`"ttl" must be at least %s, got %s`, minTTL, c.TTL))
+	}
+	if c.DedupWindow < minDedupWindow {
+		errs = append(errs, fmt.Errorf(`"dedup_window" must be at least %s, got %s`, minDedupWindow, c.DedupWindow))
 	}
 	errs = append(errs, validateNames("event_name_attributes", c.EventNameAttributes, false)...)
 	errs = append(errs, validateNames("user_id_attributes", c.UserIDAttributes, false)...)

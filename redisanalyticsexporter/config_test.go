@@ -55,6 +55,7 @@ func TestUnmarshalConfig(t *testing.T) {
 	full.ClientConfig.TLS.CAFile = "/etc/ssl/redis-ca.pem"
 	full.KeyPrefix = "{shop}"
 	full.TTL = 48 * time.Hour
+	full.DedupWindow = 15 * time.Minute
 	full.EventNameAttributes = []string{"event.name", "analytics.event"}
 	full.UserIDAttributes = []string{"app.user_id"}
 	full.EventTypes = []string{"page_view", "signup"}
@@ -106,6 +107,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"key_prefix_with_space", []string{`"key_prefix": prefix "my app" must not contain spaces`}},
 		{"zero_ttl", []string{`"ttl" must be at least 1s, got 0s`}},
 		{"sub_second_ttl", []string{`"ttl" must be at least 1s, got 500ms`}},
+		{"short_dedup_window", []string{`"dedup_window" must be at least 1m0s, got 30s`}},
 		{"empty_event_name_attribute", []string{`"event_name_attributes[1]" must not be empty`}},
 		{"duplicate_user_id_attribute", []string{`"user_id_attributes[1]" duplicates "user_id_attributes[0]" ("user.id")`}},
 		{"empty_event_type", []string{`"event_types[1]" must not be empty`}},

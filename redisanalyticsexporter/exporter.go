@@ -46,6 +46,7 @@ type redisAnalyticsExporter struct {
 	ttlSeconds    int64
 	markerTTL     time.Duration
 	markerSeconds int64
+	dedupSeconds  int64
 
 	// attrs are the precomputed metric attribute sets of this signal.
 	attrs signalAttrs
@@ -103,6 +104,7 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		ttlSeconds:    ceilSeconds(cfg.TTL),
 		markerTTL:     markerTTL,
 		markerSeconds: ceilSeconds(markerTTL),
+		dedupSeconds:  ceilSeconds(cfg.DedupWindow),
 		attrs:         newSignalAttrs(signal),
 		aggregators:   sync.Pool{New: func() any { return newAggregator() }},
 		batches:       newBatchIDs(),
@@ -156,7 +158,18 @@ func (e *redisAnalyticsExporter) pushTraces(ctx context.Context, td ptrace.Trace
 	return e.push(ctx, td, func(a *aggregator, nowNanos int64) { a.addTraces(td, &e.mapper, nowNanos) })
 }
 
-// push aggregates one request and applies it to Redis in one script call.
+// maxDedupRounds bounds the script calls of one push attempt. A round after
+// the first happens only when resource markers exist (a resend, see
+// dedup.go); a further round only when another push set a marker of this
+// request between two rounds. Past the bound the attempt fails with a
+// retryable error and the retry resumes with the exclusions found so far.
+const maxDedupRounds = 4
+
+var errDedupRounds = errors.New("redis apply counters: resource markers kept appearing; retrying")
+
+// push aggregates one request and applies it to Redis in one script call
+// (more only when the request repeats resource entries already counted, see
+// dedup.go).
 //
 // Retry idempotency: data is the plog.Logs or ptrace.Traces value itself (a
 // comparable struct of two pointers). exporterhelper v0.165.0 retries with the
@@ -166,10 +179,14 @@ func (e *redisAnalyticsExporter) pushTraces(ctx context.Context, td ptrace.Trace
 // OnError returns the same request unless err is a consumererror.Logs partial
 // error, which this exporter never returns; RequestConsumeFromLogs passes
 // req.ld to the pusher. So a push that failed with a retryable error keeps its
-// batch id (and its clock reading) in e.batches, and the retry sends the same
-// id: if the first attempt was applied and only its reply was lost, the
-// script's batch marker turns the retry into a no-op. go-redis' own retries
-// resend the same EVALSHA arguments, so they are idempotent too.
+// batch id, its clock reading and its excluded resource entries in
+// e.batches, and the retry sends the same id with the same data: if the first
+// attempt was applied and only its reply was lost, the script's batch marker
+// turns the retry into a no-op. go-redis' own retries resend the same EVALSHA
+// arguments, so they are idempotent too.
+//
+// Drops (by reason) are recorded once per push, when it ends without a
+// retryable error.
 func (e *redisAnalyticsExporter) push(ctx context.Context, data any, fill func(*aggregator, int64)) error {
 	e.mu.Lock()
 	client := e.client
@@ -181,76 +198,122 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, data any, fill func(*
 	wallNow := e.now()
 	prev, isRetry := e.batches.lookup(data, wallNow)
 	now := wallNow
+	var excluded []int32
 	if isRetry {
 		now = prev.now // same buckets for records without a timestamp
+		excluded = prev.excluded
 	}
 
 	agg, _ := e.aggregators.Get().(*aggregator)
 	defer e.release(agg)
-	e.aggregate(agg, fill, now)
+	excluded = e.aggregate(agg, fill, now, excluded)
 	fp := agg.fingerprint(e.seed)
 	if isRetry && fp != prev.fingerprint {
 		// The same pdata value now holds other data (a pooled request reused
 		// after exporterhelper gave up on it): this is a new batch.
 		isRetry, now = false, wallNow
-		e.aggregate(agg, fill, now)
+		excluded = e.aggregate(agg, fill, now, nil)
 		fp = agg.fingerprint(e.seed)
 	}
 	entry := prev
 	if !isRetry {
-		entry = batchEntry{id: newBatchID(), fingerprint: fp, now: now, expires: wallNow.Add(e.markerTTL)}
-		// Drops are counted on the first attempt only.
-		for r, n := range agg.dropped {
-			if n > 0 {
-				e.telemetry.ExporterRedisAnalyticsEventsDropped.Add(ctx, n, e.attrs.dropped[r])
-			}
-		}
+		entry = batchEntry{id: newBatchID(), now: now, expires: wallNow.Add(e.markerTTL)}
 	}
-	if agg.counted == 0 {
-		e.batches.forget(data)
-		return nil
-	}
-	agg.setBatchKey(e.schema.BatchKey(entry.id))
+	entry.fingerprint, entry.excluded = fp, excluded
 
 	start := time.Now()
-	outcome, err := runApply(ctx, client, e.script, agg.keys, agg.args)
-	if err != nil {
-		permanent := consumererror.IsPermanent(err)
-		if permanent {
+	var res applyResult
+	for round := 1; ; round++ {
+		if agg.counted == 0 {
 			e.batches.forget(data)
-			e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.permanent)
-		} else {
-			e.batches.remember(data, entry, wallNow)
-			e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.retryable)
+			e.recordDrops(ctx, agg)
+			return nil
 		}
-		e.reportFailure(err)
-		e.logger.Debug("Applying counters failed",
-			zap.String("batch_id", entry.id), zap.Int("keys", agg.numKeys()),
-			zap.Bool("permanent", permanent), zap.Error(err))
-		return err
+		agg.setBatchKey(e.schema.BatchKey(entry.id))
+		var err error
+		res, err = runApply(ctx, client, e.script, agg.keys, agg.args)
+		if err == nil && res.outcome == outcomeDuplicateResources && round == maxDedupRounds {
+			err = errDedupRounds
+		}
+		if err != nil {
+			return e.pushFailed(ctx, data, entry, agg, err)
+		}
+		if res.outcome != outcomeDuplicateResources {
+			break
+		}
+		// Exclude the entries already counted and aggregate again, with the
+		// same batch id: nothing of this batch was written yet.
+		more := make([]int32, len(res.dups))
+		for i, j := range res.dups {
+			more[i] = agg.markerRes[j]
+		}
+		excluded = e.aggregate(agg, fill, now, mergeExcluded(excluded, more))
+		entry.fingerprint, entry.excluded = agg.fingerprint(e.seed), excluded
 	}
 	e.batches.forget(data)
 	e.reportRecovery()
+	e.recordDrops(ctx, agg)
 	e.telemetry.ExporterRedisAnalyticsEvents.Add(ctx, agg.counted, e.attrs.signal)
-	if outcome == outcomeDeduplicated {
+	if res.outcome == outcomeDeduplicated {
 		e.telemetry.ExporterRedisAnalyticsBatchesDeduplicated.Add(ctx, 1)
 	} else {
 		e.telemetry.ExporterRedisAnalyticsKeysWritten.Record(ctx, int64(agg.numKeys()))
 	}
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.String("batch_id", entry.id), zap.Int64("events", agg.counted),
-			zap.Int("keys", agg.numKeys()), zap.Bool("deduplicated", outcome == outcomeDeduplicated),
+			zap.Int("keys", agg.numKeys()), zap.Bool("deduplicated", res.outcome == outcomeDeduplicated),
+			zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
 			zap.Duration("elapsed", time.Since(start)))
 	}
 	return nil
 }
 
-// aggregate (re)fills agg from the request and encodes the script arguments.
-func (e *redisAnalyticsExporter) aggregate(agg *aggregator, fill func(*aggregator, int64), now time.Time) {
-	agg.reset()
-	fill(agg, now.UnixNano())
+// pushFailed records a failed script call: a retryable failure keeps the
+// batch entry for the retry, a permanent one records the drops.
+func (e *redisAnalyticsExporter) pushFailed(ctx context.Context, data any, entry batchEntry, agg *aggregator, err error) error {
+	permanent := consumererror.IsPermanent(err)
+	if permanent {
+		e.batches.forget(data)
+		e.recordDrops(ctx, agg)
+		e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.permanent)
+	} else {
+		e.batches.remember(data, entry, e.now())
+		e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.retryable)
+	}
+	e.reportFailure(err)
+	e.logger.Debug("Applying counters failed",
+		zap.String("batch_id", entry.id), zap.Int("keys", agg.numKeys()),
+		zap.Bool("permanent", permanent), zap.Error(err))
+	return err
+}
+
+// recordDrops adds the push's drops to the events_dropped metric.
+func (e *redisAnalyticsExporter) recordDrops(ctx context.Context, agg *aggregator) {
+	for r, n := range agg.dropped {
+		if n > 0 {
+			e.telemetry.ExporterRedisAnalyticsEventsDropped.Add(ctx, n, e.attrs.dropped[r])
+		}
+	}
+}
+
+// aggregate (re)fills agg from the request, skipping the excluded resource
+// entries, and encodes the script arguments. It returns the exclusions it
+// used: excluded plus the entries repeating an earlier entry of the same
+// request (a request merged with its own resend), which are excluded too.
+func (e *redisAnalyticsExporter) aggregate(agg *aggregator, fill func(*aggregator, int64), now time.Time, excluded []int32) []int32 {
+	for {
+		agg.reset()
+		agg.setExcluded(excluded)
+		fill(agg, now.UnixNano())
+		dups := agg.selectMarkers()
+		if len(dups) == 0 {
+			break
+		}
+		excluded = mergeExcluded(excluded, dups)
+	}
 	agg.finalize(&e.mapper)
-	agg.encode(e.schema, e.ttlSeconds, now.UnixMilli(), e.markerSeconds)
+	agg.encode(e.schema, e.ttlSeconds, now.UnixMilli(), e.markerSeconds, e.dedupSeconds)
+	return excluded
 }
 
 func (e *redisAnalyticsExporter) release(agg *aggregator) {
@@ -325,6 +388,9 @@ func ceilSeconds(d time.Duration) int64 {
 type batchEntry struct {
 	id          string
 	fingerprint uint64
+	// excluded lists the resource entries (by index) the push skips as
+	// already counted, so that a retry sends the same counters.
+	excluded []int32
 	// now is the first attempt's clock reading: retries bucket records
 	// without a timestamp the same way.
 	now time.Time

@@ -81,8 +81,9 @@ func BenchmarkAggregate(b *testing.B) {
 			for b.Loop() {
 				a.reset()
 				a.addLogs(ld, &m, now.UnixNano())
+				_ = a.selectMarkers()
 				a.finalize(&m)
-				a.encode(schema, 3600, now.UnixMilli(), 370)
+				a.encode(schema, 3600, now.UnixMilli(), 370, 600)
 				_ = a.fingerprint(seed)
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
@@ -114,10 +115,22 @@ func BenchmarkPushLogs(b *testing.B) {
 			ld := realisticLogs(benchBatchSize, users)
 			events := ld.LogRecordCount()
 			ctx := b.Context()
+			// Each push is a new emission, not a resend of the previous one:
+			// one observed timestamp per resource entry changes (dedup.go).
+			var seq pcommon.Timestamp
+			distinct := func() {
+				seq++
+				rls := ld.ResourceLogs()
+				for i := range rls.Len() {
+					rls.At(i).ScopeLogs().At(0).LogRecords().At(0).SetObservedTimestamp(seq)
+				}
+			}
+			distinct()
 			require.NoError(b, le.ConsumeLogs(ctx, ld)) // load the script, warm the pool
 			cmds.n.Store(0)
 			b.ReportAllocs()
 			for b.Loop() {
+				distinct()
 				if err := le.ConsumeLogs(ctx, ld); err != nil {
 					b.Fatal(err)
 				}

@@ -2,10 +2,12 @@ package redisanalyticsexporter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,17 +144,34 @@ func scriptKeys(t *testing.T, args []any) []string {
 	return keys
 }
 
-// scriptIncrements returns a recorded script call as KEYS[1..2] plus ARGV[1..3]
-// and a map of counter key -> increment, which does not depend on key order.
+// scriptMarkers returns the number of resource markers of a recorded script call (ARGV[4]).
+func scriptMarkers(t *testing.T, args []any) int {
+	t.Helper()
+	keys := scriptKeys(t, args)
+	argv := args[3+len(keys):]
+	require.GreaterOrEqual(t, len(argv), counterArgsOffset)
+	m, err := strconv.Atoi(fmt.Sprint(argv[3]))
+	require.NoError(t, err)
+	return m
+}
+
+// scriptIncrements returns a recorded script call as KEYS[1..2+m] plus
+// ARGV[1..5] and a map of counter key -> increment, which does not depend on
+// key order.
 func scriptIncrements(t *testing.T, args []any) scriptCall {
 	t.Helper()
 	keys := scriptKeys(t, args)
 	argv := args[3+len(keys):]
-	require.Len(t, argv, 3+len(keys)-counterKeysOffset)
-	fixed := []any{keys[0], keys[batchKeyIndex], argv[0], argv[1], argv[2]}
+	m := scriptMarkers(t, args)
+	offset := markerKeysOffset + m
+	require.Len(t, argv, counterArgsOffset+len(keys)-offset)
+	fixed := []any{argv[0], argv[1], argv[2], argv[3], argv[4]}
+	for _, k := range keys[:offset] {
+		fixed = append(fixed, k)
+	}
 	incrs := make(map[string]string, len(keys))
-	for i, k := range keys[counterKeysOffset:] {
-		incrs[k] = fmt.Sprint(argv[3+i])
+	for i, k := range keys[offset:] {
+		incrs[k] = fmt.Sprint(argv[counterArgsOffset+i])
 	}
 	return scriptCall{fixed: fixed, incrs: incrs}
 }
@@ -245,8 +264,13 @@ func expectedCounters(t *testing.T, prefix string) map[string]int64 {
 	}
 }
 
+// sampleSeq makes every sampleLogs and sampleTraces call distinct content:
+// two calls are two emissions, not a resend (see dedup.go).
+var sampleSeq atomic.Uint64
+
 // sampleLogs: 5 page_view (4 by u1, 1 by "u:2"; 3 at 09:xx, 2 at 10:xx), one
 // signup by u1 (user on the resource), and one record without event type.
+// Each call's records carry their own body.
 func sampleLogs() plog.Logs {
 	at := tsRecord
 	later := tsRecord.Add(time.Hour)
@@ -259,15 +283,38 @@ func sampleLogs() plog.Logs {
 	lr := rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
 	lr.SetEventName("signup")
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(at))
+	setBodies(ld, "sample-"+strconv.FormatUint(sampleSeq.Add(1), 10))
 	return ld
 }
 
+// setBodies sets the body of every record of ld.
+func setBodies(ld plog.Logs, body string) {
+	rls := ld.ResourceLogs()
+	for i := range rls.Len() {
+		sls := rls.At(i).ScopeLogs()
+		for j := range sls.Len() {
+			lrs := sls.At(j).LogRecords()
+			for k := range lrs.Len() {
+				lrs.At(k).Body().SetStr(body)
+			}
+		}
+	}
+}
+
 // sampleTraces: the same events as sampleLogs, as spans.
+// Each call's spans carry their own trace id and span ids.
 func sampleTraces() ptrace.Traces {
 	td := ptrace.NewTraces()
+	seq := sampleSeq.Add(1)
+	var n byte
 	add := func(rs ptrace.ResourceSpans, name, user string, at time.Time) {
 		span := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
 		span.SetName(name)
+		var tid [16]byte
+		binary.BigEndian.PutUint64(tid[:8], seq)
+		span.SetTraceID(tid)
+		n++
+		span.SetSpanID([8]byte{1, n})
 		if user != "" {
 			span.Attributes().PutStr("enduser.id", user)
 		}
@@ -349,21 +396,34 @@ func TestFactoryExportersCountIntoRedis(t *testing.T) {
 			assert.ElementsMatch(t, keysOf(want), members)
 			assert.Equal(t, map[keyschema.Family]int{keyschema.Daily: 2, keyschema.Hourly: 3, keyschema.UserDaily: 3}, families)
 
-			// Every other key under the prefix is a batch marker with a TTL.
+			// Every other key under the prefix is a batch marker or a resource
+			// marker, with a TTL.
 			all, err := client.Keys(ctx, prefix+":*").Result()
 			require.NoError(t, err)
-			markers := 0
+			batchMarkers, resMarkers := 0, 0
 			for _, k := range all {
 				if _, isCounter := want[k]; isCounter || k == schema.PendingKey() {
 					continue
 				}
-				markers++
+				maxTTL := cfg.batchMarkerTTL()
+				if strings.HasPrefix(k, schema.ResourceKey("")) {
+					resMarkers++
+					maxTTL = cfg.DedupWindow
+				} else {
+					require.True(t, strings.HasPrefix(k, schema.BatchKey("")), k)
+					batchMarkers++
+				}
 				ttl, err := client.TTL(ctx, k).Result()
 				require.NoError(t, err)
 				assert.Greater(t, ttl, time.Duration(0), k)
-				assert.LessOrEqual(t, ttl, cfg.batchMarkerTTL(), k)
+				assert.LessOrEqual(t, ttl, maxTTL, k)
 			}
-			assert.Equal(t, 2, markers, "one batch marker per push")
+			assert.Equal(t, 2, batchMarkers, "one batch marker per push")
+			wantRes := 2 * 3 // logs: three resource entries
+			if signal == signalTraces {
+				wantRes = 2 * 2
+			}
+			assert.Equal(t, wantRes, resMarkers, "one marker per resource entry and push")
 
 			opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
 			metadatatest.AssertEqualExporterRedisAnalyticsEvents(t, tel, []metricdata.DataPoint[int64]{
@@ -399,20 +459,22 @@ func TestOneScriptCallWithOneIncrementPerDistinctKey(t *testing.T) {
 	calls := rec.scriptCalls()
 	require.Len(t, calls, 1, "one round trip per push")
 	keys := scriptKeys(t, calls[0])
-	counterKeys := keys[counterKeysOffset:]
+	require.Equal(t, 1, scriptMarkers(t, calls[0]), "one resource entry, one marker")
+	counterKeys := keys[markerKeysOffset+1:]
 	require.Len(t, counterKeys, 2+3, "daily + hourly + 3 users")
 	seen := map[string]bool{}
 	for _, k := range counterKeys {
 		assert.False(t, seen[k], "key %q sent twice", k)
 		seen[k] = true
 	}
-	// ARGV after ttl, now and marker ttl: one increment per key, summing to n per family.
+	// ARGV after ttl, now, marker ttl, marker count and dedup window: one
+	// increment per key, summing to n per family.
 	argv := calls[0][3+len(keys):]
-	require.Len(t, argv, 3+len(counterKeys))
+	require.Len(t, argv, counterArgsOffset+len(counterKeys))
 	got := counterValues(t, client, counterKeys)
 	var users int64
 	for i, k := range counterKeys {
-		assert.Equal(t, fmt.Sprint(argv[3+i]), strconv.FormatInt(got[k], 10), k)
+		assert.Equal(t, fmt.Sprint(argv[counterArgsOffset+i]), strconv.FormatInt(got[k], 10), k)
 		if i >= 2 {
 			users += got[k]
 		}
@@ -678,16 +740,16 @@ func TestScriptDeduplicatesAndChunksPending(t *testing.T) {
 	a := newAggregator()
 	a.addLogs(newLogs(records), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 3600, tsNow.UnixMilli(), 60)
+	a.encode(schema, 3600, tsNow.UnixMilli(), 60, 600)
 	a.setBatchKey(schema.BatchKey("fixed-id"))
 	script := redis.NewScript(applySource)
 
-	outcome, err := runApply(ctx, client, script, a.keys, a.args)
+	res, err := runApply(ctx, client, script, a.keys, a.args)
 	require.NoError(t, err)
-	assert.Equal(t, outcomeApplied, outcome)
-	outcome, err = runApply(ctx, client, script, a.keys, a.args)
+	assert.Equal(t, outcomeApplied, res.outcome)
+	res, err = runApply(ctx, client, script, a.keys, a.args)
 	require.NoError(t, err)
-	assert.Equal(t, outcomeDeduplicated, outcome)
+	assert.Equal(t, outcomeDeduplicated, res.outcome)
 
 	assert.Equal(t, int64(1502), client.ZCard(ctx, schema.PendingKey()).Val())
 	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: keyschema.HourOf(tsRecord) / 24 * 24})
@@ -707,14 +769,15 @@ func TestOverflowIsPermanentAndUndone(t *testing.T) {
 	hourly := schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour})
 	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: hour - hour%24})
 	require.NoError(t, client.Set(ctx, hourly, math.MaxInt64, 0).Err())
-	keys := []string{schema.PendingKey(), schema.BatchKey("b"), daily, hourly}
-	args := []any{int64(60), int64(1), int64(60), int64(1), int64(1)}
+	keys := []string{schema.PendingKey(), schema.BatchKey("b"), schema.ResourceKey("r1"), schema.ResourceKey("r2"), daily, hourly}
+	args := []any{int64(60), int64(1), int64(60), int64(2), int64(600), int64(1), int64(1)}
 
 	_, err = runApply(ctx, client, redis.NewScript(applySource), keys, args)
 	require.Error(t, err)
 	assert.True(t, consumererror.IsPermanent(err))
 	require.ErrorContains(t, err, "overflow")
-	assert.Zero(t, client.Exists(ctx, daily, schema.BatchKey("b"), schema.PendingKey()).Val())
+	assert.Zero(t, client.Exists(ctx, daily, schema.BatchKey("b"), schema.PendingKey(),
+		schema.ResourceKey("r1"), schema.ResourceKey("r2")).Val(), "markers undone too")
 	assert.Equal(t, strconv.FormatInt(math.MaxInt64, 10), client.Get(ctx, hourly).Val())
 }
 

@@ -35,6 +35,7 @@ func createDefaultConfig() component.Config {
 		ClientConfig:        redisconn.NewDefaultClientConfig(),
 		KeyPrefix:           keyschema.DefaultPrefix,
 		TTL:                 defaultTTL,
+		DedupWindow:         defaultDedupWindow,
 		EventNameAttributes: defaultEventNameAttributes(),
 		UserIDAttributes:    defaultUserIDAttributes(),
 	}

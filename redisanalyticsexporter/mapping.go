@@ -25,6 +25,10 @@ const (
 	// reasonInvalidValue: the event type or user id is not valid UTF-8, holds a
 	// NUL byte (PostgreSQL text cannot store it) or is longer than 512 bytes.
 	reasonInvalidValue
+	// reasonDuplicate: the record's resource entry (ResourceLogs or
+	// ResourceSpans) was counted before, within the dedup window: a client
+	// resent a request whose response it did not receive (see dedup.go).
+	reasonDuplicate
 	numDropReasons
 )
 
@@ -36,6 +40,8 @@ func (r dropReason) String() string {
 		return "not_allowed"
 	case reasonInvalidValue:
 		return "invalid_value"
+	case reasonDuplicate:
+		return "duplicate"
 	default:
 		return "unknown"
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"strconv"
 	"time"
 
@@ -94,7 +95,30 @@ func logsBatch(n, seed int, exp *expected) plog.Logs {
 			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
 		}
 	}
+	// Like an SDK's, every counted record is a distinct emission: its body
+	// names the batch and the record. The exporter deduplicates resource
+	// entries by content, so two batches must not hold identical entries
+	// unless one is a resend of the other.
+	for r := range ld.ResourceLogs().Len() {
+		lrs := ld.ResourceLogs().At(r).ScopeLogs().At(0).LogRecords()
+		for i := range lrs.Len() {
+			if lr := lrs.At(i); lr.Body().Type() == pcommon.ValueTypeEmpty {
+				lr.Body().SetStr("batch " + strconv.Itoa(seed) + " record " + strconv.Itoa(r) + "/" + strconv.Itoa(i))
+			}
+		}
+	}
 	return ld
+}
+
+// spanIDs returns the trace id of batch seed and the span id of its i-th span
+// (never all zero, as an SDK's).
+func spanIDs(seed, i int) (pcommon.TraceID, pcommon.SpanID) {
+	var tid [16]byte
+	binary.BigEndian.PutUint64(tid[:8], uint64(seed)) //nolint:gosec // test ids are not negative
+	tid[15] = 1
+	var sid [8]byte
+	binary.BigEndian.PutUint64(sid[:], uint64(i)+1) //nolint:gosec // test ids are not negative
+	return tid, sid
 }
 
 // tracesBatch builds n spans: the span name is the event type.
@@ -109,6 +133,9 @@ func tracesBatch(n, seed int, exp *expected) ptrace.Traces {
 		ts := base.Add(time.Duration(k%4) * 61 * time.Minute)
 		sp := spans.AppendEmpty()
 		sp.SetName(eventType)
+		tid, sid := spanIDs(seed, i)
+		sp.SetTraceID(tid)
+		sp.SetSpanID(sid)
 		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(ts))
 		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(ts.Add(time.Millisecond)))
 		user := ""

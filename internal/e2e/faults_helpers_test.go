@@ -64,6 +64,9 @@ func mixedRequest(id, logs, spans int) (*request, error) {
 		td := tracesBatch(spans, id, r.exp)
 		sp := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty()
 		sp.SetName(probeType(id))
+		tid, sid := spanIDs(id, spans)
+		sp.SetTraceID(tid)
+		sp.SetSpanID(sid)
 		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(base))
 		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(base.Add(time.Millisecond)))
 		r.path = "/v1/traces"

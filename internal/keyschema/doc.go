@@ -15,6 +15,7 @@
 //	                                               flush and kept until PostgreSQL has committed it
 //	analytics:staging-claim:{id}                   marker (with TTL) that flush id {id} was used by a STAGE
 //	analytics:batch:{id}                           marker of an applied exporter batch (retry idempotency)
+//	analytics:res:{fingerprint}                    marker (with TTL) of a counted resource entry (resend deduplication)
 //	analytics:quarantine                           hash of counts the flusher could not parse (never dropped silently)
 //
 // Event types and user ids are escaped (see [Escape]) so that a value holding

@@ -123,6 +123,12 @@ func (s Schema) StagingClaimKey(id string) string { return s.prefix + "staging-c
 // BatchKey marks an exporter batch id as applied.
 func (s Schema) BatchKey(id string) string { return s.prefix + "batch:" + id }
 
+// ResourceKey returns the marker key of one deduplicated resource entry
+// (ResourceLogs or ResourceSpans), identified by the hex of its content
+// fingerprint. The exporter sets it when it counts the entry, with the dedup
+// window as TTL, so that a resend of the same entry is not counted again.
+func (s Schema) ResourceKey(hash string) string { return s.prefix + "res:" + hash }
+
 // QuarantineKey is the hash where the flusher keeps counts it could not parse
 // (a malformed key or value in the pending set), so nothing is dropped silently.
 func (s Schema) QuarantineKey() string { return s.prefix + "quarantine" }

@@ -55,6 +55,7 @@ func TestHelperKeys(t *testing.T) {
 	assert.Equal(t, "{app}:staging", s.StagingIndexKey())
 	assert.Equal(t, "{app}:staging:f1", s.StagingKey("f1"))
 	assert.Equal(t, "{app}:batch:b1", s.BatchKey("b1"))
+	assert.Equal(t, "{app}:res:00ff", s.ResourceKey("00ff"))
 	assert.Equal(t, "{app}:staging-claim:f1", s.StagingClaimKey("f1"))
 	assert.Equal(t, "{app}:quarantine", s.QuarantineKey())
 	assert.Equal(t, "{app}", s.Prefix())

@@ -1,0 +1,360 @@
+package redisanalyticsexporter
+
+import (
+	"context"
+	"maps"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
+)
+
+// dedupLogs builds one resource entry per group, each record with a
+// distinct timestamp (tsRecord plus its index in ns), trace and span id,
+// severity and body, as an SDK emits them.
+func dedupLogs(typ string, groups ...int) plog.Logs {
+	ld := plog.NewLogs()
+	for g, n := range groups {
+		rl := ld.ResourceLogs().AppendEmpty()
+		rl.Resource().Attributes().PutStr("service.name", "shop-"+strconv.Itoa(g))
+		rl.Resource().Attributes().PutStr("user.id", "res-user")
+		lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
+		for i := range n {
+			lr := lrs.AppendEmpty()
+			lr.SetEventName(typ)
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord.Add(time.Duration(g*1000 + i))))
+			lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(tsRecord.Add(time.Second)))
+			lr.SetTraceID([16]byte{1, byte(g), byte(i)})
+			lr.SetSpanID([8]byte{2, byte(g), byte(i)})
+			lr.SetSeverityNumber(plog.SeverityNumberInfo)
+			lr.Body().SetStr("event " + strconv.Itoa(i))
+			lr.Attributes().PutStr("user.id", "u"+strconv.Itoa(i%2))
+		}
+	}
+	return ld
+}
+
+// resourceFPs aggregates ld and returns each resource entry's fingerprint
+// (the zero resFP when it has none).
+func resourceFPs(ld plog.Logs) []resFP {
+	m := newMapper(createDefaultConfig().(*Config))
+	a := newAggregator()
+	a.addLogs(ld, &m, tsNow.UnixNano())
+	out := make([]resFP, len(a.res))
+	for i, r := range a.res {
+		if r.ok {
+			out[i] = r.fp
+		}
+	}
+	return out
+}
+
+func TestResourceFingerprintLogs(t *testing.T) {
+	t.Parallel()
+	base := resourceFPs(dedupLogs("view", 3, 5))
+	require.Len(t, base, 2)
+	assert.NotEqual(t, resFP{}, base[0])
+	assert.NotEqual(t, base[0], base[1])
+	assert.Equal(t, base, resourceFPs(dedupLogs("view", 3, 5)), "same content, independently built: same fingerprints")
+	assert.Equal(t, "x:c7e0f1a2b3c4d5e6f708192a3b4c5d6e", string(resFP{0xc7e0f1a2b3c4d5e6, 0xf708192a3b4c5d6e}.appendHex([]byte("x:"))))
+
+	// The fingerprint does not depend on the other entries of the request
+	// (the queue merges requests by appending entries).
+	merged := dedupLogs("view", 3, 5)
+	dedupLogs("click", 2).ResourceLogs().MoveAndAppendTo(merged.ResourceLogs())
+	assert.Equal(t, base, resourceFPs(merged)[:2])
+
+	changes := map[string]func(lr plog.LogRecord){
+		"timestamp":          func(lr plog.LogRecord) { lr.SetTimestamp(lr.Timestamp() + 1) },
+		"observed timestamp": func(lr plog.LogRecord) { lr.SetObservedTimestamp(lr.ObservedTimestamp() + 1) },
+		"event type":         func(lr plog.LogRecord) { lr.SetEventName("other") },
+		"user":               func(lr plog.LogRecord) { lr.Attributes().PutStr("user.id", "someone") },
+		"int user":           func(lr plog.LogRecord) { lr.Attributes().PutInt("user.id", 1) },
+		"trace id":           func(lr plog.LogRecord) { lr.SetTraceID([16]byte{9}) },
+		"span id":            func(lr plog.LogRecord) { lr.SetSpanID([8]byte{9}) },
+		"severity":           func(lr plog.LogRecord) { lr.SetSeverityNumber(plog.SeverityNumberWarn) },
+		"body":               func(lr plog.LogRecord) { lr.Body().SetStr("event x") },
+	}
+	for name, change := range changes {
+		ld := dedupLogs("view", 3, 5)
+		change(ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(2))
+		got := resourceFPs(ld)
+		assert.Equal(t, base[0], got[0], name)
+		assert.NotEqual(t, base[1], got[1], name)
+		assert.NotEqual(t, resFP{}, got[1], name)
+	}
+	ld := dedupLogs("view", 3, 5)
+	ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(0).CopyTo(
+		ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().AppendEmpty())
+	assert.NotEqual(t, base[1], resourceFPs(ld)[1], "one more (identical) record")
+	ld = dedupLogs("view", 3, 5)
+	ld.ResourceLogs().At(1).Resource().Attributes().PutStr("user.id", "other")
+	assert.NotEqual(t, base[1], resourceFPs(ld)[1], "resource user")
+
+	// A counted record without any timestamp: no fingerprint for its entry.
+	ld = dedupLogs("view", 3, 5)
+	lr := ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(4)
+	lr.SetTimestamp(0)
+	lr.SetObservedTimestamp(0)
+	assert.Equal(t, []resFP{base[0], {}}, resourceFPs(ld))
+	// Only ObservedTimestamp is enough.
+	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(tsRecord))
+	assert.NotEqual(t, resFP{}, resourceFPs(ld)[1])
+}
+
+// dedupTraces builds one resource entry per group of spans with ids.
+func dedupTraces(typ string, groups ...int) ptrace.Traces {
+	td := ptrace.NewTraces()
+	for g, n := range groups {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", "shop-"+strconv.Itoa(g))
+		spans := rs.ScopeSpans().AppendEmpty().Spans()
+		for i := range n {
+			sp := spans.AppendEmpty()
+			sp.SetName(typ)
+			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(tsRecord.Add(time.Duration(i))))
+			sp.SetTraceID([16]byte{1, byte(g)})
+			sp.SetSpanID([8]byte{2, byte(g), byte(i)})
+			sp.Attributes().PutStr("enduser.id", "u"+strconv.Itoa(i%2))
+		}
+	}
+	return td
+}
+
+func spanFPs(td ptrace.Traces) []resFP {
+	m := newMapper(createDefaultConfig().(*Config))
+	a := newAggregator()
+	a.addTraces(td, &m, tsNow.UnixNano())
+	out := make([]resFP, len(a.res))
+	for i, r := range a.res {
+		if r.ok {
+			out[i] = r.fp
+		}
+	}
+	return out
+}
+
+func TestResourceFingerprintSpans(t *testing.T) {
+	t.Parallel()
+	base := spanFPs(dedupTraces("view", 2, 4))
+	require.Len(t, base, 2)
+	assert.NotEqual(t, resFP{}, base[1])
+	assert.Equal(t, base, spanFPs(dedupTraces("view", 2, 4)))
+	changes := map[string]func(sp ptrace.Span){
+		"start":    func(sp ptrace.Span) { sp.SetStartTimestamp(sp.StartTimestamp() + 1) },
+		"name":     func(sp ptrace.Span) { sp.SetName("other") },
+		"user":     func(sp ptrace.Span) { sp.Attributes().PutStr("enduser.id", "someone") },
+		"trace id": func(sp ptrace.Span) { sp.SetTraceID([16]byte{9}) },
+		"span id":  func(sp ptrace.Span) { sp.SetSpanID([8]byte{9}) },
+	}
+	for name, change := range changes {
+		td := dedupTraces("view", 2, 4)
+		change(td.ResourceSpans().At(1).ScopeSpans().At(0).Spans().At(3))
+		got := spanFPs(td)
+		assert.Equal(t, base[0], got[0], name)
+		assert.NotEqual(t, base[1], got[1], name)
+		assert.NotEqual(t, resFP{}, got[1], name)
+	}
+	td := dedupTraces("view", 2, 4)
+	td.ResourceSpans().At(1).ScopeSpans().At(0).Spans().At(3).SetSpanID([8]byte{})
+	assert.Equal(t, []resFP{base[0], {}}, spanFPs(td), "an all-zero span id: no fingerprint")
+}
+
+// appendEntries appends copies of src's resource entries to dst, as the
+// sending queue merges requests.
+func appendEntries(dst, src plog.Logs) {
+	rls := src.ResourceLogs()
+	for i := range rls.Len() {
+		rls.At(i).CopyTo(dst.ResourceLogs().AppendEmpty())
+	}
+}
+
+func merged(parts ...plog.Logs) plog.Logs {
+	ld := plog.NewLogs()
+	for _, p := range parts {
+		appendEntries(ld, p)
+	}
+	return ld
+}
+
+func TestResendOfResourceEntriesCountsOnce(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	rec := &evalRecorder{}
+	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+	ctx := t.Context()
+
+	reqA := dedupLogs("a-evt", 3, 4) // 7 events in 2 entries
+	reqB := dedupLogs("b-evt", 5)    // 5 events
+	want := func(a, b int64) map[string]int64 {
+		w := map[string]int64{}
+		maps.Copy(w, counterKeys(prefix, "a-evt", "", tsRecord, a))
+		maps.Copy(w, counterKeys(prefix, "b-evt", "", tsRecord, b))
+		return w
+	}
+	require.NoError(t, le.ConsumeLogs(ctx, reqA))
+	assert.Equal(t, want(7, 0), counterValues(t, client, keysOf(want(7, 0))))
+
+	// The client did not get the response and resends A; the queue merges
+	// the resend with a new request B.
+	require.NoError(t, le.ConsumeLogs(ctx, merged(reqB, dedupLogs("a-evt", 3, 4))))
+	assert.Equal(t, want(7, 5), counterValues(t, client, keysOf(want(7, 5))), "A once, B counted")
+	calls := rec.scriptCalls()
+	require.Len(t, calls, 3, "one call for A; for the merged batch: duplicates found, then applied")
+	assert.Equal(t, 3, scriptMarkers(t, calls[1]))
+	schema, err := keyschema.New(prefix)
+	require.NoError(t, err)
+	for _, k := range scriptKeys(t, calls[1])[markerKeysOffset : markerKeysOffset+3] {
+		assert.Regexp(t, "^"+regexp.QuoteMeta(schema.ResourceKey(""))+"[0-9a-f]{32}$", k)
+	}
+	assert.Equal(t, 1, scriptMarkers(t, calls[2]), "only B's entry is marked")
+	assert.Equal(t, scriptKeys(t, calls[1])[batchKeyIndex], scriptKeys(t, calls[2])[batchKeyIndex], "same batch id")
+
+	// A alone again: nothing to count.
+	require.NoError(t, le.ConsumeLogs(ctx, dedupLogs("a-evt", 3, 4)))
+	assert.Equal(t, want(7, 5), counterValues(t, client, keysOf(want(7, 5))))
+	// A request merged with its own resend counts once.
+	reqC := dedupLogs("c-evt", 2)
+	require.NoError(t, le.ConsumeLogs(ctx, merged(reqC, reqC)))
+	wantC := counterKeys(prefix, "c-evt", "", tsRecord, 2)
+	assert.Equal(t, wantC, counterValues(t, client, keysOf(wantC)))
+	assert.Zero(t, e.batches.size())
+
+	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+	metadatatest.AssertEqualExporterRedisAnalyticsEvents(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 7 + 5 + 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"))},
+	}, opts...)
+	metadatatest.AssertEqualExporterRedisAnalyticsEventsDropped(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 7 + 7 + 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "duplicate"))},
+	}, opts...)
+}
+
+func TestResendWithoutTimestampsCountsTwice(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	now, _ := fixedClock(tsNow)
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.now = now })
+	req := func() plog.Logs {
+		ld := plog.NewLogs()
+		lr := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
+		lr.SetEventName("tick")
+		lr.Body().SetStr("same")
+		return ld
+	}
+	require.NoError(t, le.ConsumeLogs(t.Context(), req()))
+	require.NoError(t, le.ConsumeLogs(t.Context(), req()))
+	want := counterKeys(prefix, "tick", "", tsNow, 2)
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "documented limit: at-least-once")
+}
+
+func TestResendOfSpansCountsOnce(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	te, err := NewFactory().CreateTraces(t.Context(), exportertest.NewNopSettings(metadata.Type), cfg)
+	require.NoError(t, err)
+	require.NoError(t, te.Start(t.Context(), componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, te.Shutdown(context.Background())) })
+	require.NoError(t, te.ConsumeTraces(t.Context(), dedupTraces("s-evt", 2, 3)))
+	resend := dedupTraces("s-evt", 2, 3)
+	dedupTraces("t-evt", 1).ResourceSpans().MoveAndAppendTo(resend.ResourceSpans())
+	require.NoError(t, te.ConsumeTraces(t.Context(), resend))
+	want := counterKeys(prefix, "s-evt", "", tsRecord, 5)
+	maps.Copy(want, counterKeys(prefix, "t-evt", "", tsRecord, 1))
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+// TestLostReplyAfterExclusionCountsOnce: the apply round that follows an
+// exclusion loses its reply; the retry keeps the exclusion and the batch id.
+func TestLostReplyAfterExclusionCountsOnce(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	lost := &lostReplyAt{at: 3} // the applying round of the second push
+	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, lost) })
+	ctx := t.Context()
+	require.NoError(t, e.pushLogs(ctx, dedupLogs("x-evt", 2)))
+	batch := merged(dedupLogs("x-evt", 2), dedupLogs("y-evt", 3))
+	require.Error(t, e.pushLogs(ctx, batch))
+	require.Equal(t, 1, e.batches.size())
+	require.NoError(t, e.pushLogs(ctx, batch)) // exporterhelper's retry
+	assert.Equal(t, int32(4), lost.calls.Load(), "the retry found its batch marker")
+	assert.Zero(t, e.batches.size())
+	_ = le
+	want := counterKeys(prefix, "x-evt", "", tsRecord, 2)
+	maps.Copy(want, counterKeys(prefix, "y-evt", "", tsRecord, 3))
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+// lostReplyAt is a go-redis hook that loses the reply of the at-th script
+// call (1-based): the script ran, the caller sees an error.
+type lostReplyAt struct {
+	at    int32
+	calls atomic.Int32
+}
+
+func (*lostReplyAt) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (*lostReplyAt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (l *lostReplyAt) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name != "evalsha" && name != "eval" {
+			return next(ctx, cmd)
+		}
+		err := next(ctx, cmd)
+		if l.calls.Add(1) == l.at && err == nil {
+			cmd.SetErr(errLostReply)
+			return errLostReply
+		}
+		return err
+	}
+}
+
+func TestHashString(t *testing.T) {
+	t.Parallel()
+	seen := map[uint64]string{}
+	long := "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxyz0123456789"
+	for i := 0; i <= len(long); i++ {
+		for _, s := range []string{long[:i], long[i:], "x" + long[:i]} {
+			h := hashString(s)
+			if prev, dup := seen[h]; dup {
+				assert.Equal(t, prev, s, "collision")
+			}
+			seen[h] = s
+			assert.Equal(t, h, hashString(string([]byte(s))), "deterministic")
+		}
+	}
+	// A one-bit change anywhere changes the hash.
+	for i := range len(long) {
+		b := []byte(long)
+		b[i] ^= 1
+		assert.NotEqual(t, hashString(long), hashString(string(b)), i)
+	}
+	// Pinned: the markers of a collector and of its restarted successor must agree.
+	assert.Equal(t, uint64(0xfc5e32801657ef9e), hashString("analytics event"), "stable across processes and releases")
+}
