@@ -57,6 +57,9 @@ func assertExactlyOnce(t *testing.T, got *expected, reqs []*request) {
 	assertTables(t, want, got)
 }
 
+// postgresOutage is how long TestFaultPostgresOutage keeps PostgreSQL down.
+const postgresOutage = time.Minute
+
 // TestFaultPostgresOutage kills the private PostgreSQL while events keep
 // arriving: every request is still acknowledged (Redis is up), the flusher
 // reports failed ticks and keeps the moved counts staged in Redis, and once
@@ -89,8 +92,13 @@ func TestFaultPostgresOutage(t *testing.T) {
 	pg.Kill()
 	outage := time.Now()
 	before := len(reqs)
-	for len(reqs)-before < 300 && time.Since(outage) < 3*time.Second {
+	// A minute of outage (issue #3), with a request every 100 ms: the flusher
+	// fails every tick meanwhile and must hold everything it moved.
+	pace := time.NewTicker(100 * time.Millisecond)
+	defer pace.Stop()
+	for time.Since(outage) < postgresOutage {
 		send()
+		<-pace.C
 	}
 	duringOutage := len(reqs) - before
 	// The failure is seen and reported, and the counts moved out of the
