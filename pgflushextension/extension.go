@@ -39,6 +39,11 @@ type flusher struct {
 	grace time.Duration
 	// failpoint is nil in production; fault tests set it (see failpoint.go).
 	failpoint failpointFunc
+	// tickAtStart runs the first tick as soon as the loop starts, so that a
+	// restarted collector recovers what a dead flusher left staged without
+	// waiting an interval. The factory sets it; tests that drive ticks by
+	// hand leave it off.
+	tickAtStart bool
 
 	// Lifecycle, as in filestorage: a ticker loop stopped through stopCh,
 	// and a closed flag under mu so Shutdown is idempotent.
@@ -130,10 +135,14 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 	return nil
 }
 
-// loop runs a tick every interval until stopCh is closed.
+// loop runs a tick every interval (and one at once with tickAtStart) until
+// stopCh is closed.
 func (f *flusher) loop(ctx context.Context) {
 	ticker := time.NewTicker(f.cfg.Interval)
 	defer ticker.Stop()
+	if f.tickAtStart {
+		f.tick(ctx)
+	}
 	for {
 		select {
 		case <-f.stopCh:

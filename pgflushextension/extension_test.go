@@ -1,15 +1,19 @@
 package pgflushextension
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/extension/extensiontest"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
 )
 
 const testSecret = "s3cr3t-pw"
@@ -113,4 +117,35 @@ func TestDSNSecrets(t *testing.T) {
 			assert.Empty(t, got, tt.dsn)
 		}
 	}
+}
+
+// TestFactoryExtensionRecoversAtStart: a collector restarted after a flusher
+// died between STAGE and APPLY applies the left staging entry on its first
+// tick, right at start, not one interval later.
+func TestFactoryExtensionRecoversAtStart(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	incs := awkwardIncrements()
+	require.NoError(t, env.write(ctx, incs...))
+	want := totals{}
+	want.add(incs...)
+
+	// The dead flusher staged an hour ago: past any grace period.
+	dead := newRedisStore(env.rdb, env.schema)
+	res, err := dead.stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	require.Len(t, res.fields, len(incs))
+
+	cfg := env.config()
+	cfg.Interval = time.Hour // only the tick at start can apply it
+	ext, err := NewFactory().Create(ctx, extensiontest.NewNopSettings(metadata.Type), cfg)
+	require.NoError(t, err)
+	require.NoError(t, ext.Start(ctx, &statusHost{}))
+	t.Cleanup(func() { require.NoError(t, ext.Shutdown(context.Background())) })
+
+	require.Eventually(t, func() bool {
+		return env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val() == 0
+	}, 10*time.Second, 20*time.Millisecond, "the staging entry was not recovered at start")
+	assert.Equal(t, want, env.readTotals(ctx))
 }

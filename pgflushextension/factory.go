@@ -15,5 +15,10 @@ func NewFactory() extension.Factory {
 }
 
 func createExtension(_ context.Context, set extension.Settings, cfg component.Config) (extension.Extension, error) {
-	return newFlusher(cfg.(*Config), set)
+	f, err := newFlusher(cfg.(*Config), set)
+	if err != nil {
+		return nil, err
+	}
+	f.tickAtStart = true
+	return f, nil
 }
