@@ -109,23 +109,19 @@ func (d *distro) output() string { return d.log.String() }
 
 func (d *distro) waitHealthy() {
 	d.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	waitFor(d.t, 60*time.Second, 50*time.Millisecond, "collector not healthy", func() bool {
 		select {
 		case <-d.exited:
 			d.t.Fatalf("collector exited before it became healthy: %v\n%s", d.waitErr, d.output())
 		default:
 		}
 		resp, err := http.Get(d.healthURL) //nolint:noctx // short poll on loopback
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	d.t.Fatalf("collector not healthy after 60s:\n%s", d.output())
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // stop sends SIGTERM and waits for a clean exit (the final flush runs then).
