@@ -1,11 +1,7 @@
 package redisanalyticsexporter
 
 import (
-	"hash/maphash"
 	"strconv"
-
-	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
@@ -48,7 +44,8 @@ type pair struct {
 	hours []hourCount
 	// overflowN counts the events whose hour went to aggregator.overflow.
 	overflowN int64
-	// hash is hashPair(key), folded into the resource fingerprints.
+	// hash is hashPair(key), folded into the resource fingerprints (set by
+	// the converter only).
 	hash uint64
 	// Set by finalize.
 	dropped bool
@@ -76,21 +73,91 @@ type userBucket struct {
 	day  int64 // first hour of the day
 }
 
-// aggregator folds one push into counters. It is reused across pushes (see
-// redisAnalyticsExporter.aggregators); one push uses it from one goroutine.
-//
-// The per-record path does one lookup in a map keyed by (type, user), which
-// stays small (types × active users), and a short scan of that pair's hours.
-// Validation, the allowlist and the derivation of the three counter families
-// then run once per pair, not per record.
-type aggregator struct {
+// pairCounter counts events per (type, user) pair and hour. The per-event
+// path does one lookup in a map keyed by (type, user), which stays small
+// (types × active users), and a short scan of that pair's hours; consecutive
+// events of the same pair skip the map.
+type pairCounter struct {
 	pairIdx  map[pairKey]int32
 	pairs    []pair // pairs[:len] are in use; the rest keep their memory
 	overflow map[pairHour]int64
-	// The pair of the last added event (see add).
+	// The pair of the last counted event (see count).
 	lastKey   pairKey
 	lastIdx   int32
 	lastValid bool
+}
+
+func newPairCounter() pairCounter {
+	return pairCounter{pairIdx: make(map[pairKey]int32), overflow: make(map[pairHour]int64)}
+}
+
+// reset empties the counter, keeping its memory but no reference to the
+// previous strings.
+func (pc *pairCounter) reset() {
+	clear(pc.pairIdx)
+	pc.lastKey, pc.lastIdx, pc.lastValid = pairKey{}, 0, false
+	for i := range pc.pairs {
+		pc.pairs[i] = pair{hours: pc.pairs[i].hours[:0]}
+	}
+	pc.pairs = pc.pairs[:0]
+	clear(pc.overflow)
+}
+
+// reusable reports whether the counter is small enough to keep pooled.
+func (pc *pairCounter) reusable() bool {
+	return len(pc.pairIdx) <= maxPooledEntries && len(pc.overflow) <= maxPooledEntries
+}
+
+// count adds n events of pair k in hour. It returns the pair's index and
+// whether the pair is new.
+func (pc *pairCounter) count(k pairKey, hour, n int64) (int32, bool) {
+	// Consecutive events usually share their type and user (one request
+	// comes from one service, often one session): comparing with the last
+	// pair is much cheaper than hashing both strings for the map.
+	if pc.lastValid && pc.lastKey == k {
+		pc.countPairHour(pc.lastIdx, hour, n)
+		return pc.lastIdx, false
+	}
+	idx, ok := pc.pairIdx[k]
+	if !ok {
+		idx = int32(len(pc.pairs)) //nolint:gosec // bounded by the records of one request
+		if len(pc.pairs) < cap(pc.pairs) {
+			pc.pairs = pc.pairs[:idx+1] // reset left it empty with its hours memory
+		} else {
+			pc.pairs = append(pc.pairs, pair{})
+		}
+		pc.pairs[idx].key = k
+		pc.pairIdx[k] = idx
+	}
+	pc.lastKey, pc.lastIdx, pc.lastValid = k, idx, true
+	pc.countPairHour(idx, hour, n)
+	return idx, !ok
+}
+
+// countPairHour counts n events of pair idx in hour.
+func (pc *pairCounter) countPairHour(idx int32, hour, n int64) {
+	p := &pc.pairs[idx]
+	for i := range p.hours {
+		if p.hours[i].hour == hour {
+			p.hours[i].n += n
+			return
+		}
+	}
+	if len(p.hours) < maxPairHours {
+		p.hours = append(p.hours, hourCount{hour: hour, n: n})
+		return
+	}
+	p.overflowN += n
+	pc.overflow[pairHour{pair: idx, hour: hour}] += n
+}
+
+// aggregator folds the counts of one push (a countsRequest) into counter
+// keys and increments. It is reused across pushes (see
+// redisAnalyticsExporter.aggregators); one push uses it from one goroutine.
+// Validation, the allowlist and the derivation of the three counter families
+// run once per (type, user) pair, not per event.
+type aggregator struct {
+	pairCounter
 
 	// dropped counts records per drop reason.
 	dropped [numDropReasons]int64
@@ -98,9 +165,8 @@ type aggregator struct {
 	counted int64
 
 	// Resource-entry deduplication (dedup.go). res is indexed like the
-	// request's resource entries; excluded marks those the fill skips.
+	// request's entries.
 	res       []resEntry
-	excluded  []bool
 	markerRes []int32 // resource index of each marker in KEYS order
 	seenFP    map[resFP]struct{}
 	// counterOffset is the index of the first counter key in keys.
@@ -125,30 +191,22 @@ type aggregator struct {
 
 func newAggregator() *aggregator {
 	return &aggregator{
-		pairIdx:   make(map[pairKey]int32),
-		overflow:  make(map[pairHour]int64),
-		typeIdx:   make(map[string]int32),
-		hourly:    make(map[typeHour]int64),
-		daily:     make(map[typeHour]int64),
-		userDaily: make(map[userBucket]int64),
-		seenFP:    make(map[resFP]struct{}),
+		pairCounter: newPairCounter(),
+		typeIdx:     make(map[string]int32),
+		hourly:      make(map[typeHour]int64),
+		daily:       make(map[typeHour]int64),
+		userDaily:   make(map[userBucket]int64),
+		seenFP:      make(map[resFP]struct{}),
 	}
 }
 
 // reset empties the aggregator, keeping its memory but no reference to the
 // previous push's strings.
 func (a *aggregator) reset() {
-	clear(a.pairIdx)
-	a.lastKey, a.lastIdx, a.lastValid = pairKey{}, 0, false
-	for i := range a.pairs {
-		a.pairs[i] = pair{hours: a.pairs[i].hours[:0]}
-	}
-	a.pairs = a.pairs[:0]
-	clear(a.overflow)
+	a.pairCounter.reset()
 	a.dropped = [numDropReasons]int64{}
 	a.counted = 0
 	a.res = a.res[:0]
-	a.excluded = a.excluded[:0]
 	a.markerRes = a.markerRes[:0]
 	a.counterOffset = 0
 	clear(a.typeIdx)
@@ -165,122 +223,28 @@ func (a *aggregator) reset() {
 
 // reusable reports whether the aggregator is small enough to keep pooled.
 func (a *aggregator) reusable() bool {
-	return len(a.pairIdx) <= maxPooledEntries && len(a.overflow) <= maxPooledEntries &&
-		len(a.userDaily) <= maxPooledEntries && len(a.seenFP) <= maxPooledEntries
+	return a.pairCounter.reusable() && len(a.userDaily) <= maxPooledEntries && len(a.seenFP) <= maxPooledEntries
 }
 
 // numKeys is the number of distinct counter keys derived by finalize.
 func (a *aggregator) numKeys() int { return len(a.daily) + len(a.hourly) + len(a.userDaily) }
 
-// add counts one event and returns the hash of its (type, user) pair.
-func (a *aggregator) add(ev event) uint64 {
-	k := pairKey{typ: ev.typ, user: ev.user}
-	// Consecutive records usually share their type and user (one request
-	// comes from one service, often one session): comparing with the last
-	// pair is much cheaper than hashing both strings for the map.
-	if a.lastValid && a.lastKey == k {
-		a.countPairHour(a.lastIdx, ev.hour)
-		return a.pairs[a.lastIdx].hash
-	}
-	idx, ok := a.pairIdx[k]
-	if !ok {
-		idx = int32(len(a.pairs)) //nolint:gosec // bounded by the records of one push
-		if len(a.pairs) < cap(a.pairs) {
-			a.pairs = a.pairs[:idx+1] // reset left it empty with its hours memory
-		} else {
-			a.pairs = append(a.pairs, pair{})
-		}
-		a.pairs[idx].key = k
-		a.pairs[idx].hash = hashPair(k)
-		a.pairIdx[k] = idx
-	}
-	a.lastKey, a.lastIdx, a.lastValid = k, idx, true
-	a.countPairHour(idx, ev.hour)
-	return a.pairs[idx].hash
-}
-
-// countPairHour counts one event of pair idx in hour.
-func (a *aggregator) countPairHour(idx int32, hour int64) {
-	p := &a.pairs[idx]
-	for i := range p.hours {
-		if p.hours[i].hour == hour {
-			p.hours[i].n++
-			return
-		}
-	}
-	if len(p.hours) < maxPairHours {
-		p.hours = append(p.hours, hourCount{hour: hour, n: 1})
-		return
-	}
-	p.overflowN++
-	a.overflow[pairHour{pair: idx, hour: hour}]++
-}
-
-// addLogs folds every log record of ld, except those of excluded resource
-// entries (counted as duplicates), and fingerprints each resource entry.
-func (a *aggregator) addLogs(ld plog.Logs, m *mapper, nowNanos int64) {
-	rls := ld.ResourceLogs()
-	for i := 0; i < rls.Len(); i++ {
-		rl := rls.At(i)
-		sls := rl.ScopeLogs()
-		if a.isExcluded(i) {
-			for j := 0; j < sls.Len(); j++ {
-				a.dropped[reasonDuplicate] += int64(sls.At(j).LogRecords().Len())
-			}
+// fold adds the counts of every entry of req; excluded entries count as
+// duplicates.
+func (a *aggregator) fold(req *countsRequest) {
+	for i := range req.entries {
+		en := &req.entries[i]
+		if en.excluded {
+			a.dropped[reasonDuplicate] += en.records
 			a.res = append(a.res, resEntry{excluded: true})
 			continue
 		}
-		resUser := m.resourceUser(rl.Resource())
-		fp := newFPState(resUser)
-		var mapped int64
-		for j := 0; j < sls.Len(); j++ {
-			lrs := sls.At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				lr := lrs.At(k)
-				ev, ok := m.logEvent(lr, resUser, nowNanos)
-				if !ok {
-					a.dropped[reasonMissingEventType]++
-					continue
-				}
-				mapped++
-				fp.addLog(lr, a.add(ev))
-			}
+		a.dropped[reasonMissingEventType] += en.missing
+		for j := range en.counts {
+			c := &en.counts[j]
+			a.count(pairKey{typ: c.typ, user: c.user}, c.hour, c.n)
 		}
-		a.res = append(a.res, resEntry{fp: fp.sum(), mapped: mapped, ok: fp.ok})
-	}
-}
-
-// addTraces folds every span of td, except those of excluded resource
-// entries (counted as duplicates), and fingerprints each resource entry.
-func (a *aggregator) addTraces(td ptrace.Traces, m *mapper, nowNanos int64) {
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		sss := rs.ScopeSpans()
-		if a.isExcluded(i) {
-			for j := 0; j < sss.Len(); j++ {
-				a.dropped[reasonDuplicate] += int64(sss.At(j).Spans().Len())
-			}
-			a.res = append(a.res, resEntry{excluded: true})
-			continue
-		}
-		resUser := m.resourceUser(rs.Resource())
-		fp := newFPState(resUser)
-		var mapped int64
-		for j := 0; j < sss.Len(); j++ {
-			spans := sss.At(j).Spans()
-			for k := 0; k < spans.Len(); k++ {
-				span := spans.At(k)
-				ev, ok := m.spanEvent(span, resUser, nowNanos)
-				if !ok {
-					a.dropped[reasonMissingEventType]++
-					continue
-				}
-				mapped++
-				fp.addSpan(span, a.add(ev))
-			}
-		}
-		a.res = append(a.res, resEntry{fp: fp.sum(), mapped: mapped, ok: fp.ok})
+		a.res = append(a.res, resEntry{fp: en.fp, mapped: en.records - en.missing, ok: en.fingerprinted})
 	}
 }
 
@@ -373,8 +337,7 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 // [pending, batch marker, resource markers..., counter keys...], ARGV = [ttl,
 // now, marker ttl, number of resource markers, dedup window, increments...].
 // The resource markers are those chosen by selectMarkers. The batch marker
-// key is left empty for setBatchKey, as the batch id depends on the
-// fingerprint of the keys. All counter keys are substrings of one string, so
+// key is left empty for setBatchKey. All counter keys are substrings of one string, so
 // they cost one allocation per push. The slices stay valid until reset.
 func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, markerSeconds, dedupSeconds int64) {
 	appendKey := func(c keyschema.Counter, n int64) {
@@ -420,17 +383,6 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, mark
 
 // setBatchKey fills in the batch marker key of the encoded KEYS.
 func (a *aggregator) setBatchKey(key string) { a.keys[batchKeyIndex] = key }
-
-// fingerprint summarizes the counter keys and increments built by encode,
-// independently of their order (map iteration order differs between
-// attempts), so a retried push can tell whether it still carries the same data.
-func (a *aggregator) fingerprint(seed maphash.Seed) uint64 {
-	var sum uint64
-	for i, key := range a.keys[a.counterOffset:] {
-		sum += mix64(maphash.String(seed, key) + uint64(a.incrs[i])*0x9E3779B97F4A7C15) //nolint:gosec // bit mixing, sign irrelevant
-	}
-	return sum
-}
 
 // mix64 is the splitmix64 finalizer: every input bit affects every output bit,
 // so summing per-key hashes does not let increments cancel out.

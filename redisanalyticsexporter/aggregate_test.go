@@ -1,7 +1,6 @@
 package redisanalyticsexporter
 
 import (
-	"hash/maphash"
 	"strconv"
 	"testing"
 	"time"
@@ -128,33 +127,6 @@ func TestAggregatorReusable(t *testing.T) {
 		a.pairIdx[pairKey{typ: strconv.Itoa(i)}] = int32(i)
 	}
 	assert.False(t, a.reusable(), "an aggregator that grew past the bound is not pooled")
-}
-
-func TestFingerprint(t *testing.T) {
-	t.Parallel()
-	cfg := createDefaultConfig().(*Config)
-	schema, err := keyschema.New(cfg.KeyPrefix)
-	require.NoError(t, err)
-	m := newMapper(cfg)
-	seed := maphash.MakeSeed()
-	fp := func(records []logRecord) uint64 {
-		a := newAggregator()
-		a.addLogs(newLogs(records), &m, tsNow.UnixNano())
-		a.finalize(&m)
-		a.encode(schema, 1, 2, 3, 4)
-		return a.fingerprint(seed)
-	}
-	var many []logRecord
-	for i := range 200 {
-		many = append(many, logRecord{"t" + strconv.Itoa(i%7), "u" + strconv.Itoa(i%13), tsRecord.Add(time.Duration(i) * time.Hour)})
-	}
-	base := fp(many)
-	for range 5 { // map iteration order differs between runs; the fingerprint must not
-		assert.Equal(t, base, fp(many))
-	}
-	assert.NotEqual(t, base, fp(many[1:]))
-	assert.NotEqual(t, fp([]logRecord{{"a", "", tsRecord}}), fp([]logRecord{{"b", "", tsRecord}}))
-	assert.NotEqual(t, fp([]logRecord{{"a", "", tsRecord}}), fp([]logRecord{{"a", "", tsRecord}, {"a", "", tsRecord}}))
 }
 
 // FuzzMapping feeds arbitrary attribute values through mapping and

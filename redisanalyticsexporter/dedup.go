@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/bits"
-	"slices"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -149,20 +148,6 @@ func hashUser(u userRef) uint64 {
 	}
 }
 
-// setExcluded marks the resource entries (by index in the request) that the
-// next fill skips.
-func (a *aggregator) setExcluded(excluded []int32) {
-	a.excluded = a.excluded[:0]
-	for _, i := range excluded {
-		for int(i) >= len(a.excluded) {
-			a.excluded = append(a.excluded, false)
-		}
-		a.excluded[i] = true
-	}
-}
-
-func (a *aggregator) isExcluded(i int) bool { return i < len(a.excluded) && a.excluded[i] }
-
 // selectMarkers picks the resource entries that get a marker: fingerprinted
 // entries with at least one mapped record. It returns the entries that repeat
 // an earlier entry of the same request (the queue merged a request with its
@@ -184,16 +169,6 @@ func (a *aggregator) selectMarkers() []int32 {
 		a.markerRes = append(a.markerRes, int32(i))
 	}
 	return dups
-}
-
-// mergeExcluded returns the sorted union of excluded and more, in a new slice
-// (excluded may be shared with a remembered batch entry).
-func mergeExcluded(excluded, more []int32) []int32 {
-	out := make([]int32, 0, len(excluded)+len(more))
-	out = append(out, excluded...)
-	out = append(out, more...)
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 // hashString is a deterministic 64-bit string hash in the style of wyhash:

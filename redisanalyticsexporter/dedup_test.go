@@ -201,7 +201,7 @@ func TestResendOfResourceEntriesCountsOnce(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	rec := &evalRecorder{}
-	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
 		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
 	ctx := t.Context()
 
@@ -239,7 +239,6 @@ func TestResendOfResourceEntriesCountsOnce(t *testing.T) {
 	require.NoError(t, le.ConsumeLogs(ctx, merged(reqC, reqC)))
 	wantC := counterKeys(prefix, "c-evt", "", tsRecord, 2)
 	assert.Equal(t, wantC, counterValues(t, client, keysOf(wantC)))
-	assert.Zero(t, e.batches.size())
 
 	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
 	metadatatest.AssertEqualExporterRedisAnalyticsEvents(t, tel, []metricdata.DataPoint[int64]{
@@ -296,12 +295,13 @@ func TestLostReplyAfterExclusionCountsOnce(t *testing.T) {
 		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, lost) })
 	ctx := t.Context()
 	require.NoError(t, e.pushLogs(ctx, dedupLogs("x-evt", 2)))
-	batch := merged(dedupLogs("x-evt", 2), dedupLogs("y-evt", 3))
-	require.Error(t, e.pushLogs(ctx, batch))
-	require.Equal(t, 1, e.batches.size())
-	require.NoError(t, e.pushLogs(ctx, batch)) // exporterhelper's retry
+	batch := e.logsRequest(merged(dedupLogs("x-evt", 2), dedupLogs("y-evt", 3)))
+	require.Error(t, e.push(ctx, batch))
+	id := batch.batchID
+	require.NotEmpty(t, id, "the failed push keeps its batch id in the request")
+	require.NoError(t, e.push(ctx, batch)) // exporterhelper's retry
 	assert.Equal(t, int32(4), lost.calls.Load(), "the retry found its batch marker")
-	assert.Zero(t, e.batches.size())
+	assert.Equal(t, id, batch.batchID)
 	_ = le
 	want := counterKeys(prefix, "x-evt", "", tsRecord, 2)
 	maps.Copy(want, counterKeys(prefix, "y-evt", "", tsRecord, 3))

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,8 +15,7 @@ import (
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
-	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
@@ -44,16 +42,14 @@ type redisAnalyticsExporter struct {
 	hooks []redis.Hook
 
 	ttlSeconds    int64
-	markerTTL     time.Duration
 	markerSeconds int64
 	dedupSeconds  int64
 
 	// attrs are the precomputed metric attribute sets of this signal.
 	attrs signalAttrs
 
+	converters  sync.Pool // of *converter
 	aggregators sync.Pool // of *aggregator
-	batches     *batchIDs
-	seed        maphash.Seed
 
 	mu      sync.Mutex // guards client and host across start and shutdown
 	client  *redis.Client
@@ -102,13 +98,11 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		script:        redis.NewScript(applySource),
 		now:           time.Now,
 		ttlSeconds:    ceilSeconds(cfg.TTL),
-		markerTTL:     markerTTL,
 		markerSeconds: ceilSeconds(markerTTL),
 		dedupSeconds:  ceilSeconds(cfg.DedupWindow),
 		attrs:         newSignalAttrs(signal),
+		converters:    sync.Pool{New: func() any { return newConverter() }},
 		aggregators:   sync.Pool{New: func() any { return newAggregator() }},
-		batches:       newBatchIDs(),
-		seed:          maphash.MakeSeed(),
 	}, nil
 }
 
@@ -150,14 +144,6 @@ func (e *redisAnalyticsExporter) shutdown(context.Context) error {
 	return nil
 }
 
-func (e *redisAnalyticsExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
-	return e.push(ctx, ld, func(a *aggregator, nowNanos int64) { a.addLogs(ld, &e.mapper, nowNanos) })
-}
-
-func (e *redisAnalyticsExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
-	return e.push(ctx, td, func(a *aggregator, nowNanos int64) { a.addTraces(td, &e.mapper, nowNanos) })
-}
-
 // maxDedupRounds bounds the script calls of one push attempt. A round after
 // the first happens only when resource markers exist (a resend, see
 // dedup.go); a further round only when another push set a marker of this
@@ -167,90 +153,65 @@ const maxDedupRounds = 4
 
 var errDedupRounds = errors.New("redis apply counters: resource markers kept appearing; retrying")
 
-// push aggregates one request and applies it to Redis in one script call
-// (more only when the request repeats resource entries already counted, see
-// dedup.go).
+// push applies one countsRequest (one or more OTLP requests, merged by the
+// sending queue) to Redis in one script call; more only when the request
+// repeats resource entries already counted (dedup.go).
 //
-// Retry idempotency: data is the plog.Logs or ptrace.Traces value itself (a
-// comparable struct of two pointers). exporterhelper v0.165.0 retries with the
-// same value: in exporterhelper@v0.165.0/internal/retry_sender.go, Send loops
-// on rs.next.Send(ctx, req) with the same req, replaced only by
-// req.OnError(err), and internal/queuebatch/logs.go (traces.go alike)
-// OnError returns the same request unless err is a consumererror.Logs partial
-// error, which this exporter never returns; RequestConsumeFromLogs passes
-// req.ld to the pusher. So a push that failed with a retryable error keeps its
-// batch id, its clock reading and its excluded resource entries in
-// e.batches, and the retry sends the same id with the same data: if the first
-// attempt was applied and only its reply was lost, the script's batch marker
-// turns the retry into a no-op. go-redis' own retries resend the same EVALSHA
-// arguments, so they are idempotent too.
+// Retry idempotency: the first attempt gives the request a batch id, and
+// exporterhelper's retries send the same request value (its retry_sender
+// loops on the same request; this request type has no OnError, so it is
+// never replaced). If an attempt was applied and only its reply was lost, the
+// script's batch marker turns the retry into a no-op. go-redis' own retries
+// resend the same EVALSHA arguments. The entries found already counted stay
+// excluded in the request, so a retry sends the same counters.
 //
 // Drops (by reason) are recorded once per push, when it ends without a
 // retryable error.
-func (e *redisAnalyticsExporter) push(ctx context.Context, data any, fill func(*aggregator, int64)) error {
+func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Request) error {
+	req, ok := r.(*countsRequest)
+	if !ok {
+		return consumererror.NewPermanent(fmt.Errorf("redis_analytics: unexpected request type %T", r))
+	}
 	e.mu.Lock()
 	client := e.client
 	e.mu.Unlock()
 	if client == nil {
 		return errNotStarted
 	}
-
-	wallNow := e.now()
-	prev, isRetry := e.batches.lookup(data, wallNow)
-	now := wallNow
-	var excluded []int32
-	if isRetry {
-		now = prev.now // same buckets for records without a timestamp
-		excluded = prev.excluded
+	if req.batchID == "" {
+		req.batchID, req.firstAttemptMillis = newBatchID(), e.now().UnixMilli()
 	}
 
 	agg, _ := e.aggregators.Get().(*aggregator)
 	defer e.release(agg)
-	excluded = e.aggregate(agg, fill, now, excluded)
-	fp := agg.fingerprint(e.seed)
-	if isRetry && fp != prev.fingerprint {
-		// The same pdata value now holds other data (a pooled request reused
-		// after exporterhelper gave up on it): this is a new batch.
-		isRetry, now = false, wallNow
-		excluded = e.aggregate(agg, fill, now, nil)
-		fp = agg.fingerprint(e.seed)
-	}
-	entry := prev
-	if !isRetry {
-		entry = batchEntry{id: newBatchID(), now: now, expires: wallNow.Add(e.markerTTL)}
-	}
-	entry.fingerprint, entry.excluded = fp, excluded
+	e.aggregate(agg, req)
 
 	start := time.Now()
 	var res applyResult
 	for round := 1; ; round++ {
 		if agg.counted == 0 {
-			e.batches.forget(data)
 			e.recordDrops(ctx, agg)
 			return nil
 		}
-		agg.setBatchKey(e.schema.BatchKey(entry.id))
+		agg.setBatchKey(e.schema.BatchKey(req.batchID))
 		var err error
 		res, err = runApply(ctx, client, e.script, agg.keys, agg.args)
 		if err == nil && res.outcome == outcomeDuplicateResources && round == maxDedupRounds {
 			err = errDedupRounds
 		}
 		if err != nil {
-			return e.pushFailed(ctx, data, entry, agg, err)
+			return e.pushFailed(ctx, req, agg, err)
 		}
 		if res.outcome != outcomeDuplicateResources {
 			break
 		}
 		// Exclude the entries already counted and aggregate again, with the
 		// same batch id: nothing of this batch was written yet.
-		more := make([]int32, len(res.dups))
-		for i, j := range res.dups {
-			more[i] = agg.markerRes[j]
+		for _, j := range res.dups {
+			req.entries[agg.markerRes[j]].excluded = true
 		}
-		excluded = e.aggregate(agg, fill, now, mergeExcluded(excluded, more))
-		entry.fingerprint, entry.excluded = agg.fingerprint(e.seed), excluded
+		e.aggregate(agg, req)
 	}
-	e.batches.forget(data)
 	e.reportRecovery()
 	e.recordDrops(ctx, agg)
 	e.telemetry.ExporterRedisAnalyticsEvents.Add(ctx, agg.counted, e.attrs.signal)
@@ -260,7 +221,7 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, data any, fill func(*
 		e.telemetry.ExporterRedisAnalyticsKeysWritten.Record(ctx, int64(agg.numKeys()))
 	}
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
-		ce.Write(zap.String("batch_id", entry.id), zap.Int64("events", agg.counted),
+		ce.Write(zap.String("batch_id", req.batchID), zap.Int64("events", agg.counted),
 			zap.Int("keys", agg.numKeys()), zap.Bool("deduplicated", res.outcome == outcomeDeduplicated),
 			zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
 			zap.Duration("elapsed", time.Since(start)))
@@ -269,20 +230,18 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, data any, fill func(*
 }
 
 // pushFailed records a failed script call: a retryable failure keeps the
-// batch entry for the retry, a permanent one records the drops.
-func (e *redisAnalyticsExporter) pushFailed(ctx context.Context, data any, entry batchEntry, agg *aggregator, err error) error {
+// request's batch id for the retry, a permanent one records the drops.
+func (e *redisAnalyticsExporter) pushFailed(ctx context.Context, req *countsRequest, agg *aggregator, err error) error {
 	permanent := consumererror.IsPermanent(err)
 	if permanent {
-		e.batches.forget(data)
 		e.recordDrops(ctx, agg)
 		e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.permanent)
 	} else {
-		e.batches.remember(data, entry, e.now())
 		e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.retryable)
 	}
 	e.reportFailure(err)
 	e.logger.Debug("Applying counters failed",
-		zap.String("batch_id", entry.id), zap.Int("keys", agg.numKeys()),
+		zap.String("batch_id", req.batchID), zap.Int("keys", agg.numKeys()),
 		zap.Bool("permanent", permanent), zap.Error(err))
 	return err
 }
@@ -296,24 +255,24 @@ func (e *redisAnalyticsExporter) recordDrops(ctx context.Context, agg *aggregato
 	}
 }
 
-// aggregate (re)fills agg from the request, skipping the excluded resource
-// entries, and encodes the script arguments. It returns the exclusions it
-// used: excluded plus the entries repeating an earlier entry of the same
-// request (a request merged with its own resend), which are excluded too.
-func (e *redisAnalyticsExporter) aggregate(agg *aggregator, fill func(*aggregator, int64), now time.Time, excluded []int32) []int32 {
+// aggregate (re)fills agg from the request's entries that are not excluded
+// and encodes the script arguments. An entry repeating an earlier entry of
+// the same request (the queue merged a request with its own resend) is
+// excluded too.
+func (e *redisAnalyticsExporter) aggregate(agg *aggregator, req *countsRequest) {
 	for {
 		agg.reset()
-		agg.setExcluded(excluded)
-		fill(agg, now.UnixNano())
+		agg.fold(req)
 		dups := agg.selectMarkers()
 		if len(dups) == 0 {
 			break
 		}
-		excluded = mergeExcluded(excluded, dups)
+		for _, i := range dups {
+			req.entries[i].excluded = true
+		}
 	}
 	agg.finalize(&e.mapper)
-	agg.encode(e.schema, e.ttlSeconds, now.UnixMilli(), e.markerSeconds, e.dedupSeconds)
-	return excluded
+	agg.encode(e.schema, e.ttlSeconds, req.firstAttemptMillis, e.markerSeconds, e.dedupSeconds)
 }
 
 func (e *redisAnalyticsExporter) release(agg *aggregator) {
@@ -382,84 +341,4 @@ func ceilSeconds(d time.Duration) int64 {
 		s++
 	}
 	return max(s, 1)
-}
-
-// batchEntry is the batch id a failed push keeps for its retries.
-type batchEntry struct {
-	id          string
-	fingerprint uint64
-	// excluded lists the resource entries (by index) the push skips as
-	// already counted, so that a retry sends the same counters.
-	excluded []int32
-	// now is the first attempt's clock reading: retries bucket records
-	// without a timestamp the same way.
-	now time.Time
-	// expires is when the batch marker may be gone from Redis.
-	expires time.Time
-}
-
-// batchIDs remembers the batch id of each push that failed with a retryable
-// error, keyed by the request's pdata value. Entries are removed when the
-// push succeeds or fails permanently and expire with the batch marker TTL, so
-// the map holds at most the requests still being retried.
-type batchIDs struct {
-	mu        sync.Mutex
-	entries   map[any]batchEntry
-	nextPurge int
-}
-
-const minPurgeSize = 16
-
-func newBatchIDs() *batchIDs {
-	return &batchIDs{entries: make(map[any]batchEntry), nextPurge: minPurgeSize}
-}
-
-// lookup returns the live entry of data, if any.
-func (b *batchIDs) lookup(data any, now time.Time) (batchEntry, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.entries) == 0 {
-		return batchEntry{}, false
-	}
-	entry, ok := b.entries[data]
-	if !ok {
-		return batchEntry{}, false
-	}
-	if !now.Before(entry.expires) {
-		delete(b.entries, data)
-		return batchEntry{}, false
-	}
-	return entry, true
-}
-
-// remember keeps entry for data's retries, purging expired entries now and then.
-func (b *batchIDs) remember(data any, entry batchEntry, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.entries[data] = entry
-	if len(b.entries) < b.nextPurge {
-		return
-	}
-	for k, v := range b.entries {
-		if !now.Before(v.expires) {
-			delete(b.entries, k)
-		}
-	}
-	b.nextPurge = max(2*len(b.entries), minPurgeSize)
-}
-
-// forget drops data's entry.
-func (b *batchIDs) forget(data any) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.entries) > 0 {
-		delete(b.entries, data)
-	}
-}
-
-// size is the number of remembered entries.
-func (b *batchIDs) size() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.entries)
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -191,7 +192,7 @@ func startLogs(t *testing.T, cfg *Config, set exporter.Settings, host component.
 	if setup != nil {
 		setup(e)
 	}
-	le, err := exporterhelper.NewLogs(t.Context(), set, cfg, e.pushLogs, e.helperOptions()...)
+	le, err := xexporterhelper.NewLogsRequest(t.Context(), set, e.convertLogs, e.push, e.helperOptions()...)
 	require.NoError(t, err)
 	require.NoError(t, le.Start(t.Context(), host))
 	t.Cleanup(func() { assert.NoError(t, le.Shutdown(context.Background())) })
@@ -490,10 +491,10 @@ func TestRetryAfterLostReplyCountsOnce(t *testing.T) {
 	rec := &evalRecorder{}
 	rec.failAfter.Store(1) // the first script call applies, then its reply is "lost"
 	host := &statusHost{}
-	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel), host,
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel), host,
 		func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
 
-	// exporterhelper's retry sender calls the pusher again with the same plog.Logs.
+	// exporterhelper's retry sender calls the pusher again with the same request.
 	require.NoError(t, le.ConsumeLogs(t.Context(), sampleLogs()))
 
 	want := expectedCounters(t, prefix)
@@ -502,7 +503,6 @@ func TestRetryAfterLostReplyCountsOnce(t *testing.T) {
 	require.Len(t, calls, 2, "first attempt + one retry")
 	assert.Equal(t, scriptIncrements(t, calls[0]), scriptIncrements(t, calls[1]),
 		"the retry resends the same batch id, keys, increments and clock (keys in map order)")
-	assert.Zero(t, e.batches.size(), "the batch id is forgotten after success")
 	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, host.statuses())
 
 	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
@@ -533,12 +533,13 @@ func TestRetryKeepsClockForRecordsWithoutTimestamp(t *testing.T) {
 	ld := plog.NewLogs()
 	ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName("tick")
 
-	// Call the pusher as exporterhelper's retry sender does: same value, later clock.
-	err := e.pushLogs(t.Context(), ld)
+	// Call the pusher as exporterhelper's retry sender does: same request, later clock.
+	req := e.logsRequest(ld)
+	err := e.push(t.Context(), req)
 	require.ErrorIs(t, err, errLostReply)
 	assert.False(t, consumererror.IsPermanent(err))
 	setNow(tsNow.Add(90 * time.Second)) // next hour and day, within the batch marker TTL
-	require.NoError(t, e.pushLogs(t.Context(), ld))
+	require.NoError(t, e.push(t.Context(), req))
 
 	schema, err := keyschema.New(prefix)
 	require.NoError(t, err)
@@ -557,37 +558,13 @@ func TestRetryKeepsClockForRecordsWithoutTimestamp(t *testing.T) {
 	assert.InDelta(t, float64(tsNow.UnixMilli()), score, 0)
 }
 
-func TestRetryWithOtherDataGetsNewBatchID(t *testing.T) {
-	t.Parallel()
-	client, prefix := testservers.SharedRedis(t)
-	rec := &evalRecorder{}
-	rec.failAfter.Store(1)
-	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
-		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
-
-	ld := newLogs([]logRecord{{"view", "", tsRecord}})
-	require.ErrorIs(t, e.pushLogs(t.Context(), ld), errLostReply) // applied, reply lost
-	// The same pdata value comes back holding other data (a pooled request
-	// reused after exporterhelper gave up): it must be counted, not skipped.
-	lr := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().AppendEmpty()
-	lr.SetEventName("view")
-	lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
-	require.NoError(t, e.pushLogs(t.Context(), ld))
-
-	calls := rec.scriptCalls()
-	require.Len(t, calls, 2)
-	assert.NotEqual(t, scriptKeys(t, calls[0])[batchKeyIndex], scriptKeys(t, calls[1])[batchKeyIndex])
-	want := counterKeys(prefix, "view", "", tsRecord, 3) // 1 + 2
-	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
-}
-
 func TestWrongTypeIsPermanentAndChangesNothing(t *testing.T) {
 	t.Parallel()
 	client, prefix := testservers.SharedRedis(t)
 	ctx := t.Context()
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
 		componenttest.NewNopHost(), nil)
 
 	want := expectedCounters(t, prefix)
@@ -608,7 +585,6 @@ func TestWrongTypeIsPermanentAndChangesNothing(t *testing.T) {
 	assert.True(t, consumererror.IsPermanent(err), "WRONGTYPE recurs: %v", err)
 	require.ErrorContains(t, err, "WRONGTYPE")
 	require.ErrorContains(t, err, broken)
-	assert.Zero(t, e.batches.size())
 
 	for key := range want {
 		switch key {
@@ -693,11 +669,12 @@ func TestRedisKilledMidRun(t *testing.T) {
 	srv.Kill()
 
 	// The pusher reports a retryable error while Redis is down.
-	down := sampleLogs()
-	err := e.pushLogs(ctx, down)
+	down := e.logsRequest(sampleLogs())
+	err := e.push(ctx, down)
 	require.Error(t, err)
 	assert.False(t, consumererror.IsPermanent(err), "connection errors are retried: %v", err)
-	assert.Equal(t, 1, e.batches.size(), "the failed push keeps its batch id for the retry")
+	require.NotEmpty(t, down.batchID, "the failed push keeps its batch id for the retry")
+	downID := down.batchID
 
 	// Through exporterhelper: the push keeps retrying until Redis is back.
 	failedBefore := rec.failed.Load()
@@ -712,8 +689,8 @@ func TestRedisKilledMidRun(t *testing.T) {
 		t.Fatal("the retried push did not finish after Redis came back")
 	}
 	// exporterhelper would retry `down` with the same value too.
-	require.NoError(t, e.pushLogs(ctx, down))
-	assert.Zero(t, e.batches.size())
+	require.NoError(t, e.push(ctx, down))
+	assert.Equal(t, downID, down.batchID)
 
 	want := scaled(expectedCounters(t, "analytics"), 3)
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "AOF kept the first push; the others counted once")
@@ -810,29 +787,6 @@ type redisError string
 
 func (e redisError) Error() string { return string(e) }
 func (redisError) RedisError()     {}
-
-func TestBatchIDsExpire(t *testing.T) {
-	t.Parallel()
-	b := newBatchIDs()
-	t0 := time.Unix(1000, 0)
-	ld1, ld2 := plog.NewLogs(), plog.NewLogs()
-	b.remember(ld1, batchEntry{id: "a", expires: t0.Add(time.Minute)}, t0)
-	got, ok := b.lookup(ld1, t0.Add(59*time.Second))
-	require.True(t, ok)
-	assert.Equal(t, "a", got.id)
-	_, ok = b.lookup(ld2, t0)
-	assert.False(t, ok, "keyed by the pdata value")
-	_, ok = b.lookup(ld1, t0.Add(time.Minute))
-	assert.False(t, ok, "expired with the marker TTL")
-	assert.Zero(t, b.size())
-
-	// Expired entries are purged as the map grows.
-	for i := range 100 {
-		b.remember(plog.NewLogs(), batchEntry{id: strconv.Itoa(i), expires: t0.Add(time.Second)}, t0.Add(time.Duration(i)*time.Second))
-	}
-	assert.Less(t, b.size(), 40)
-	b.forget(ld1)
-}
 
 func TestConcurrentPushes(t *testing.T) {
 	t.Parallel()

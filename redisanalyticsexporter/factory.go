@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
@@ -47,7 +48,7 @@ func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewLogs(ctx, set, cfg, e.pushLogs, e.helperOptions()...)
+	return xexporterhelper.NewLogsRequest(ctx, set, e.convertLogs, e.push, e.helperOptions()...)
 }
 
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
@@ -56,7 +57,7 @@ func createTraces(ctx context.Context, set exporter.Settings, cfg component.Conf
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewTraces(ctx, set, cfg, e.pushTraces, e.helperOptions()...)
+	return xexporterhelper.NewTracesRequest(ctx, set, e.convertTraces, e.push, e.helperOptions()...)
 }
 
 // helperOptions wires the exporter into exporterhelper, which owns the
@@ -68,6 +69,8 @@ func (e *redisAnalyticsExporter) helperOptions() []exporterhelper.Option {
 		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
 		exporterhelper.WithTimeout(e.cfg.TimeoutConfig),
 		exporterhelper.WithRetry(e.cfg.RetryConfig),
-		exporterhelper.WithQueue(e.cfg.QueueConfig),
+		// The queue holds countsRequests (request.go); a persistent queue
+		// stores them with encoding.go's format.
+		xexporterhelper.WithQueueBatch(e.cfg.QueueConfig, xexporterhelper.QueueBatchSettings{Encoding: countsEncoding{}}),
 	}
 }

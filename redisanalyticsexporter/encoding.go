@@ -1,0 +1,286 @@
+package redisanalyticsexporter
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
+)
+
+// countsEncoding stores countsRequests in a persistent sending queue
+// (sending_queue::storage). The format is versioned; all integers are
+// varints:
+//
+//	version=1, records, number of entries, then per entry:
+//	  flags (1: fingerprinted, 2: excluded), fingerprint hi and lo (8 bytes
+//	  each, little endian), records, missing, number of counts, then per
+//	  count: type (length, bytes), user kind (0 none, 1 string, 2 int), the
+//	  user (length and bytes, or a signed varint), hour (signed), n.
+//
+// Unmarshal checks every length and sum against the input, so a corrupt or
+// truncated queue item is an error, never a panic or a wrong count.
+type countsEncoding struct{}
+
+const countsEncodingVersion = 1
+
+const (
+	flagFingerprinted = 1 << iota
+	flagExcluded
+)
+
+var errCorruptRequest = errors.New("redis_analytics: corrupt queued request")
+
+func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]byte, error) {
+	req, ok := r.(*countsRequest)
+	if !ok {
+		return nil, fmt.Errorf("redis_analytics: cannot encode a request of type %T", r)
+	}
+	buf := make([]byte, 0, req.bytes+16)
+	buf = append(buf, countsEncodingVersion)
+	buf = binary.AppendUvarint(buf, uint64(req.records)) //nolint:gosec // a count, never negative
+	buf = binary.AppendUvarint(buf, uint64(len(req.entries)))
+	for i := range req.entries {
+		en := &req.entries[i]
+		var flags byte
+		if en.fingerprinted {
+			flags |= flagFingerprinted
+		}
+		if en.excluded {
+			flags |= flagExcluded
+		}
+		buf = append(buf, flags)
+		buf = binary.LittleEndian.AppendUint64(buf, en.fp.hi)
+		buf = binary.LittleEndian.AppendUint64(buf, en.fp.lo)
+		buf = binary.AppendUvarint(buf, uint64(en.records)) //nolint:gosec // a count, never negative
+		buf = binary.AppendUvarint(buf, uint64(en.missing)) //nolint:gosec // a count, never negative
+		buf = binary.AppendUvarint(buf, uint64(len(en.counts)))
+		for j := range en.counts {
+			c := &en.counts[j]
+			buf = appendString(buf, c.typ)
+			buf = append(buf, byte(c.user.kind))
+			switch c.user.kind {
+			case userStr:
+				buf = appendString(buf, c.user.str)
+			case userInt:
+				buf = binary.AppendVarint(buf, c.user.num)
+			default:
+			}
+			buf = binary.AppendVarint(buf, c.hour)
+			buf = binary.AppendUvarint(buf, uint64(c.n)) //nolint:gosec // a count, never negative
+		}
+	}
+	return buf, nil
+}
+
+func appendString(buf []byte, s string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	return append(buf, s...)
+}
+
+func (countsEncoding) Unmarshal(data []byte) (context.Context, xexporterhelper.Request, error) {
+	d := decoder{data: data}
+	req, err := d.request()
+	if err != nil {
+		return context.Background(), nil, fmt.Errorf("%w: %w", errCorruptRequest, err)
+	}
+	return context.Background(), req, nil
+}
+
+// decoder reads the countsEncoding format.
+type decoder struct {
+	data []byte
+	pos  int
+}
+
+var (
+	errTruncated = errors.New("truncated")
+	errRange     = errors.New("value out of range")
+)
+
+func (d *decoder) request() (*countsRequest, error) {
+	version, err := d.byte()
+	if err != nil {
+		return nil, err
+	}
+	if version != countsEncodingVersion {
+		return nil, fmt.Errorf("unknown version %d", version)
+	}
+	records, err := d.count()
+	if err != nil {
+		return nil, err
+	}
+	// Each entry takes at least 20 bytes: bounding the count by the input
+	// keeps a corrupt length from allocating gigabytes.
+	numEntries, err := d.length(20)
+	if err != nil {
+		return nil, err
+	}
+	req := &countsRequest{entries: make([]entryCounts, 0, numEntries)}
+	var sum int64
+	for range numEntries {
+		en, err := d.entry()
+		if err != nil {
+			return nil, err
+		}
+		sum += en.records
+		if sum > records {
+			return nil, errors.New("entries hold more records than the request")
+		}
+		req.addEntry(en)
+	}
+	if sum != records {
+		return nil, fmt.Errorf("entries hold %d records, the request %d", sum, records)
+	}
+	if d.pos != len(d.data) {
+		return nil, fmt.Errorf("%d trailing bytes", len(d.data)-d.pos)
+	}
+	return req, nil
+}
+
+func (d *decoder) entry() (entryCounts, error) {
+	var en entryCounts
+	flags, err := d.byte()
+	if err != nil {
+		return en, err
+	}
+	if flags&^(flagFingerprinted|flagExcluded) != 0 {
+		return en, fmt.Errorf("unknown entry flags %#x", flags)
+	}
+	en.fingerprinted, en.excluded = flags&flagFingerprinted != 0, flags&flagExcluded != 0
+	if len(d.data)-d.pos < 16 {
+		return en, errTruncated
+	}
+	en.fp.hi = binary.LittleEndian.Uint64(d.data[d.pos:])
+	en.fp.lo = binary.LittleEndian.Uint64(d.data[d.pos+8:])
+	d.pos += 16
+	if en.records, err = d.count(); err != nil {
+		return en, err
+	}
+	if en.missing, err = d.count(); err != nil {
+		return en, err
+	}
+	// Each count takes at least 4 bytes.
+	numCounts, err := d.length(4)
+	if err != nil {
+		return en, err
+	}
+	if numCounts > 0 {
+		en.counts = make([]eventCount, 0, numCounts)
+	}
+	mapped := en.missing
+	for range numCounts {
+		c, err := d.eventCount()
+		if err != nil {
+			return en, err
+		}
+		if mapped += c.n; mapped > en.records {
+			return en, errors.New("counts exceed the entry's records")
+		}
+		en.counts = append(en.counts, c)
+	}
+	if mapped != en.records {
+		return en, fmt.Errorf("entry counts %d of its %d records", mapped, en.records)
+	}
+	return en, nil
+}
+
+func (d *decoder) eventCount() (eventCount, error) {
+	var c eventCount
+	var err error
+	if c.typ, err = d.string(); err != nil {
+		return c, err
+	}
+	kind, err := d.byte()
+	if err != nil {
+		return c, err
+	}
+	c.user.kind = userKind(kind)
+	switch c.user.kind {
+	case userNone:
+	case userStr:
+		if c.user.str, err = d.string(); err != nil {
+			return c, err
+		}
+	case userInt:
+		if c.user.num, err = d.varint(); err != nil {
+			return c, err
+		}
+	default:
+		return c, fmt.Errorf("unknown user kind %d", kind)
+	}
+	if c.hour, err = d.varint(); err != nil {
+		return c, err
+	}
+	if c.n, err = d.count(); err != nil {
+		return c, err
+	}
+	if c.n == 0 {
+		return c, errors.New("empty count")
+	}
+	return c, nil
+}
+
+func (d *decoder) byte() (byte, error) {
+	if d.pos >= len(d.data) {
+		return 0, errTruncated
+	}
+	b := d.data[d.pos]
+	d.pos++
+	return b, nil
+}
+
+func (d *decoder) uvarint() (uint64, error) {
+	v, n := binary.Uvarint(d.data[d.pos:])
+	if n <= 0 {
+		return 0, errTruncated
+	}
+	d.pos += n
+	return v, nil
+}
+
+func (d *decoder) varint() (int64, error) {
+	v, n := binary.Varint(d.data[d.pos:])
+	if n <= 0 {
+		return 0, errTruncated
+	}
+	d.pos += n
+	return v, nil
+}
+
+// count reads a non-negative int64 that also fits an int.
+func (d *decoder) count() (int64, error) {
+	v, err := d.uvarint()
+	if err != nil {
+		return 0, err
+	}
+	if v > math.MaxInt32 {
+		return 0, errRange
+	}
+	return int64(v), nil
+}
+
+// length reads a number of items of at least minBytes each, checked against
+// the bytes left.
+func (d *decoder) length(minBytes int) (int, error) {
+	v, err := d.uvarint()
+	if err != nil {
+		return 0, err
+	}
+	if v > uint64((len(d.data)-d.pos)/minBytes) { //nolint:gosec // both non-negative
+		return 0, errTruncated
+	}
+	return int(v), nil //nolint:gosec // bounded by the input length
+}
+
+func (d *decoder) string() (string, error) {
+	n, err := d.length(1)
+	if err != nil {
+		return "", err
+	}
+	s := string(d.data[d.pos : d.pos+n])
+	d.pos += n
+	return s, nil
+}

@@ -1,0 +1,241 @@
+package redisanalyticsexporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
+)
+
+// countsRequest is what the exporter puts in its sending queue: an OTLP
+// request already mapped to events and counted, per resource entry.
+//
+// The conversion runs in the receiver's goroutine, right after the request
+// was decoded, while its records are still in the CPU caches; the queue then
+// holds and merges a few counters per resource entry instead of the records,
+// and the pdata is garbage as soon as the receiver is done with it. A
+// persistent queue stores the counters too (see encoding.go).
+//
+// Entries keep their boundaries so that a resend can be recognized per
+// resource entry (dedup.go); requests merged by the queue's batching just
+// concatenate their entries.
+type countsRequest struct {
+	entries []entryCounts
+	// records is every record received, mapped or dropped: the item count
+	// the sending queue sizes batches by and reports as sent.
+	records int
+	// bytes approximates the encoded size (the queue's bytes sizer).
+	bytes int
+
+	// batchID is set by the first push attempt and reused by its retries
+	// (exporterhelper retries the same request value), so that an attempt
+	// whose reply was lost is not applied twice. Never encoded: a request
+	// replayed from a persistent queue after a restart is a new batch, and
+	// the resource markers recognize what it already counted.
+	batchID string
+	// firstAttemptMillis is the first attempt's clock: the pending score of
+	// the keys it creates, the same in every retry.
+	firstAttemptMillis int64
+}
+
+// entryCounts is one resource entry (ResourceLogs or ResourceSpans) counted.
+type entryCounts struct {
+	fp resFP
+	// fingerprinted is false when the entry has no fingerprint (see dedup.go)
+	// or lost it to a split.
+	fingerprinted bool
+	// excluded marks an entry that Redis already counted (a resend): it is
+	// dropped as a duplicate. Set by push; kept for the retries.
+	excluded bool
+	// records is every record of the entry; missing those without an event type.
+	records int64
+	missing int64
+	counts  []eventCount
+}
+
+// eventCount is a number of events of one (type, user) pair in one hour.
+type eventCount struct {
+	typ  string
+	user userRef
+	hour int64
+	n    int64
+}
+
+var (
+	_ xexporterhelper.Request = (*countsRequest)(nil)
+
+	errMergeType = errors.New("redis_analytics: cannot merge a request of another type")
+)
+
+// Approximate encoded sizes (see encoding.go) for the bytes sizer.
+const (
+	entryOverheadBytes = 32
+	countOverheadBytes = 12
+)
+
+func (c *eventCount) bytesSize() int {
+	return countOverheadBytes + len(c.typ) + len(c.user.str)
+}
+
+func (r *countsRequest) ItemsCount() int { return r.records }
+
+func (r *countsRequest) BytesSize() int { return r.bytes }
+
+// MergeSplit appends other's entries to r and, when maxSize is set, splits
+// the result into requests of at most maxSize (items or bytes). It fills each
+// request up to maxSize, so only the last one is smaller. An entry cut in two
+// loses its fingerprint: its halves are counted at least once, not exactly
+// once, on a resend (the README's max_size caveat).
+func (r *countsRequest) MergeSplit(_ context.Context, maxSize int, szt exporterhelper.RequestSizerType, other xexporterhelper.Request) ([]xexporterhelper.Request, error) {
+	if other != nil {
+		o, ok := other.(*countsRequest)
+		if !ok {
+			return nil, fmt.Errorf("%w: %T", errMergeType, other)
+		}
+		r.entries = append(r.entries, o.entries...)
+		r.records += o.records
+		r.bytes += o.bytes
+		o.entries, o.records, o.bytes = nil, 0, 0
+	}
+	var size func(*countsRequest) int
+	switch szt {
+	case exporterhelper.RequestSizerTypeItems:
+		size = (*countsRequest).ItemsCount
+	case exporterhelper.RequestSizerTypeBytes:
+		size = (*countsRequest).BytesSize
+	default: // requests: one request is one unit, nothing to split
+		return []xexporterhelper.Request{r}, nil
+	}
+	if maxSize <= 0 || size(r) <= maxSize {
+		return []xexporterhelper.Request{r}, nil
+	}
+	var s splitter
+	if szt == exporterhelper.RequestSizerTypeItems {
+		s = splitter{max: int64(maxSize), itemsSizer: true}
+	} else {
+		s = splitter{max: int64(maxSize)}
+	}
+	for i := range r.entries {
+		s.add(&r.entries[i])
+	}
+	return s.finish(), nil
+}
+
+// splitter cuts a request into requests of at most max items or bytes.
+type splitter struct {
+	max        int64
+	itemsSizer bool
+	out        []xexporterhelper.Request
+	cur        *countsRequest
+	used       int64
+}
+
+func (s *splitter) room() int64 {
+	if s.cur == nil {
+		s.cur, s.used = &countsRequest{}, 0
+	}
+	return s.max - s.used
+}
+
+func (s *splitter) close() {
+	if s.cur != nil && (len(s.cur.entries) > 0 || s.cur.records > 0) {
+		s.out = append(s.out, s.cur)
+	}
+	s.cur, s.used = nil, 0
+}
+
+func (s *splitter) finish() []xexporterhelper.Request {
+	s.close()
+	return s.out
+}
+
+// entrySize is the size of a whole entry under the splitter's sizer.
+func (s *splitter) entrySize(en *entryCounts) int64 {
+	if s.itemsSizer {
+		return en.records
+	}
+	return en.bytesSize()
+}
+
+func (en *entryCounts) bytesSize() int64 {
+	n := entryOverheadBytes
+	for i := range en.counts {
+		n += en.counts[i].bytesSize()
+	}
+	return int64(n)
+}
+
+// add places en, whole when it fits, else cut at the request boundaries.
+func (s *splitter) add(en *entryCounts) {
+	if sz := s.entrySize(en); sz <= s.room() {
+		s.put(*en, sz)
+		return
+	}
+	// Cut: the unmapped records first (items only), then the counts, a
+	// count's events split across requests when needed.
+	piece := entryCounts{excluded: en.excluded}
+	var pieceSize int64
+	flush := func() {
+		if piece.records > 0 || len(piece.counts) > 0 {
+			s.put(piece, pieceSize)
+		}
+		s.close()
+		piece, pieceSize = entryCounts{excluded: en.excluded}, 0
+	}
+	missing := en.missing
+	if !s.itemsSizer { // unmapped records cost no bytes: all go with the first piece
+		pieceSize = entryOverheadBytes
+		piece.missing, piece.records, missing = en.missing, en.missing, 0
+	}
+	for missing > 0 {
+		take := min(missing, s.room()-pieceSize)
+		if take <= 0 {
+			flush()
+			continue
+		}
+		piece.missing += take
+		piece.records += take
+		pieceSize += take
+		missing -= take
+	}
+	for _, c := range en.counts {
+		if !s.itemsSizer {
+			cb := int64(c.bytesSize())
+			if cb > s.room()-pieceSize && (len(piece.counts) > 0 || s.used > 0) {
+				flush()
+				pieceSize = entryOverheadBytes
+			}
+			piece.counts = append(piece.counts, c)
+			piece.records += c.n
+			pieceSize += cb
+			continue
+		}
+		for c.n > 0 {
+			take := min(c.n, s.room()-pieceSize)
+			if take <= 0 {
+				flush()
+				continue
+			}
+			part := c
+			part.n = take
+			piece.counts = append(piece.counts, part)
+			piece.records += take
+			pieceSize += take
+			c.n -= take
+		}
+	}
+	if piece.records > 0 || len(piece.counts) > 0 {
+		s.put(piece, pieceSize)
+	}
+}
+
+// put appends a whole or cut entry to the current request.
+func (s *splitter) put(en entryCounts, size int64) {
+	_ = s.room()
+	s.cur.entries = append(s.cur.entries, en)
+	s.cur.records += int(en.records)
+	s.cur.bytes += int(en.bytesSize())
+	s.used += size
+}

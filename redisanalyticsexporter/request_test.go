@@ -1,0 +1,226 @@
+package redisanalyticsexporter
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
+)
+
+// testRequest converts records grouped in resource entries (see newLogs),
+// as the exporter's converter does.
+func testRequest(t testing.TB, groups ...[]logRecord) *countsRequest {
+	t.Helper()
+	m := newMapper(createDefaultConfig().(*Config))
+	return newConverter().logs(newLogs(groups...), &m, tsNow.UnixNano())
+}
+
+// requestTotals sums a request's events per (type, user, hour) and its
+// unmapped records.
+func requestTotals(reqs ...*countsRequest) (map[eventCount]int64, int64) {
+	events := map[eventCount]int64{}
+	var missing int64
+	for _, r := range reqs {
+		for _, en := range r.entries {
+			missing += en.missing
+			for _, c := range en.counts {
+				n := c.n
+				c.n = 0
+				events[c] += n
+			}
+		}
+	}
+	return events, missing
+}
+
+func manyRecords(n, users int, typ string) []logRecord {
+	out := make([]logRecord, n)
+	for i := range out {
+		out[i] = logRecord{typ, "u" + strconv.Itoa(i%users), tsRecord.Add(time.Duration(i%3) * time.Hour)}
+	}
+	return out
+}
+
+func TestConvertCountsPerEntry(t *testing.T) {
+	t.Parallel()
+	req := testRequest(t,
+		[]logRecord{{"view", "u1", tsRecord}, {"view", "u1", tsRecord}, {"", "", tsRecord}},
+		[]logRecord{{"buy", "", tsRecord}})
+	assert.Equal(t, 4, req.ItemsCount())
+	require.Len(t, req.entries, 2)
+	first := req.entries[0]
+	assert.Equal(t, int64(3), first.records)
+	assert.Equal(t, int64(1), first.missing)
+	assert.True(t, first.fingerprinted)
+	require.Len(t, first.counts, 1)
+	c := first.counts[0]
+	assert.Equal(t, "view", c.typ)
+	assert.Equal(t, userRef{str: "u1", kind: userStr}, c.user)
+	assert.Equal(t, int64(2), c.n)
+	assert.Equal(t, int64(1), req.entries[1].records)
+	assert.NotEqual(t, first.fp, req.entries[1].fp)
+	assert.Positive(t, req.BytesSize())
+}
+
+func TestMergeSplit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		maxSize int
+		sizer   exporterhelper.RequestSizerType
+		// wantSizes are the sizes of the requests returned (under sizer).
+		wantSizes []int
+		// wantWhole: no entry was cut, every fingerprint is kept.
+		wantWhole bool
+	}{
+		{name: "merge only", maxSize: 0, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{1030}, wantWhole: true},
+		{name: "fits", maxSize: 2000, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{1030}, wantWhole: true},
+		{name: "items split", maxSize: 300, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{300, 300, 300, 130}},
+		{name: "one item each", maxSize: 1, sizer: exporterhelper.RequestSizerTypeItems},
+		{name: "requests sizer never splits", maxSize: 1, sizer: exporterhelper.RequestSizerTypeRequests, wantSizes: []int{1030}, wantWhole: true},
+		{name: "bytes split", maxSize: 2000, sizer: exporterhelper.RequestSizerTypeBytes},
+		{name: "bytes smaller than a count", maxSize: 5, sizer: exporterhelper.RequestSizerTypeBytes},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			a := testRequest(t, manyRecords(500, 40, "view"), []logRecord{{"", "", tsRecord}, {"", "", tsRecord}})
+			b := testRequest(t, manyRecords(528, 7, "buy"))
+			wantEvents, wantMissing := requestTotals(a, b)
+			wantBytes := a.BytesSize() + b.BytesSize()
+
+			out, err := a.MergeSplit(t.Context(), tt.maxSize, tt.sizer, b)
+			require.NoError(t, err)
+			require.NotEmpty(t, out)
+			parts := make([]*countsRequest, len(out))
+			records := 0
+			for i, r := range out {
+				parts[i] = r.(*countsRequest)
+				records += r.ItemsCount()
+			}
+			assert.Equal(t, 1030, records, "every record is in exactly one request")
+			gotEvents, gotMissing := requestTotals(parts...)
+			assert.Equal(t, wantEvents, gotEvents)
+			assert.Equal(t, wantMissing, gotMissing)
+
+			size := func(r *countsRequest) int {
+				if tt.sizer == exporterhelper.RequestSizerTypeBytes {
+					return r.BytesSize()
+				}
+				return r.ItemsCount()
+			}
+			if tt.wantSizes != nil {
+				got := make([]int, len(parts))
+				for i, p := range parts {
+					got[i] = size(p)
+				}
+				assert.Equal(t, tt.wantSizes, got)
+			}
+			whole := true
+			for i, p := range parts {
+				var entryRecords int64
+				for _, en := range p.entries {
+					entryRecords += en.records
+					if !en.fingerprinted && len(en.counts) > 0 {
+						whole = false
+					}
+				}
+				assert.Equal(t, int64(p.records), entryRecords, "request %d", i)
+				if tt.maxSize > 0 && tt.sizer != exporterhelper.RequestSizerTypeRequests && size(p) > tt.maxSize {
+					// Only a single count bigger than maxSize bytes may exceed it.
+					require.Equal(t, exporterhelper.RequestSizerTypeBytes, tt.sizer)
+					counts := 0
+					for _, en := range p.entries {
+						counts += len(en.counts)
+					}
+					require.Equal(t, 1, counts)
+				}
+				if i < len(parts)-1 && tt.sizer == exporterhelper.RequestSizerTypeItems {
+					assert.Equal(t, tt.maxSize, size(p), "only the last request is smaller")
+				}
+			}
+			if tt.wantWhole {
+				assert.True(t, whole)
+				assert.Equal(t, wantBytes, parts[0].BytesSize())
+			}
+		})
+	}
+}
+
+func TestMergeSplitKeepsExclusion(t *testing.T) {
+	t.Parallel()
+	r := testRequest(t, manyRecords(10, 3, "view"))
+	r.entries[0].excluded = true
+	out, err := r.MergeSplit(t.Context(), 4, exporterhelper.RequestSizerTypeItems, nil)
+	require.NoError(t, err)
+	require.Len(t, out, 3)
+	for _, o := range out {
+		for _, en := range o.(*countsRequest).entries {
+			assert.True(t, en.excluded)
+			assert.False(t, en.fingerprinted, "a cut entry has no fingerprint")
+		}
+	}
+}
+
+func TestMergeSplitRejectsOtherTypes(t *testing.T) {
+	t.Parallel()
+	r := testRequest(t, manyRecords(2, 1, "view"))
+	_, err := r.MergeSplit(t.Context(), 0, exporterhelper.RequestSizerTypeItems, otherRequest{})
+	require.ErrorIs(t, err, errMergeType)
+	assert.Equal(t, 2, r.ItemsCount(), "unchanged")
+}
+
+type otherRequest struct{ xexporterhelper.Request }
+
+// FuzzMergeSplit merges two random requests and splits them at a random
+// size: no record is lost or invented, no request exceeds the size.
+func FuzzMergeSplit(f *testing.F) {
+	f.Add(uint64(1), uint16(100), uint16(50), uint16(7), false)
+	f.Add(uint64(2), uint16(1), uint16(1), uint16(1), true)
+	f.Add(uint64(3), uint16(900), uint16(0), uint16(333), true)
+	f.Fuzz(func(t *testing.T, seed uint64, na, nb, maxSize uint16, bytes bool) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		gen := func(n int) *countsRequest {
+			var groups [][]logRecord
+			for n > 0 {
+				k := 1 + rng.IntN(n)
+				g := make([]logRecord, k)
+				for i := range g {
+					typ := []string{"", "view", "buy"}[rng.IntN(3)]
+					g[i] = logRecord{typ, "u" + strconv.Itoa(rng.IntN(5)), tsRecord.Add(time.Duration(rng.IntN(40)) * time.Hour)}
+				}
+				groups = append(groups, g)
+				n -= k
+			}
+			return testRequest(t, groups...)
+		}
+		a, b := gen(int(na%2000)), gen(int(nb%2000))
+		wantEvents, wantMissing := requestTotals(a, b)
+		want := a.ItemsCount() + b.ItemsCount()
+		sizer := exporterhelper.RequestSizerTypeItems
+		if bytes {
+			sizer = exporterhelper.RequestSizerTypeBytes
+		}
+		out, err := a.MergeSplit(t.Context(), int(maxSize), sizer, b)
+		require.NoError(t, err)
+		require.NotEmpty(t, out)
+		parts := make([]*countsRequest, len(out))
+		got := 0
+		for i, r := range out {
+			parts[i] = r.(*countsRequest)
+			got += r.ItemsCount()
+			if maxSize > 0 && !bytes {
+				require.LessOrEqual(t, r.ItemsCount(), int(maxSize))
+			}
+		}
+		require.Equal(t, want, got)
+		gotEvents, gotMissing := requestTotals(parts...)
+		require.Equal(t, wantEvents, gotEvents)
+		require.Equal(t, wantMissing, gotMissing)
+	})
+}
