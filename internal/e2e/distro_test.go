@@ -48,7 +48,8 @@ type distroEnv struct {
 	PostgresDSN   string
 	KeyPrefix     string
 	FlushInterval time.Duration
-	Config        string // defaults to testdata/config.yaml
+	Config        string   // defaults to testdata/config.yaml
+	Env           []string // more environment variables, KEY=value
 }
 
 // distro is a running collector child process.
@@ -82,6 +83,7 @@ func startDistro(t testing.TB, env distroEnv) *distro {
 		"HEALTH_CHECK_ENDPOINT=127.0.0.1:"+strconv.Itoa(healthPort),
 		"METRICS_PORT="+strconv.Itoa(metricsPort),
 	)
+	cmd.Env = append(cmd.Env, env.Env...)
 	d := &distro{
 		t:          t,
 		cmd:        cmd,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -200,6 +201,52 @@ func TestFaultRedisRestart(t *testing.T) {
 	assertExactlyOnce(t, got, reqs)
 	assertRedisDrained(ctx, t, rdb, prefix)
 	t.Logf("%d requests, %d events\n%s", len(reqs), sumExpected(reqs).events, strings.Join(report, "\n"))
+}
+
+// TestFaultPersistentQueueSurvivesCrash covers durability mode (b),
+// testdata/bench/persistent-queue.yaml: requests acknowledged while Redis is
+// down wait in the file_storage queue as encoded counts; the collector is
+// SIGKILLed, Redis comes back, and a new collector on the same storage
+// directory replays them. Nothing was applied before the kill, so the
+// totals must be exact.
+func TestFaultPersistentQueueSurvivesCrash(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv := testservers.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	dsn := testservers.FreshDatabase(t)
+	const prefix = "analytics"
+	env := distroEnv{
+		RedisEndpoint: srv.Addr, PostgresDSN: dsn, KeyPrefix: prefix,
+		FlushInterval: 200 * time.Millisecond,
+		Config:        filepath.Join(repoRoot(t), "testdata", "bench", "persistent-queue.yaml"),
+		Env:           []string{"STORAGE_DIR=" + t.TempDir()},
+	}
+	first := startDistro(t, env)
+	srv.Kill()
+	exp := newExpected()
+	const requests = 30
+	for i := range requests {
+		sendLogs(ctx, t, first, 200, 1000+i, exp)
+		sendTraces(ctx, t, first, 100, 2000+i, exp)
+	}
+	queued := metricValue(first.scrapeMetrics(ctx), "otelcol_exporter_queue_size", `data_type="logs"`) +
+		metricValue(first.scrapeMetrics(ctx), "otelcol_exporter_queue_size", `data_type="traces"`)
+	first.kill()
+	srv.Start()
+
+	second := startDistro(t, env)
+	waitFor(t, 60*time.Second, 20*time.Millisecond, "the replayed queue was not applied", func() bool {
+		m := second.scrapeMetrics(ctx)
+		return metricValue(m, "otelcol_exporter_redis_analytics_events", `signal="logs"`)+
+			metricValue(m, "otelcol_exporter_redis_analytics_events", `signal="traces"`) == float64(exp.events)
+	})
+	second.stop()
+	assertTables(t, exp, tableRows(ctx, t, dsn))
+	assertRedisDrained(ctx, t, rdb, prefix)
+	t.Logf("%d log records and %d spans (%d events) acknowledged with Redis down (%.0f items queued at the kill), replayed after SIGKILL",
+		requests*200, requests*100, exp.events, queued)
 }
 
 // TestFaultThreeCollectors runs three collectors on one Redis prefix and one
