@@ -71,6 +71,14 @@ type Config struct {
 	// resend arriving later counts again). Whole seconds, at least 1 minute.
 	// default: 10 minutes
 	DedupWindow time.Duration `mapstructure:"dedup_window"`
+	// ReleaseRecords empties each request once its records are counted, so
+	// that they can be garbage-collected while the request waits in the
+	// sending queue (with wait_for_result the receiver keeps the request
+	// until Redis answers). The exporter then declares that it mutates its
+	// input, and a pipeline that also feeds other consumers hands it a copy
+	// of every request, which costs more than it saves: enable it only where
+	// redis_analytics is the pipeline's sole consumer. default: false
+	ReleaseRecords bool `mapstructure:"release_records"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}

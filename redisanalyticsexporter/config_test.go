@@ -56,6 +56,7 @@ func TestUnmarshalConfig(t *testing.T) {
 	full.KeyPrefix = "{shop}"
 	full.TTL = 48 * time.Hour
 	full.DedupWindow = 15 * time.Minute
+	full.ReleaseRecords = true
 	full.EventNameAttributes = []string{"event.name", "analytics.event"}
 	full.UserIDAttributes = []string{"app.user_id"}
 	full.EventTypes = []string{"page_view", "signup"}

@@ -65,18 +65,27 @@ func (r *countsRequest) addEntry(en entryCounts) {
 // convertLogs maps and counts every log record of ld (the exporterhelper
 // converter: it runs in the caller's goroutine, before the sending queue).
 // Records without an event type are counted as drops when the request is
-// pushed; conversion itself never fails.
+// pushed; conversion itself never fails. With release_records, ld is emptied
+// afterwards (the exporter then declares MutatesData).
 func (e *redisAnalyticsExporter) convertLogs(_ context.Context, ld plog.Logs) (xexporterhelper.Request, error) {
 	c := e.getConverter()
 	defer e.putConverter(c)
-	return c.logs(ld, &e.mapper, e.now().UnixNano()), nil
+	req := c.logs(ld, &e.mapper, e.now().UnixNano())
+	if e.cfg.ReleaseRecords {
+		ld.ResourceLogs().RemoveIf(func(plog.ResourceLogs) bool { return true })
+	}
+	return req, nil
 }
 
 // convertTraces maps and counts every span of td; see convertLogs.
 func (e *redisAnalyticsExporter) convertTraces(_ context.Context, td ptrace.Traces) (xexporterhelper.Request, error) {
 	c := e.getConverter()
 	defer e.putConverter(c)
-	return c.traces(td, &e.mapper, e.now().UnixNano()), nil
+	req := c.traces(td, &e.mapper, e.now().UnixNano())
+	if e.cfg.ReleaseRecords {
+		td.ResourceSpans().RemoveIf(func(ptrace.ResourceSpans) bool { return true })
+	}
+	return req, nil
 }
 
 // logs counts ld per resource entry; records without a timestamp fall in

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -814,4 +815,47 @@ func TestConcurrentPushes(t *testing.T) {
 
 	want := scaled(expectedCounters(t, prefix), goroutines*pushes)
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+func TestReleaseRecords(t *testing.T) {
+	t.Parallel()
+	for _, release := range []bool{false, true} {
+		t.Run(fmt.Sprintf("release_records=%v", release), func(t *testing.T) {
+			t.Parallel()
+			client, prefix := testservers.SharedRedis(t)
+			cfg := testConfig(testservers.RedisEndpoint(), prefix)
+			cfg.ReleaseRecords = release
+			queue := exporterhelper.NewDefaultQueueConfig()
+			queue.WaitForResult = true
+			cfg.QueueConfig = configoptional.Some(queue)
+			f := NewFactory()
+			le, err := f.CreateLogs(t.Context(), exportertest.NewNopSettings(metadata.Type), cfg)
+			require.NoError(t, err)
+			te, err := f.CreateTraces(t.Context(), exportertest.NewNopSettings(metadata.Type), cfg)
+			require.NoError(t, err)
+			assert.Equal(t, release, le.Capabilities().MutatesData)
+			assert.Equal(t, release, te.Capabilities().MutatesData)
+			require.NoError(t, le.Start(t.Context(), componenttest.NewNopHost()))
+			t.Cleanup(func() { assert.NoError(t, le.Shutdown(context.Background())) })
+			require.NoError(t, te.Start(t.Context(), componenttest.NewNopHost()))
+			t.Cleanup(func() { assert.NoError(t, te.Shutdown(context.Background())) })
+
+			ld := sampleLogs()
+			records := ld.LogRecordCount()
+			require.NoError(t, le.ConsumeLogs(t.Context(), ld))
+			td := dedupTraces("span-evt", 3)
+			require.NoError(t, te.ConsumeTraces(t.Context(), td))
+
+			want := expectedCounters(t, prefix)
+			maps.Copy(want, counterKeys(prefix, "span-evt", "", tsRecord, 3))
+			assert.Equal(t, want, counterValues(t, client, keysOf(want)), "counted in full either way")
+			if release {
+				assert.Zero(t, ld.LogRecordCount(), "the records were released once counted")
+				assert.Zero(t, td.SpanCount())
+			} else {
+				assert.Equal(t, records, ld.LogRecordCount(), "the input is left as it was")
+				assert.Equal(t, 3, td.SpanCount())
+			}
+		})
+	}
 }
