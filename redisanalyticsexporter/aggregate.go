@@ -73,18 +73,26 @@ type userBucket struct {
 	day  int64 // first hour of the day
 }
 
+// recentPairs is how many recently counted pairs count checks before the map.
+const recentPairs = 2
+
 // pairCounter counts events per (type, user) pair and hour. The per-event
 // path does one lookup in a map keyed by (type, user), which stays small
-// (types × active users), and a short scan of that pair's hours; consecutive
-// events of the same pair skip the map.
+// (types × active users), and a short scan of that pair's hours; events of
+// one of the last few pairs skip the map.
 type pairCounter struct {
 	pairIdx  map[pairKey]int32
 	pairs    []pair // pairs[:len] are in use; the rest keep their memory
 	overflow map[pairHour]int64
-	// The pair of the last counted event (see count).
-	lastKey   pairKey
-	lastIdx   int32
-	lastValid bool
+	// The last pairs counted, replaced round robin (see count).
+	recent     [recentPairs]recentPair
+	recentLen  int
+	recentNext int
+}
+
+type recentPair struct {
+	key pairKey
+	idx int32
 }
 
 func newPairCounter() pairCounter {
@@ -95,7 +103,8 @@ func newPairCounter() pairCounter {
 // previous strings.
 func (pc *pairCounter) reset() {
 	clear(pc.pairIdx)
-	pc.lastKey, pc.lastIdx, pc.lastValid = pairKey{}, 0, false
+	pc.recent = [recentPairs]recentPair{}
+	pc.recentLen, pc.recentNext = 0, 0
 	for i := range pc.pairs {
 		pc.pairs[i] = pair{hours: pc.pairs[i].hours[:0]}
 	}
@@ -111,12 +120,15 @@ func (pc *pairCounter) reusable() bool {
 // count adds n events of pair k in hour. It returns the pair's index and
 // whether the pair is new.
 func (pc *pairCounter) count(k pairKey, hour, n int64) (int32, bool) {
-	// Consecutive events usually share their type and user (one request
-	// comes from one service, often one session): comparing with the last
-	// pair is much cheaper than hashing both strings for the map.
-	if pc.lastValid && pc.lastKey == k {
-		pc.countPairHour(pc.lastIdx, hour, n)
-		return pc.lastIdx, false
+	// Nearby events usually share their type and user (one request comes
+	// from one service, often one session; a trace alternates between a few
+	// span names): comparing with the last few pairs is much cheaper than
+	// hashing both strings for the map.
+	for i := range pc.recentLen {
+		if r := &pc.recent[i]; r.key == k {
+			pc.countPairHour(r.idx, hour, n)
+			return r.idx, false
+		}
 	}
 	idx, ok := pc.pairIdx[k]
 	if !ok {
@@ -129,7 +141,9 @@ func (pc *pairCounter) count(k pairKey, hour, n int64) (int32, bool) {
 		pc.pairs[idx].key = k
 		pc.pairIdx[k] = idx
 	}
-	pc.lastKey, pc.lastIdx, pc.lastValid = k, idx, true
+	pc.recent[pc.recentNext] = recentPair{key: k, idx: idx}
+	pc.recentNext = (pc.recentNext + 1) % recentPairs
+	pc.recentLen = min(pc.recentLen+1, recentPairs)
 	pc.countPairHour(idx, hour, n)
 	return idx, !ok
 }
