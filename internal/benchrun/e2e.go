@@ -125,6 +125,9 @@ type loadResult struct {
 	telemetrygenErr       error
 	telemetrygenExitCode  int
 	telemetrygenErrorLogs int
+	// roundRates is perCPUSecond of each round, in order (the spread of the
+	// rounds shows the run-to-run noise next to the total).
+	roundRates []float64
 }
 
 // perCPUSecond is accepted records per collector CPU-second.
@@ -152,6 +155,7 @@ func (l *loadResult) merge(o *loadResult) {
 	l.maxQueue = max(l.maxQueue, o.maxQueue)
 	l.queueCapacity = max(l.queueCapacity, o.queueCapacity)
 	l.slices += o.slices
+	l.roundRates = append(l.roundRates, o.roundRates...)
 	l.telemetrygenErr = errors.Join(l.telemetrygenErr, o.telemetrygenErr)
 	if o.telemetrygenExitCode != 0 {
 		l.telemetrygenExitCode = o.telemetrygenExitCode
@@ -175,6 +179,7 @@ type runResult struct {
 // add sums a slice into the result of its signal.
 func (r *runResult) add(l *loadResult) {
 	l.slices = 1
+	l.roundRates = []float64{l.perCPUSecond()}
 	if cur := r.load(l.signal.name); cur != nil {
 		cur.merge(l)
 		return

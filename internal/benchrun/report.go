@@ -238,6 +238,9 @@ func (r *report) targets() []targetRow {
 			if got > 0 && want > 0 {
 				v := got / want
 				row.measured = fmt.Sprintf("%.3f× (%s vs %s /CPU-s)", v, formatNumber(got), formatNumber(want))
+				if sig != "combined" {
+					row.measured += roundSpread(rr.load(sig), base.load(sig))
+				}
 				row.ratio, row.result = ratioGE(v, targetE2ERatio)
 				if key == keyPersistent {
 					row.result = "info"
@@ -486,4 +489,24 @@ func durationPrecision(ns float64) time.Duration {
 	default:
 		return time.Nanosecond
 	}
+}
+
+// roundSpread returns " rounds min–max×": the lowest and highest ratio of
+// one round of l to the same round of the baseline, or "" without rounds.
+func roundSpread(l, base *loadResult) string {
+	if l == nil || base == nil {
+		return ""
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i, rate := range l.roundRates {
+		if i >= len(base.roundRates) || base.roundRates[i] <= 0 {
+			break
+		}
+		v := rate / base.roundRates[i]
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	if math.IsInf(lo, 1) {
+		return ""
+	}
+	return fmt.Sprintf(", rounds %.2f–%.2f×", lo, hi)
 }
