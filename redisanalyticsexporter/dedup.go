@@ -14,11 +14,12 @@ import (
 //
 // OTLP has no idempotency key, so a client that did not get the response to
 // a request (the collector died after Redis applied it) resends it, and the
-// resend would count again. The sending queue merges client requests by
-// appending whole ResourceLogs / ResourceSpans entries and never splits one
-// (the sample config has no max_size), and a resend carries byte-identical
-// entries. So the exporter fingerprints each resource entry from the fields
-// that identify an emission, and the apply script sets one marker per entry
+// resend would count again. The exporter counts each ResourceLogs /
+// ResourceSpans entry on its own (request.go), the sending queue merges
+// requests by appending whole entries and never cuts one (the sample config
+// has no max_size), and a resend carries byte-identical entries. So the
+// converter fingerprints each resource entry from the fields that identify
+// an emission, and the apply script sets one marker per entry
 // (keyschema.ResourceKey) with the dedup window as TTL: an entry whose marker
 // exists is excluded from the push and counted as dropped, reason duplicate.
 //
@@ -28,7 +29,7 @@ import (
 //
 // An entry gets no fingerprint, and stays at-least-once, when one of its
 // counted records has no identity of its own: a log record with neither
-// Timestamp nor ObservedTimestamp (it takes the push's clock, and distinct
+// Timestamp nor ObservedTimestamp (it takes the conversion's clock, and distinct
 // requests may look identical), or a span with an all-zero SpanID.
 
 // resFP is the 128-bit content fingerprint of one resource entry.

@@ -97,7 +97,7 @@ func newMapper(cfg *Config) mapper {
 }
 
 // logEvent maps a log record. ok is false when it has no event type. nowNanos
-// is the push's clock reading, used when the record has no timestamp.
+// is the conversion's clock reading, used when the record has no timestamp.
 func (m *mapper) logEvent(lr plog.LogRecord, resUser userRef, nowNanos int64) (ev event, ok bool) {
 	ev.typ = lr.EventName()
 	if ev.typ == "" {
