@@ -55,13 +55,6 @@ func (c *converter) takeEntry(fp *fpState, records, missing int64) entryCounts {
 	return en
 }
 
-// addEntry appends en to the request.
-func (r *countsRequest) addEntry(en entryCounts) {
-	r.records += int(en.records)
-	r.bytes += int(en.bytesSize())
-	r.entries = append(r.entries, en)
-}
-
 // convertLogs maps and counts every log record of ld (the exporterhelper
 // converter: it runs in the caller's goroutine, before the sending queue).
 // Records without an event type are counted as drops when the request is

@@ -79,6 +79,13 @@ func (c *eventCount) bytesSize() int {
 	return countOverheadBytes + len(c.typ) + len(c.user.str)
 }
 
+// addEntry appends en to the request.
+func (r *countsRequest) addEntry(en entryCounts) {
+	r.records += int(en.records)
+	r.bytes += int(en.bytesSize())
+	r.entries = append(r.entries, en)
+}
+
 func (r *countsRequest) ItemsCount() int { return r.records }
 
 func (r *countsRequest) BytesSize() int { return r.bytes }
@@ -99,24 +106,18 @@ func (r *countsRequest) MergeSplit(_ context.Context, maxSize int, szt exporterh
 		r.bytes += o.bytes
 		o.entries, o.records, o.bytes = nil, 0, 0
 	}
-	var size func(*countsRequest) int
-	switch szt {
-	case exporterhelper.RequestSizerTypeItems:
-		size = (*countsRequest).ItemsCount
-	case exporterhelper.RequestSizerTypeBytes:
-		size = (*countsRequest).BytesSize
-	default: // requests: one request is one unit, nothing to split
+	itemsSizer := szt == exporterhelper.RequestSizerTypeItems
+	if !itemsSizer && szt != exporterhelper.RequestSizerTypeBytes {
+		return []xexporterhelper.Request{r}, nil // requests: one request is one unit
+	}
+	size := r.bytes
+	if itemsSizer {
+		size = r.records
+	}
+	if maxSize <= 0 || size <= maxSize {
 		return []xexporterhelper.Request{r}, nil
 	}
-	if maxSize <= 0 || size(r) <= maxSize {
-		return []xexporterhelper.Request{r}, nil
-	}
-	var s splitter
-	if szt == exporterhelper.RequestSizerTypeItems {
-		s = splitter{max: int64(maxSize), itemsSizer: true}
-	} else {
-		s = splitter{max: int64(maxSize)}
-	}
+	s := splitter{max: int64(maxSize), itemsSizer: itemsSizer}
 	for i := range r.entries {
 		s.add(&r.entries[i])
 	}
@@ -132,10 +133,16 @@ type splitter struct {
 	used       int64
 }
 
-func (s *splitter) room() int64 {
+// current returns the request being filled, starting one when needed.
+func (s *splitter) current() *countsRequest {
 	if s.cur == nil {
 		s.cur, s.used = &countsRequest{}, 0
 	}
+	return s.cur
+}
+
+func (s *splitter) room() int64 {
+	s.current()
 	return s.max - s.used
 }
 
@@ -233,9 +240,6 @@ func (s *splitter) add(en *entryCounts) {
 
 // put appends a whole or cut entry to the current request.
 func (s *splitter) put(en entryCounts, size int64) {
-	_ = s.room()
-	s.cur.entries = append(s.cur.entries, en)
-	s.cur.records += int(en.records)
-	s.cur.bytes += int(en.bytesSize())
+	s.current().addEntry(en)
 	s.used += size
 }
