@@ -1,0 +1,71 @@
+package redisanalyticsexporter
+
+import (
+	"encoding/binary"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// telemetrygenTraces builds spans shaped like telemetrygen's (the load of
+// `make bench`): traces of a parent and a child span with two unrelated
+// attributes and a user id, in one resource.
+func telemetrygenTraces(n int) ptrace.Traces {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "telemetrygen")
+	spans := rs.ScopeSpans().AppendEmpty().Spans()
+	spans.EnsureCapacity(n)
+	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	for i := range n {
+		span := spans.AppendEmpty()
+		var tid [16]byte
+		var sid [8]byte
+		binary.LittleEndian.PutUint64(tid[:], uint64(i/2)+1) //nolint:gosec // test ids
+		binary.LittleEndian.PutUint64(sid[:], uint64(i)+1)   //nolint:gosec // test ids
+		span.SetTraceID(tid)
+		span.SetSpanID(sid)
+		if i%2 == 0 {
+			span.SetName("lets-go")
+		} else {
+			span.SetName("okey-dokey-" + strconv.Itoa(i%2))
+		}
+		ts := start.Add(time.Duration(i) * time.Microsecond)
+		span.SetStartTimestamp(pcommon.NewTimestampFromTime(ts))
+		span.SetEndTimestamp(pcommon.NewTimestampFromTime(ts.Add(time.Millisecond)))
+		span.Attributes().PutStr("network.peer.address", "1.2.3.4")
+		span.Attributes().PutStr("peer.service", "telemetrygen-server")
+		span.Attributes().PutStr("user.id", "bench-user")
+	}
+	return td
+}
+
+// BenchmarkConvert measures the conversion of one OTLP request into counts,
+// which runs in the receiver's goroutine for every request (logs: the
+// batch of BenchmarkAggregate with 100 users; traces: telemetrygen's spans).
+func BenchmarkConvert(b *testing.B) {
+	cfg := createDefaultConfig().(*Config)
+	m := newMapper(cfg)
+	now := time.Now().UnixNano()
+	b.Run("logs", func(b *testing.B) {
+		ld := realisticLogs(benchBatchSize, 100)
+		c := newConverter()
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = c.logs(ld, &m, now)
+		}
+		b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("traces", func(b *testing.B) {
+		td := telemetrygenTraces(2048)
+		c := newConverter()
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = c.traces(td, &m, now)
+		}
+		b.ReportMetric(float64(b.N*td.SpanCount())/b.Elapsed().Seconds(), "events/s")
+	})
+}
