@@ -24,8 +24,8 @@ func telemetrygenTraces(n int) ptrace.Traces {
 		span := spans.AppendEmpty()
 		var tid [16]byte
 		var sid [8]byte
-		binary.LittleEndian.PutUint64(tid[:], uint64(i/2)+1) //nolint:gosec // test ids
-		binary.LittleEndian.PutUint64(sid[:], uint64(i)+1)   //nolint:gosec // test ids
+		binary.LittleEndian.PutUint64(tid[:], uint64(i/2)+1)
+		binary.LittleEndian.PutUint64(sid[:], uint64(i)+1)
 		span.SetTraceID(tid)
 		span.SetSpanID(sid)
 		if i%2 == 0 {
