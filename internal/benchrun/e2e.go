@@ -67,6 +67,58 @@ func e2eConfigs(root, tmp string) []e2eConfig {
 	}
 }
 
+// variantFlag collects -variant name=path: further analytics configurations
+// measured like mode (a), for side-by-side comparisons of settings.
+type variantFlag []e2eConfig
+
+func (v *variantFlag) String() string {
+	names := make([]string, 0, len(*v))
+	for _, c := range *v {
+		names = append(names, c.key+"="+c.file)
+	}
+	return strings.Join(names, ",")
+}
+
+func (v *variantFlag) Set(s string) error {
+	name, path, ok := strings.Cut(s, "=")
+	if !ok || !validVariantName(name) || path == "" {
+		return fmt.Errorf("want name=path with a name of lowercase letters, digits and dashes, got %q", s)
+	}
+	for _, c := range *v {
+		if c.key == "variant-"+name {
+			return fmt.Errorf("variant %q given twice", name)
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if _, err = os.Stat(abs); err != nil {
+		return err
+	}
+	*v = append(*v, e2eConfig{
+		key: "variant-" + name, name: "variant " + name + " (" + filepath.Base(abs) + ")",
+		file: abs, analytics: true, storage: true,
+	})
+	return nil
+}
+
+func (v variantFlag) configs() []e2eConfig { return v }
+
+// validVariantName: 1 to 31 lowercase letters, digits and dashes, not
+// starting with a dash (it ends up in file names and the report).
+func validVariantName(name string) bool {
+	if name == "" || len(name) > 31 || name[0] == '-' {
+		return false
+	}
+	for _, r := range name {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 // signalSpec is one telemetrygen load.
 type signalSpec struct {
 	name     string // telemetrygen subcommand: logs, traces

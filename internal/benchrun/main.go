@@ -70,6 +70,7 @@ type options struct {
 	probeWorkers   int
 	probeDuration  time.Duration
 	configs        string
+	variants       variantFlag
 	signals        string
 	flushInterval  time.Duration
 	drainTimeout   time.Duration
@@ -109,6 +110,9 @@ func parseFlags() options {
 	flag.StringVar(&o.signals, "signals", "logs,traces", "telemetrygen loads to run, comma-separated")
 	flag.StringVar(&o.configs, "configs", "baseline,mode-a,mode-b",
 		"e2e configurations to run, comma-separated (baseline, baseline-q: debug behind the sample config's sending_queue, mode-a, mode-b)")
+	flag.Var(&o.variants, "variant",
+		"also measure another analytics config like mode (a), side by side: name=path (repeatable), e.g. -variant ft50=/tmp/ft50.yaml; "+
+			"the file gets the same environment as testdata/config.yaml (endpoints, REDIS_ENDPOINT, POSTGRES_DSN, STORAGE_DIR)")
 	flag.DurationVar(&o.flushInterval, "flush-interval", 10*time.Second, "FLUSH_INTERVAL for the pg_flush extension")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 60*time.Second,
 		"after a load, how long to wait for the exporter to send what was accepted")
@@ -190,6 +194,7 @@ func run(o options) int {
 				cfgs = append(cfgs, cfg)
 			}
 		}
+		cfgs = append(cfgs, o.variants.configs()...)
 		rep.e2e = env.runAll(ctx, cfgs)
 		for _, rr := range rep.e2e {
 			if rr.err != nil {

@@ -299,12 +299,13 @@ func (r *report) targets() []targetRow {
 		rows = append(rows, missing(row, o.skipE2E || key != keyAckRedis))
 	}
 
-	// Nothing lost or counted twice: accepted == counted + still in Redis.
-	for _, key := range []string{keyAckRedis, keyPersistent} {
-		rr := r.run(key)
-		if rr == nil {
+	// Nothing lost or counted twice: accepted == counted + still in Redis,
+	// for every analytics configuration (modes a and b, variants).
+	for _, rr := range r.e2e {
+		if !rr.cfg.analytics {
 			continue
 		}
+		key := rr.cfg.key
 		for _, l := range rr.loads {
 			row := targetRow{id: "✓", what: fmt.Sprintf("%s, %s: accepted = counted in PostgreSQL + left in Redis", key, l.signal.unit), target: "exact"}
 			if l.countsOK {
