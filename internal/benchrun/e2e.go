@@ -90,11 +90,11 @@ func (v *variantFlag) Set(s string) error {
 		}
 	}
 	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = os.Stat(abs)
 	}
-	if _, err = os.Stat(abs); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("variant %s: %w", name, err)
 	}
 	*v = append(*v, e2eConfig{
 		key: "variant-" + name, name: "variant " + name + " (" + filepath.Base(abs) + ")",
