@@ -205,8 +205,7 @@ func TestRedisKilledDuringFlushes(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	srv := testservers.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := srv.Client(t)
 	env := newTestEnvWith(t, rdb, testservers.UniqueName("test-"), srv.Addr, testservers.FreshDatabase(t))
 	cfg := env.config()
 	cfg.BatchSize = 20

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -156,8 +155,7 @@ func TestFaultRedisRestart(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	srv := testservers.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := srv.Client(t)
 	dsn := testservers.FreshDatabase(t)
 	const prefix = "analytics"
 	d := startDistro(t, distroEnv{
@@ -213,8 +211,7 @@ func TestFaultPersistentQueueSurvivesCrash(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	srv := testservers.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := srv.Client(t)
 	dsn := testservers.FreshDatabase(t)
 	const prefix = "analytics"
 	env := distroEnv{

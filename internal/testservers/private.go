@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/redis/go-redis/v9"
 )
 
 const readyTimeout = 30 * time.Second
@@ -165,6 +167,15 @@ func StartRedis(t testing.TB, extraArgs ...string) *RedisServer {
 	s.Start()
 	t.Cleanup(func() { s.proc.signal(syscall.SIGKILL) })
 	return s
+}
+
+// Client returns a go-redis client of the server, closed at cleanup. It
+// keeps working across a restart of the server (go-redis reconnects).
+func (s *RedisServer) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // Start (re)starts the server and waits until it answers PING.
