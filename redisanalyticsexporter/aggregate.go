@@ -130,22 +130,29 @@ func (pc *pairCounter) count(k pairKey, hour, n int64) (int32, bool) {
 			return r.idx, false
 		}
 	}
-	idx, ok := pc.pairIdx[k]
-	if !ok {
-		idx = int32(len(pc.pairs)) //nolint:gosec // bounded by the records of one request
-		if len(pc.pairs) < cap(pc.pairs) {
-			pc.pairs = pc.pairs[:idx+1] // reset left it empty with its hours memory
-		} else {
-			pc.pairs = append(pc.pairs, pair{})
-		}
-		pc.pairs[idx].key = k
-		pc.pairIdx[k] = idx
-	}
+	n0 := len(pc.pairs)
+	idx := pc.pairIndex(k)
 	pc.recent[pc.recentNext] = recentPair{key: k, idx: idx}
 	pc.recentNext = (pc.recentNext + 1) % recentPairs
 	pc.recentLen = min(pc.recentLen+1, recentPairs)
 	pc.countPairHour(idx, hour, n)
-	return idx, !ok
+	return idx, len(pc.pairs) > n0
+}
+
+// pairIndex returns the index of pair k, adding it when new.
+func (pc *pairCounter) pairIndex(k pairKey) int32 {
+	if idx, ok := pc.pairIdx[k]; ok {
+		return idx
+	}
+	idx := int32(len(pc.pairs)) //nolint:gosec // bounded by the records of one request
+	if len(pc.pairs) < cap(pc.pairs) {
+		pc.pairs = pc.pairs[:idx+1] // reset left it empty with its hours memory
+	} else {
+		pc.pairs = append(pc.pairs, pair{})
+	}
+	pc.pairs[idx].key = k
+	pc.pairIdx[k] = idx
+	return idx
 }
 
 // countPairHour counts n events of pair idx in hour.
@@ -180,9 +187,11 @@ type aggregator struct {
 
 	// Resource-entry deduplication (dedup.go). res is indexed like the
 	// request's entries.
-	res       []resEntry
-	markerRes []int32 // resource index of each marker in KEYS order
-	seenFP    map[resFP]struct{}
+	res []resEntry
+	// entryPairs maps the pairs of the entry being folded to a.pairs.
+	entryPairs []int32
+	markerRes  []int32 // resource index of each marker in KEYS order
+	seenFP     map[resFP]struct{}
 	// counterOffset is the index of the first counter key in keys.
 	counterOffset int
 
@@ -254,9 +263,13 @@ func (a *aggregator) fold(req *countsRequest) {
 			continue
 		}
 		a.dropped[reasonMissingEventType] += en.missing
-		for j := range en.counts {
-			c := &en.counts[j]
-			a.count(pairKey{typ: c.typ, user: c.user}, c.hour, c.n)
+		// Resolve the entry's pairs once; its counts then cost no lookup.
+		a.entryPairs = a.entryPairs[:0]
+		for j := range en.pairs {
+			a.entryPairs = append(a.entryPairs, a.pairIndex(en.pairs[j]))
+		}
+		for _, c := range en.counts {
+			a.countPairHour(a.entryPairs[c.pair], c.hour, c.n)
 		}
 		a.res = append(a.res, resEntry{fp: en.fp, mapped: en.records - en.missing, ok: en.fingerprinted})
 	}

@@ -39,17 +39,18 @@ func (c *converter) takeEntry(fp *fpState, records, missing int64) entryCounts {
 		en.fp, en.fingerprinted = fp.sum(), true
 	}
 	if n > 0 {
+		en.pairs = make([]pairKey, len(c.pairs))
 		en.counts = make([]eventCount, 0, n)
 	}
 	for i := range c.pairs {
 		p := &c.pairs[i]
+		en.pairs[i] = p.key
 		for _, hc := range p.hours {
-			en.counts = append(en.counts, eventCount{typ: p.key.typ, user: p.key.user, hour: hc.hour, n: hc.n})
+			en.counts = append(en.counts, eventCount{pair: int32(i), hour: hc.hour, n: hc.n}) //nolint:gosec // bounded by the entry's records
 		}
 	}
 	for ph, cnt := range c.overflow { // rare: pairs with more than maxPairHours hours
-		p := &c.pairs[ph.pair]
-		en.counts = append(en.counts, eventCount{typ: p.key.typ, user: p.key.user, hour: ph.hour, n: cnt})
+		en.counts = append(en.counts, eventCount{pair: ph.pair, hour: ph.hour, n: cnt})
 	}
 	c.reset()
 	return en

@@ -14,17 +14,20 @@ import (
 // (sending_queue::storage). The format is versioned; all integers are
 // varints:
 //
-//	version=1, records, number of entries, then per entry:
+//	version=2, records, number of entries, then per entry:
 //	  flags (1: fingerprinted, 2: excluded), fingerprint hi and lo (8 bytes
-//	  each, little endian), records, missing, number of counts, then per
-//	  count: type (length, bytes), user kind (0 none, 1 string, 2 int), the
-//	  user (length and bytes, or a signed varint), hour (signed), n.
+//	  each, little endian), records, missing, number of pairs, then per
+//	  pair: type (length, bytes), user kind (0 none, 1 string, 2 int), the
+//	  user (length and bytes, or a signed varint); number of counts, then
+//	  per count: pair index, hour (signed), n.
+//
+// Version 1 (a count carried its type and user) was never released.
 //
 // Unmarshal checks every length and sum against the input, so a corrupt or
 // truncated queue item is an error, never a panic or a wrong count.
 type countsEncoding struct{}
 
-const countsEncodingVersion = 1
+const countsEncodingVersion = 2
 
 const (
 	flagFingerprinted = 1 << iota
@@ -56,18 +59,22 @@ func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]b
 		buf = binary.LittleEndian.AppendUint64(buf, en.fp.lo)
 		buf = binary.AppendUvarint(buf, uint64(en.records)) //nolint:gosec // a count, never negative
 		buf = binary.AppendUvarint(buf, uint64(en.missing)) //nolint:gosec // a count, never negative
-		buf = binary.AppendUvarint(buf, uint64(len(en.counts)))
-		for j := range en.counts {
-			c := &en.counts[j]
-			buf = appendString(buf, c.typ)
-			buf = append(buf, byte(c.user.kind))
-			switch c.user.kind {
+		buf = binary.AppendUvarint(buf, uint64(len(en.pairs)))
+		for j := range en.pairs {
+			k := &en.pairs[j]
+			buf = appendString(buf, k.typ)
+			buf = append(buf, byte(k.user.kind))
+			switch k.user.kind {
 			case userStr:
-				buf = appendString(buf, c.user.str)
+				buf = appendString(buf, k.user.str)
 			case userInt:
-				buf = binary.AppendVarint(buf, c.user.num)
+				buf = binary.AppendVarint(buf, k.user.num)
 			default:
 			}
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(en.counts)))
+		for _, c := range en.counts {
+			buf = binary.AppendUvarint(buf, uint64(c.pair)) //nolint:gosec // an index, never negative
 			buf = binary.AppendVarint(buf, c.hour)
 			buf = binary.AppendUvarint(buf, uint64(c.n)) //nolint:gosec // a count, never negative
 		}
@@ -162,8 +169,22 @@ func (d *decoder) entry() (entryCounts, error) {
 	if en.missing, err = d.count(); err != nil {
 		return en, err
 	}
-	// Each count takes at least 4 bytes.
-	numCounts, err := d.length(4)
+	// Each pair takes at least 2 bytes, each count 3.
+	numPairs, err := d.length(2)
+	if err != nil {
+		return en, err
+	}
+	if numPairs > 0 {
+		en.pairs = make([]pairKey, 0, numPairs)
+	}
+	for range numPairs {
+		k, err := d.pair()
+		if err != nil {
+			return en, err
+		}
+		en.pairs = append(en.pairs, k)
+	}
+	numCounts, err := d.length(3)
 	if err != nil {
 		return en, err
 	}
@@ -172,7 +193,7 @@ func (d *decoder) entry() (entryCounts, error) {
 	}
 	mapped := en.missing
 	for range numCounts {
-		c, err := d.eventCount()
+		c, err := d.eventCount(numPairs)
 		if err != nil {
 			return en, err
 		}
@@ -187,30 +208,44 @@ func (d *decoder) entry() (entryCounts, error) {
 	return en, nil
 }
 
-func (d *decoder) eventCount() (eventCount, error) {
-	var c eventCount
+func (d *decoder) pair() (pairKey, error) {
+	var k pairKey
 	var err error
-	if c.typ, err = d.string(); err != nil {
-		return c, err
+	if k.typ, err = d.string(); err != nil {
+		return k, err
 	}
 	kind, err := d.byte()
 	if err != nil {
-		return c, err
+		return k, err
 	}
-	c.user.kind = userKind(kind)
-	switch c.user.kind {
+	k.user.kind = userKind(kind)
+	switch k.user.kind {
 	case userNone:
 	case userStr:
-		if c.user.str, err = d.string(); err != nil {
-			return c, err
+		if k.user.str, err = d.string(); err != nil {
+			return k, err
 		}
 	case userInt:
-		if c.user.num, err = d.varint(); err != nil {
-			return c, err
+		if k.user.num, err = d.varint(); err != nil {
+			return k, err
 		}
 	default:
-		return c, fmt.Errorf("unknown user kind %d", kind)
+		return k, fmt.Errorf("unknown user kind %d", kind)
 	}
+	return k, nil
+}
+
+// eventCount reads a count of an entry with numPairs pairs.
+func (d *decoder) eventCount(numPairs int) (eventCount, error) {
+	var c eventCount
+	pair, err := d.uvarint()
+	if err != nil {
+		return c, err
+	}
+	if pair >= uint64(numPairs) { //nolint:gosec // a length, never negative
+		return c, fmt.Errorf("pair %d of %d", pair, numPairs)
+	}
+	c.pair = int32(pair) //nolint:gosec // below numPairs, itself bounded by the input length
 	if c.hour, err = d.varint(); err != nil {
 		return c, err
 	}

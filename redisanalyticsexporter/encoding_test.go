@@ -75,7 +75,15 @@ func TestCountsEncodingRejectsCorruptInput(t *testing.T) {
 		{"truncated", valid[:len(valid)-1], "truncated"},
 		{"trailing bytes", append(bytes.Clone(valid), 0), "1 trailing bytes"},
 		{"record total", func() []byte { d := bytes.Clone(valid); d[1]++; return d }(), "entries hold 2 records, the request 3"},
-		{"huge entry count", binary.AppendUvarint([]byte{1, 0}, 1<<40), "truncated"},
+		{"unreleased version 1", append([]byte{1}, valid[1:]...), "unknown version 1"},
+		{"huge entry count", binary.AppendUvarint([]byte{countsEncodingVersion, 0}, 1<<40), "truncated"},
+		{"pair index out of range", func() []byte {
+			r := testRequest(t, []logRecord{{"view", "u1", tsRecord}})
+			r.entries[0].counts[0].pair = 5
+			d, marshalErr := countsEncoding{}.Marshal(t.Context(), r)
+			require.NoError(t, marshalErr)
+			return d
+		}(), "pair 5 of 1"},
 		{"unknown flags", func() []byte { d := bytes.Clone(valid); d[3] = 0x80; return d }(), "unknown entry flags"},
 	}
 	for _, tt := range tests {
@@ -104,7 +112,7 @@ func FuzzCountsEncoding(f *testing.F) {
 	seed(&countsRequest{})
 	seed(testRequest(f, []logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}, []logRecord{{"buy", "", tsRecord}}))
 	seed(testRequest(f, manyRecords(50, 7, "x")))
-	f.Add([]byte{1, 0, 1})
+	f.Add([]byte{countsEncodingVersion, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, got, err := countsEncoding{}.Unmarshal(data)
 		if err != nil {

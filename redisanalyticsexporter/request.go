@@ -52,15 +52,18 @@ type entryCounts struct {
 	// records is every record of the entry; missing those without an event type.
 	records int64
 	missing int64
-	counts  []eventCount
+	// pairs are the entry's distinct (type, user) pairs, each stored once;
+	// counts refer to them by index, so the counts hold no pointers (the
+	// garbage collector does not scan them) and take 24 bytes each.
+	pairs  []pairKey
+	counts []eventCount
 }
 
-// eventCount is a number of events of one (type, user) pair in one hour.
+// eventCount is a number of events of one pair of its entry in one hour.
 type eventCount struct {
-	typ  string
-	user userRef
 	hour int64
 	n    int64
+	pair int32
 }
 
 var (
@@ -72,11 +75,12 @@ var (
 // Approximate encoded sizes (see encoding.go) for the bytes sizer.
 const (
 	entryOverheadBytes = 32
-	countOverheadBytes = 12
+	pairOverheadBytes  = 4
+	countOverheadBytes = 6
 )
 
-func (c *eventCount) bytesSize() int {
-	return countOverheadBytes + len(c.typ) + len(c.user.str)
+func (k *pairKey) bytesSize() int64 {
+	return int64(pairOverheadBytes + len(k.typ) + len(k.user.str))
 }
 
 // addEntry appends en to the request.
@@ -167,11 +171,11 @@ func (s *splitter) entrySize(en *entryCounts) int64 {
 }
 
 func (en *entryCounts) bytesSize() int64 {
-	n := entryOverheadBytes
-	for i := range en.counts {
-		n += en.counts[i].bytesSize()
+	n := int64(entryOverheadBytes + countOverheadBytes*len(en.counts))
+	for i := range en.pairs {
+		n += en.pairs[i].bytesSize()
 	}
-	return int64(n)
+	return n
 }
 
 // add places en, whole when it fits, else cut at the request boundaries.
@@ -181,61 +185,95 @@ func (s *splitter) add(en *entryCounts) {
 		return
 	}
 	// Cut: the unmapped records first (items only), then the counts, a
-	// count's events split across requests when needed.
-	piece := entryCounts{excluded: en.excluded}
-	var pieceSize int64
+	// count's events split across requests when needed. Each piece carries
+	// the pairs its counts use.
+	p := piece{src: en, entryCounts: entryCounts{excluded: en.excluded}, index: make([]int32, len(en.pairs))}
 	flush := func() {
-		if piece.records > 0 || len(piece.counts) > 0 {
-			s.put(piece, pieceSize)
+		if p.records > 0 || len(p.counts) > 0 {
+			s.put(p.entryCounts, p.size)
 		}
 		s.close()
-		piece, pieceSize = entryCounts{excluded: en.excluded}, 0
+		p.reset()
 	}
 	missing := en.missing
 	if !s.itemsSizer { // unmapped records cost no bytes: all go with the first piece
-		pieceSize = entryOverheadBytes
-		piece.missing, piece.records, missing = en.missing, en.missing, 0
+		p.size = entryOverheadBytes
+		p.missing, p.records, missing = en.missing, en.missing, 0
 	}
 	for missing > 0 {
-		take := min(missing, s.room()-pieceSize)
+		take := min(missing, s.room()-p.size)
 		if take <= 0 {
 			flush()
 			continue
 		}
-		piece.missing += take
-		piece.records += take
-		pieceSize += take
+		p.missing += take
+		p.records += take
+		p.size += take
 		missing -= take
 	}
 	for _, c := range en.counts {
 		if !s.itemsSizer {
-			cb := int64(c.bytesSize())
-			if cb > s.room()-pieceSize && (len(piece.counts) > 0 || s.used > 0) {
+			if p.countBytes(c) > s.room()-p.size && (len(p.counts) > 0 || s.used > 0) {
 				flush()
-				pieceSize = entryOverheadBytes
+				p.size = entryOverheadBytes
 			}
-			piece.counts = append(piece.counts, c)
-			piece.records += c.n
-			pieceSize += cb
+			p.size += p.countBytes(c)
+			p.addCount(c)
 			continue
 		}
 		for c.n > 0 {
-			take := min(c.n, s.room()-pieceSize)
+			take := min(c.n, s.room()-p.size)
 			if take <= 0 {
 				flush()
 				continue
 			}
 			part := c
 			part.n = take
-			piece.counts = append(piece.counts, part)
-			piece.records += take
-			pieceSize += take
+			p.addCount(part)
+			p.size += take
 			c.n -= take
 		}
 	}
-	if piece.records > 0 || len(piece.counts) > 0 {
-		s.put(piece, pieceSize)
+	if p.records > 0 || len(p.counts) > 0 {
+		s.put(p.entryCounts, p.size)
 	}
+}
+
+// piece is a part of a cut entry being filled.
+type piece struct {
+	entryCounts
+	src *entryCounts
+	// index[i] is 1 + the index of src.pairs[i] in the piece's pairs, 0 when
+	// the piece does not have it yet.
+	index []int32
+	// size is the piece's size under the splitter's sizer.
+	size int64
+}
+
+func (p *piece) reset() {
+	p.entryCounts = entryCounts{excluded: p.src.excluded}
+	clear(p.index)
+	p.size = 0
+}
+
+// countBytes is what adding c costs the piece in bytes: its pair's too when
+// the piece does not have it yet.
+func (p *piece) countBytes(c eventCount) int64 {
+	if p.index[c.pair] == 0 {
+		return countOverheadBytes + p.src.pairs[c.pair].bytesSize()
+	}
+	return countOverheadBytes
+}
+
+// addCount appends c (a count of src) to the piece.
+func (p *piece) addCount(c eventCount) {
+	if p.index[c.pair] == 0 {
+		p.pairs = append(p.pairs, p.src.pairs[c.pair])
+		p.index[c.pair] = int32(len(p.pairs)) //nolint:gosec // bounded by len(src.pairs)
+	}
+	c.pair = p.index[c.pair] - 1
+	p.counts = append(p.counts, c)
+	p.records += c.n
 }
 
 // put appends a whole or cut entry to the current request.

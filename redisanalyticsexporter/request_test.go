@@ -20,18 +20,22 @@ func testRequest(t testing.TB, groups ...[]logRecord) *countsRequest {
 	return newConverter().logs(newLogs(groups...), &m, tsNow.UnixNano())
 }
 
+// typeUserHour is a (type, user) pair in one hour.
+type typeUserHour struct {
+	pairKey
+	hour int64
+}
+
 // requestTotals sums a request's events per (type, user, hour) and its
 // unmapped records.
-func requestTotals(reqs ...*countsRequest) (map[eventCount]int64, int64) {
-	events := map[eventCount]int64{}
+func requestTotals(reqs ...*countsRequest) (map[typeUserHour]int64, int64) {
+	events := map[typeUserHour]int64{}
 	var missing int64
 	for _, r := range reqs {
 		for _, en := range r.entries {
 			missing += en.missing
 			for _, c := range en.counts {
-				n := c.n
-				c.n = 0
-				events[c] += n
+				events[typeUserHour{en.pairs[c.pair], c.hour}] += c.n
 			}
 		}
 	}
@@ -58,9 +62,9 @@ func TestConvertCountsPerEntry(t *testing.T) {
 	assert.Equal(t, int64(1), first.missing)
 	assert.True(t, first.fingerprinted)
 	require.Len(t, first.counts, 1)
+	require.Len(t, first.pairs, 1)
 	c := first.counts[0]
-	assert.Equal(t, "view", c.typ)
-	assert.Equal(t, userRef{str: "u1", kind: userStr}, c.user)
+	assert.Equal(t, pairKey{typ: "view", user: userRef{str: "u1", kind: userStr}}, first.pairs[c.pair])
 	assert.Equal(t, int64(2), c.n)
 	assert.Equal(t, int64(1), req.entries[1].records)
 	assert.NotEqual(t, first.fp, req.entries[1].fp)
