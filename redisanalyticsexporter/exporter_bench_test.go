@@ -3,6 +3,7 @@ package redisanalyticsexporter
 import (
 	"context"
 	"math/rand/v2"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -10,8 +11,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
@@ -94,54 +98,139 @@ func BenchmarkAggregate(b *testing.B) {
 }
 
 // BenchmarkPushLogs measures a push end to end through exporterhelper (queue
-// off) against the shared Redis: aggregation plus the one script call.
+// off) against the shared Redis: aggregation plus the one script call, one
+// batch at a time.
 func BenchmarkPushLogs(b *testing.B) {
 	for _, users := range benchUserCounts {
 		b.Run("users="+strconv.Itoa(users), func(b *testing.B) {
-			_, prefix := testservers.SharedRedis(b)
 			cfg := createDefaultConfig().(*Config)
-			cfg.ClientConfig.Endpoint = testservers.RedisEndpoint()
-			cfg.KeyPrefix = prefix
 			cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
-			set := exportertest.NewNopSettings(metadata.Type)
-			e, err := newRedisAnalyticsExporter(cfg, set, signalLogs)
-			require.NoError(b, err)
-			cmds := &commandCount{}
-			e.hooks = append(e.hooks, cmds)
-			le, err := xexporterhelper.NewLogsRequest(b.Context(), set, e.convertLogs, e.push, e.helperOptions()...)
-			require.NoError(b, err)
-			require.NoError(b, le.Start(b.Context(), componenttest.NewNopHost()))
-			b.Cleanup(func() { require.NoError(b, le.Shutdown(context.Background())) })
-
+			pb := newPushBench(b, cfg)
 			ld := realisticLogs(benchBatchSize, users)
-			events := ld.LogRecordCount()
-			ctx := b.Context()
-			// Each push is a new emission, not a resend of the previous one:
-			// one observed timestamp per resource entry changes (dedup.go).
-			var seq pcommon.Timestamp
-			distinct := func() {
-				seq++
-				rls := ld.ResourceLogs()
-				for i := range rls.Len() {
-					rls.At(i).ScopeLogs().At(0).LogRecords().At(0).SetObservedTimestamp(seq)
-				}
-			}
-			distinct()
-			require.NoError(b, le.ConsumeLogs(ctx, ld)) // load the script, warm the pool
-			cmds.n.Store(0)
+			pb.distinct(ld)
+			require.NoError(b, pb.le.ConsumeLogs(b.Context(), ld)) // load the script, warm the pool
+			pb.cmds.n.Store(0)
 			b.ReportAllocs()
 			for b.Loop() {
-				distinct()
-				if err := le.ConsumeLogs(ctx, ld); err != nil {
+				pb.distinct(ld)
+				if err := pb.le.ConsumeLogs(b.Context(), ld); err != nil {
 					b.Fatal(err)
 				}
 			}
-			total := float64(b.N * events)
-			b.ReportMetric(total/b.Elapsed().Seconds(), "events/s")
-			b.ReportMetric(float64(cmds.n.Load())/total, "commands/event")
-			b.ReportMetric(float64(cmds.n.Load())/float64(b.N), "round_trips/batch")
+			pb.report(b, ld.LogRecordCount())
 		})
 	}
+}
+
+// queuedProducers is how many goroutines feed BenchmarkPushLogsQueued, as
+// concurrent OTLP clients feed the receiver.
+const queuedProducers = 4
+
+// BenchmarkPushLogsQueued is BenchmarkPushLogs with the exporter settings of
+// the sample config (testdata/config.yaml at the repository root: a sending
+// queue with wait_for_result, 4 consumers, batches of at least 8192 records)
+// and 4 producers, as the distro runs it. With GOMAXPROCS=1 the CPU work of
+// one batch overlaps the Redis call of another.
+func BenchmarkPushLogsQueued(b *testing.B) {
+	for _, users := range benchUserCounts {
+		b.Run("users="+strconv.Itoa(users), func(b *testing.B) {
+			cfg := sampleExporterConfig(b)
+			// The bench reuses its batches; release_records would empty them.
+			cfg.ReleaseRecords = false
+			pb := newPushBench(b, cfg)
+			batches := make(chan plog.Logs, queuedProducers)
+			// Load the script and open the pool's connections with pushes in
+			// parallel, so that no connection setup falls in the measurement.
+			var warm errgroup.Group
+			for range queuedProducers {
+				ld := realisticLogs(benchBatchSize, users)
+				pb.distinct(ld)
+				warm.Go(func() error { return pb.le.ConsumeLogs(b.Context(), ld) })
+				batches <- ld
+			}
+			require.NoError(b, warm.Wait())
+			pb.cmds.n.Store(0)
+			var pushed atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(queuedProducers) // × GOMAXPROCS goroutines
+			b.RunParallel(func(pbt *testing.PB) {
+				ld := <-batches // one batch per goroutine (SetParallelism makes at most queuedProducers×GOMAXPROCS)
+				defer func() { batches <- ld }()
+				for pbt.Next() {
+					pb.distinct(ld)
+					if err := pb.le.ConsumeLogs(b.Context(), ld); err != nil {
+						b.Error(err)
+						return
+					}
+					pushed.Add(1)
+				}
+			})
+			// b.N counts batches; report per event as BenchmarkPushLogs does.
+			if n := pushed.Load(); n != int64(b.N) && !b.Failed() {
+				b.Fatalf("pushed %d batches, want %d", n, b.N)
+			}
+			pb.report(b, benchBatchSize)
+		})
+	}
+}
+
+// sampleExporterConfig reads the redis_analytics settings of the repository's
+// sample config, for the values it spells out (the ${env:...} ones stay
+// unresolved; the caller sets the endpoint and key prefix).
+func sampleExporterConfig(tb testing.TB) *Config {
+	tb.Helper()
+	cm, err := confmaptest.LoadConf(filepath.Join("..", "testdata", "config.yaml"))
+	require.NoError(tb, err)
+	sub, err := cm.Sub("exporters::" + metadata.Type.String())
+	require.NoError(tb, err)
+	cfg := createDefaultConfig().(*Config)
+	require.NoError(tb, sub.Unmarshal(cfg))
+	require.True(tb, cfg.QueueConfig.HasValue(), "the sample config has a sending queue")
+	return cfg
+}
+
+// pushBench is an exporter wired as the collector runs it (through
+// exporterhelper), against the shared Redis under a fresh key prefix.
+type pushBench struct {
+	le   exporter.Logs
+	cmds *commandCount
+	// seq makes every push a new emission, not a resend of an earlier one:
+	// one observed timestamp per resource entry changes (dedup.go).
+	seq atomic.Uint64
+}
+
+func newPushBench(b *testing.B, cfg *Config) *pushBench {
+	b.Helper()
+	_, prefix := testservers.SharedRedis(b)
+	cfg.ClientConfig.Endpoint = testservers.RedisEndpoint()
+	cfg.KeyPrefix = prefix
+	set := exportertest.NewNopSettings(metadata.Type)
+	e, err := newRedisAnalyticsExporter(cfg, set, signalLogs)
+	require.NoError(b, err)
+	pb := &pushBench{cmds: &commandCount{}}
+	e.hooks = append(e.hooks, pb.cmds)
+	pb.le, err = xexporterhelper.NewLogsRequest(b.Context(), set, e.convertLogs, e.push, e.helperOptions()...)
+	require.NoError(b, err)
+	require.NoError(b, pb.le.Start(b.Context(), componenttest.NewNopHost()))
+	b.Cleanup(func() { require.NoError(b, pb.le.Shutdown(context.Background())) })
+	return pb
+}
+
+// distinct makes ld a new emission.
+func (pb *pushBench) distinct(ld plog.Logs) {
+	seq := pcommon.Timestamp(pb.seq.Add(1))
+	rls := ld.ResourceLogs()
+	for i := range rls.Len() {
+		rls.At(i).ScopeLogs().At(0).LogRecords().At(0).SetObservedTimestamp(seq)
+	}
+}
+
+// report adds the per-event metrics, for b.N batches of batchSize records.
+func (pb *pushBench) report(b *testing.B, batchSize int) {
+	total := float64(b.N * batchSize)
+	b.ReportMetric(total/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(pb.cmds.n.Load())/total, "commands/event")
+	b.ReportMetric(float64(pb.cmds.n.Load())/float64(b.N), "round_trips/batch")
 }
 
 // commandCount is a go-redis hook counting the commands sent.
