@@ -18,10 +18,10 @@ const (
 	// pushQueuedBenchName is the push as the distro runs it: the sample
 	// config's sending queue fed by 4 producers (target 1).
 	pushQueuedBenchName = "BenchmarkPushLogsQueued/users=100"
-	targetFlushSeconds     = 10.0      // flush of 1M per-user counters
-	targetE2ERatio         = 0.85      // mode (a) records per CPU-second vs baseline
-	targetRSSBytes         = 256 << 20 // collector peak RSS under saturation, default settings
-	pushBenchName          = "BenchmarkPushLogs/users=100"
+	targetFlushSeconds  = 10.0      // flush of 1M per-user counters
+	targetE2ERatio      = 0.85      // mode (a) records per CPU-second vs baseline
+	targetRSSBytes      = 256 << 20 // collector peak RSS under saturation, default settings
+	pushBenchName       = "BenchmarkPushLogs/users=100"
 )
 
 type report struct {
