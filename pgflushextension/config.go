@@ -22,6 +22,7 @@ const (
 	defaultCounterTTL      = 7 * 24 * time.Hour
 	defaultLedgerRetention = 7 * 24 * time.Hour
 	defaultMaxConns        = 4
+	defaultApplyWorkers    = 2
 
 	// maxBatchSize bounds one STAGE script: it runs inside Redis and blocks
 	// the server for its duration (about 1 s per 100k counters).
@@ -70,6 +71,11 @@ type Config struct {
 	LedgerRetention time.Duration `mapstructure:"ledger_retention"`
 	// MaxConns is the maximum size of the PostgreSQL connection pool. default: 4
 	MaxConns int32 `mapstructure:"max_conns"`
+	// ApplyWorkers is how many batches of one tick are applied to PostgreSQL
+	// at once, each in its own transaction and connection (the upserts are
+	// PostgreSQL-bound: a second one uses another core of the server). Each
+	// holds one batch in memory. At most max_conns. default: 2
+	ApplyWorkers int `mapstructure:"apply_workers"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -86,6 +92,7 @@ func createDefaultConfig() component.Config {
 		CounterTTL:      defaultCounterTTL,
 		LedgerRetention: defaultLedgerRetention,
 		MaxConns:        defaultMaxConns,
+		ApplyWorkers:    defaultApplyWorkers,
 	}
 }
 
@@ -115,6 +122,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConns < 1 {
 		errs = append(errs, fmt.Errorf(`"max_conns" must be positive, got %d`, c.MaxConns))
+	}
+	if c.ApplyWorkers < 1 || (c.MaxConns >= 1 && c.ApplyWorkers > int(c.MaxConns)) {
+		errs = append(errs, fmt.Errorf(`"apply_workers" must be between 1 and "max_conns" (%d), got %d`, c.MaxConns, c.ApplyWorkers))
 	}
 	if c.Interval > 0 && c.Timeout > 0 {
 		if minimum := ledgerRetentionFactor * (c.Interval + c.Timeout); c.LedgerRetention < minimum {

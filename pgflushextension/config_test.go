@@ -30,6 +30,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, 168*time.Hour, cfg.CounterTTL)
 	assert.Equal(t, 168*time.Hour, cfg.LedgerRetention)
 	assert.Equal(t, int32(4), cfg.MaxConns)
+	assert.Equal(t, 2, cfg.ApplyWorkers)
 	// The only required setting is the DSN.
 	require.ErrorContains(t, confmap.Validate(cfg), `"dsn" must be set`)
 	cfg.DSN = "postgres://127.0.0.1/analytics"
@@ -59,6 +60,7 @@ func TestLoadConfig(t *testing.T) {
 	full.CounterTTL = 72 * time.Hour
 	full.LedgerRetention = 336 * time.Hour
 	full.MaxConns = 8
+	full.ApplyWorkers = 3
 
 	tests := []struct {
 		id   component.ID
@@ -96,6 +98,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "batch size too big", mutate: func(c *Config) { c.BatchSize = 100_001 }, want: []string{`"batch_size" must be between 1 and 100000, got 100001`}},
 		{name: "negative counter ttl", mutate: func(c *Config) { c.CounterTTL = -time.Hour }, want: []string{`"counter_ttl" must not be negative`}},
 		{name: "max conns zero", mutate: func(c *Config) { c.MaxConns = 0 }, want: []string{`"max_conns" must be positive, got 0`}},
+		{name: "apply workers zero", mutate: func(c *Config) { c.ApplyWorkers = 0 }, want: []string{`"apply_workers" must be between 1 and "max_conns" (4), got 0`}},
+		{name: "apply workers above max conns", mutate: func(c *Config) { c.ApplyWorkers = 5 }, want: []string{`"apply_workers" must be between 1 and "max_conns" (4), got 5`}},
 		{
 			name:   "ledger retention too short",
 			mutate: func(c *Config) { c.LedgerRetention = 30 * time.Minute },

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -211,44 +213,72 @@ type stagedBatch struct {
 // were pending at the start of the tick (so that a tick does not chase a
 // steady stream of new counters until its timeout).
 //
-// STAGE (and parsing) of the next batch overlaps APPLY of the current one:
-// a stager goroutine hands batches over an unbuffered channel, so at most one
-// batch is staged ahead and at most two are held in memory. At the first
-// failure the applier stops the stager; every staged but unapplied batch
-// stays in Redis and in the own set, and the next tick applies it first.
+// A stager goroutine stages (and parses) batches ahead and hands them over
+// an unbuffered channel to "apply_workers" appliers, each with its own
+// PostgreSQL transaction: at most apply_workers + 1 batches are held in
+// memory. Concurrent transactions cannot deadlock: each upserts its rows
+// sorted by primary key, family by family (the same holds between
+// collectors). At the first failure the appliers stop the stager and apply
+// nothing more; every staged but unapplied batch stays in Redis and in the
+// own set, and the next tick applies it first.
 func (f *flusher) stageBatches(ctx context.Context, pendingAtStart int64, st *flushStats) error {
 	stageCtx, stopStaging := context.WithCancel(ctx)
 	defer stopStaging()
 	batches := make(chan stagedBatch)
-	done := make(chan struct{})
 	go func() {
-		defer close(done)
 		defer close(batches)
 		f.stageLoop(stageCtx, pendingAtStart, batches)
 	}()
 
-	var err error
-	for b := range batches {
-		st.expired += b.expired
-		switch {
-		case err != nil:
-			// Drain after a failure: a batch staged meanwhile stays staged.
-		case b.err != nil:
-			err = b.err
-			stopStaging()
-		case b.parsed != nil:
-			st.batches++
-			if err = f.applyAndFinish(ctx, b.id, b.fields, b.parsed, st); err != nil {
-				stopStaging()
+	workers := max(1, f.cfg.ApplyWorkers)
+	stats := make([]flushStats, workers)
+	errs := make([]error, workers)
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			ws := &stats[w]
+			for b := range batches {
+				ws.expired += b.expired
+				switch {
+				case failed.Load():
+					// Drain after a failure: a batch staged meanwhile stays staged.
+				case b.err != nil:
+					errs[w] = b.err
+					failed.Store(true)
+					stopStaging()
+				case b.parsed != nil:
+					ws.batches++
+					if err := f.applyAndFinish(ctx, b.id, b.fields, b.parsed, ws); err != nil {
+						errs[w] = err
+						failed.Store(true)
+						stopStaging()
+					}
+				}
 			}
-		}
+		})
 	}
-	<-done
+	wg.Wait() // the stager has closed batches
+	for i := range stats {
+		st.addBatches(&stats[i])
+	}
+	err := errors.Join(errs...)
 	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		f.logger.Warn("flush timeout reached with counters still pending; the next tick continues",
 			zap.Duration("timeout", f.cfg.Timeout), zap.Int("batches", st.batches))
 	}
 	return err
+}
+
+// addBatches adds the batch counts of o (one applier's) to s.
+func (s *flushStats) addBatches(o *flushStats) {
+	s.expired += o.expired
+	s.batches += o.batches
+	s.counters += o.counters
+	s.quarantined += o.quarantined
+	for i := range s.rows {
+		s.rows[i] += o.rows[i]
+	}
 }
 
 // stageLoop stages batches and sends them to out until there is nothing
