@@ -240,7 +240,10 @@ func (*commandCount) DialHook(next redis.DialHook) redis.DialHook { return next 
 
 func (c *commandCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
+		// A new pooled connection's HELLO is not the exporter's work.
+		if cmd.Name() != "hello" {
+			c.n.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
