@@ -44,8 +44,8 @@ type pair struct {
 	hours []hourCount
 	// overflowN counts the events whose hour went to aggregator.overflow.
 	overflowN int64
-	// hash is hashPair(key), folded into the resource fingerprints (set by
-	// the converter only).
+	// hash is hashPair(key), the pair's map key, folded into the resource
+	// fingerprints.
 	hash uint64
 	// Set by finalize.
 	dropped bool
@@ -77,11 +77,17 @@ type userBucket struct {
 const recentPairs = 2
 
 // pairCounter counts events per (type, user) pair and hour. The per-event
-// path does one lookup in a map keyed by (type, user), which stays small
-// (types × active users), and a short scan of that pair's hours; events of
-// one of the last few pairs skip the map.
+// path looks the pair up by its hash (hashPair, which the resource
+// fingerprint needs anyway) in a map keyed by that uint64, checks the key,
+// and scans the pair's few hours; events of one of the last few pairs skip
+// the map. A uint64 key hashes and compares in a few instructions, where a
+// (type, user) key hashes both strings again. The map stays small (types ×
+// active users).
 type pairCounter struct {
-	pairIdx  map[pairKey]int32
+	// byHash indexes pairs by hashPair; a pair whose hash another pair
+	// already holds (a 64-bit collision) goes to collided.
+	byHash   map[uint64]int32
+	collided map[pairKey]int32
 	pairs    []pair // pairs[:len] are in use; the rest keep their memory
 	overflow map[pairHour]int64
 	// The last pairs counted, replaced round robin (see count).
@@ -96,13 +102,14 @@ type recentPair struct {
 }
 
 func newPairCounter() pairCounter {
-	return pairCounter{pairIdx: make(map[pairKey]int32), overflow: make(map[pairHour]int64)}
+	return pairCounter{byHash: make(map[uint64]int32), collided: make(map[pairKey]int32), overflow: make(map[pairHour]int64)}
 }
 
 // reset empties the counter, keeping its memory but no reference to the
 // previous strings.
 func (pc *pairCounter) reset() {
-	clear(pc.pairIdx)
+	clear(pc.byHash)
+	clear(pc.collided)
 	pc.recent = [recentPairs]recentPair{}
 	pc.recentLen, pc.recentNext = 0, 0
 	for i := range pc.pairs {
@@ -114,44 +121,53 @@ func (pc *pairCounter) reset() {
 
 // reusable reports whether the counter is small enough to keep pooled.
 func (pc *pairCounter) reusable() bool {
-	return len(pc.pairIdx) <= maxPooledEntries && len(pc.overflow) <= maxPooledEntries
+	return len(pc.pairs) <= maxPooledEntries && len(pc.overflow) <= maxPooledEntries
 }
 
-// count adds n events of pair k in hour. It returns the pair's index and
-// whether the pair is new.
-func (pc *pairCounter) count(k pairKey, hour, n int64) (int32, bool) {
+// count adds n events of pair k in hour and returns the pair's index.
+func (pc *pairCounter) count(k pairKey, hour, n int64) int32 {
 	// Nearby events usually share their type and user (one request comes
 	// from one service, often one session; a trace alternates between a few
-	// span names): comparing with the last few pairs is much cheaper than
-	// hashing both strings for the map.
+	// span names): comparing with the last few pairs costs less than even
+	// hashing them.
 	for i := range pc.recentLen {
 		if r := &pc.recent[i]; r.key == k {
 			pc.countPairHour(r.idx, hour, n)
-			return r.idx, false
+			return r.idx
 		}
 	}
-	n0 := len(pc.pairs)
-	idx := pc.pairIndex(k)
+	idx := pc.pairIndex(k, hashPair(k))
 	pc.recent[pc.recentNext] = recentPair{key: k, idx: idx}
 	pc.recentNext = (pc.recentNext + 1) % recentPairs
 	pc.recentLen = min(pc.recentLen+1, recentPairs)
 	pc.countPairHour(idx, hour, n)
-	return idx, len(pc.pairs) > n0
+	return idx
 }
 
-// pairIndex returns the index of pair k, adding it when new.
-func (pc *pairCounter) pairIndex(k pairKey) int32 {
-	if idx, ok := pc.pairIdx[k]; ok {
+// pairIndex returns the index of pair k, whose hashPair is h, adding it when
+// new.
+func (pc *pairCounter) pairIndex(k pairKey, h uint64) int32 {
+	idx, ok := pc.byHash[h]
+	if ok && pc.pairs[idx].key == k {
 		return idx
 	}
-	idx := int32(len(pc.pairs)) //nolint:gosec // bounded by the records of one request
+	if ok { // another pair has this hash
+		if idx, ok := pc.collided[k]; ok {
+			return idx
+		}
+	}
+	idx = int32(len(pc.pairs)) //nolint:gosec // bounded by the records of one request
 	if len(pc.pairs) < cap(pc.pairs) {
 		pc.pairs = pc.pairs[:idx+1] // reset left it empty with its hours memory
 	} else {
 		pc.pairs = append(pc.pairs, pair{})
 	}
-	pc.pairs[idx].key = k
-	pc.pairIdx[k] = idx
+	pc.pairs[idx].key, pc.pairs[idx].hash = k, h
+	if ok {
+		pc.collided[k] = idx
+	} else {
+		pc.byHash[h] = idx
+	}
 	return idx
 }
 
@@ -266,7 +282,8 @@ func (a *aggregator) fold(req *countsRequest) {
 		// Resolve the entry's pairs once; its counts then cost no lookup.
 		a.entryPairs = a.entryPairs[:0]
 		for j := range en.pairs {
-			a.entryPairs = append(a.entryPairs, a.pairIndex(en.pairs[j]))
+			k := en.pairs[j]
+			a.entryPairs = append(a.entryPairs, a.pairIndex(k, hashPair(k)))
 		}
 		for _, c := range en.counts {
 			a.countPairHour(a.entryPairs[c.pair], c.hour, c.n)

@@ -124,7 +124,8 @@ func TestAggregatorReusable(t *testing.T) {
 	a := newAggregator()
 	assert.True(t, a.reusable())
 	for i := range maxPooledEntries + 1 {
-		a.pairIdx[pairKey{typ: strconv.Itoa(i)}] = int32(i)
+		k := pairKey{typ: "view", user: userRef{num: int64(i), kind: userInt}}
+		a.pairIndex(k, hashPair(k))
 	}
 	assert.False(t, a.reusable(), "an aggregator that grew past the bound is not pooled")
 }

@@ -20,11 +20,7 @@ func newConverter() *converter { return &converter{pairCounter: newPairCounter()
 // addEvent counts one event and returns the hash of its (type, user) pair,
 // which the resource fingerprint folds in.
 func (c *converter) addEvent(ev event) uint64 {
-	k := pairKey{typ: ev.typ, user: ev.user}
-	idx, created := c.count(k, ev.hour, 1)
-	if created {
-		c.pairs[idx].hash = hashPair(k)
-	}
+	idx := c.count(pairKey{typ: ev.typ, user: ev.user}, ev.hour, 1)
 	return c.pairs[idx].hash
 }
 
