@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,13 +27,15 @@ type benchMetric struct {
 	unit  string
 }
 
-// benchLine is one parsed benchmark result line.
+// benchLine is one parsed benchmark result line, or the median of several
+// (runs > 1).
 type benchLine struct {
 	pkg     string
 	run     string // which run of the package (settings)
 	name    string // without the -GOMAXPROCS suffix
 	iters   int64
 	metrics []benchMetric
+	runs    int
 }
 
 func (b *benchLine) metric(unit string) (float64, bool) {
@@ -62,7 +65,7 @@ func packageRuns(pkg string, o options) []benchRun {
 			label: "GOMAXPROCS=1, pinned to CPU " + o.collectorCPUs,
 			cpus:  o.collectorCPUs,
 			env:   []string{"GOMAXPROCS=1"},
-			args:  []string{"-test.bench", "."},
+			args:  []string{"-test.bench", ".", "-test.count", strconv.Itoa(max(1, o.benchCount))},
 		}}
 	case flushPkg:
 		return []benchRun{{
@@ -128,7 +131,7 @@ func runGoBenchmarks(ctx context.Context, sup *supervisor, o options, tmp, redis
 			for i := range parsed {
 				logf("  %s", formatBenchLine(&parsed[i]))
 			}
-			lines = append(lines, parsed...)
+			lines = append(lines, medians(parsed)...)
 			if c.exitCode() != 0 || len(failures) > 0 {
 				errs = append(errs, fmt.Sprintf("%s (%s): exit status %d\n%s", pkg, r.label, c.exitCode(),
 					strings.Join(append(failures, c.logTail(15)), "\n")))
@@ -181,6 +184,59 @@ func parseBenchOutput(path, pkg, run string) (lines []benchLine, failures []stri
 		lines = append(lines, bl)
 	}
 	return lines, failures
+}
+
+// medians merges the lines of each benchmark run more than once (-test.count)
+// into one line holding the median of every metric and of the iterations, in
+// the order the benchmarks first appear. A host's transient slowdowns then
+// move the figure less than they move one run.
+func medians(lines []benchLine) []benchLine {
+	var out []benchLine
+	index := map[string]int{}
+	groups := [][]benchLine{}
+	for _, l := range lines {
+		key := l.pkg + "\x00" + l.run + "\x00" + l.name
+		i, ok := index[key]
+		if !ok {
+			i = len(groups)
+			index[key] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], l)
+	}
+	for _, g := range groups {
+		m := g[0]
+		m.runs = len(g)
+		m.metrics = slices.Clone(m.metrics)
+		if len(g) > 1 {
+			m.iters = int64(median(g, func(l benchLine) (float64, bool) { return float64(l.iters), true }))
+			for j := range m.metrics {
+				unit := m.metrics[j].unit
+				m.metrics[j].value = median(g, func(l benchLine) (float64, bool) { return l.metric(unit) })
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// median returns the median of the values get finds in lines (the mean of
+// the two middle ones for an even count).
+func median(lines []benchLine, get func(benchLine) (float64, bool)) float64 {
+	vs := make([]float64, 0, len(lines))
+	for _, l := range lines {
+		if v, ok := get(l); ok {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return 0
+	}
+	slices.Sort(vs)
+	if n := len(vs); n%2 == 0 {
+		return (vs[n/2-1] + vs[n/2]) / 2
+	}
+	return vs[len(vs)/2]
 }
 
 func formatBenchLine(b *benchLine) string {

@@ -68,6 +68,7 @@ type options struct {
 	traceProcs     int
 	rounds         int
 	probeWorkers   int
+	benchCount     int
 	probeDuration  time.Duration
 	configs        string
 	variants       variantFlag
@@ -123,6 +124,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the end-to-end runs")
 	flag.BoolVar(&o.skipGoBench, "skip-gobench", false, "skip the Go benchmarks")
 	flag.IntVar(&o.flushCounters, "flush-counters", 1_000_000, "per-user counters in the flush target benchmark")
+	flag.IntVar(&o.benchCount, "bench-count", 3, "runs of each exporter benchmark (-test.count); the report takes the median of each metric")
 	flag.BoolVar(&o.keepTmp, "keep-tmp", false, "keep the temp dir (logs of every process)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed (errors always exit 1)")
 	flag.Parse()

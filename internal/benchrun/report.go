@@ -168,7 +168,11 @@ func (r *report) printBenches(w io.Writer) {
 		for _, m := range b.metrics {
 			parts = append(parts, formatMetric(m))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", shortPkg(b.pkg), b.name, b.run, b.iters, strings.Join(parts, "  "))
+		settings := b.run
+		if b.runs > 1 {
+			settings += fmt.Sprintf(", median of %d", b.runs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", shortPkg(b.pkg), b.name, settings, b.iters, strings.Join(parts, "  "))
 	}
 	_ = tw.Flush()
 }
