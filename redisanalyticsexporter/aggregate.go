@@ -152,8 +152,8 @@ func (pc *pairCounter) pairIndex(k pairKey, h uint64) int32 {
 		return idx
 	}
 	if ok { // another pair has this hash
-		if idx, ok := pc.collided[k]; ok {
-			return idx
+		if exact, found := pc.collided[k]; found {
+			return exact
 		}
 	}
 	idx = int32(len(pc.pairs)) //nolint:gosec // bounded by the records of one request

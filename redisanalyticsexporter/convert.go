@@ -42,7 +42,7 @@ func (c *converter) takeEntry(fp *fpState, records, missing int64) entryCounts {
 		p := &c.pairs[i]
 		en.pairs[i] = p.key
 		for _, hc := range p.hours {
-			en.counts = append(en.counts, eventCount{pair: int32(i), hour: hc.hour, n: hc.n}) //nolint:gosec // bounded by the entry's records
+			en.counts = append(en.counts, eventCount{pair: int32(i), hour: hc.hour, n: hc.n})
 		}
 	}
 	for ph, cnt := range c.overflow { // rare: pairs with more than maxPairHours hours

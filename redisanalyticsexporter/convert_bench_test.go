@@ -51,7 +51,7 @@ func BenchmarkConvert(b *testing.B) {
 	m := newMapper(cfg)
 	now := time.Now().UnixNano()
 	b.Run("logs", func(b *testing.B) {
-		ld := realisticLogs(benchBatchSize, 100)
+		ld := realisticLogs(100)
 		c := newConverter()
 		b.ReportAllocs()
 		for b.Loop() {

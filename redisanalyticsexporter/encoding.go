@@ -178,9 +178,9 @@ func (d *decoder) entry() (entryCounts, error) {
 		en.pairs = make([]pairKey, 0, numPairs)
 	}
 	for range numPairs {
-		k, err := d.pair()
-		if err != nil {
-			return en, err
+		k, pairErr := d.pair()
+		if pairErr != nil {
+			return en, pairErr
 		}
 		en.pairs = append(en.pairs, k)
 	}

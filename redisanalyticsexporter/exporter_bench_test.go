@@ -34,10 +34,12 @@ const (
 
 var benchUserCounts = []int{100, 1_000, 10_000}
 
-// realisticLogs builds one batch as an SDK would send it: a few resources
-// (services), each with a scope and records carrying the event name, a user
-// id and some unrelated attributes, timestamps spread over one UTC day.
-func realisticLogs(n, users int) plog.Logs {
+// realisticLogs builds one batch of benchBatchSize records as an SDK would
+// send it: a few resources (services), each with a scope and records carrying
+// the event name, a user id and some unrelated attributes, timestamps spread
+// over one UTC day.
+func realisticLogs(users int) plog.Logs {
+	const n = benchBatchSize
 	rng := rand.New(rand.NewPCG(1, uint64(users))) //nolint:gosec // deterministic test data
 	types := [benchEventTypes]string{"page_view", "button_click", "generation_completed", "user_signup"}
 	day := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
@@ -78,7 +80,7 @@ func BenchmarkAggregate(b *testing.B) {
 	m := newMapper(cfg)
 	for _, users := range benchUserCounts {
 		b.Run("users="+strconv.Itoa(users), func(b *testing.B) {
-			ld := realisticLogs(benchBatchSize, users)
+			ld := realisticLogs(users)
 			c := newConverter()
 			a := newAggregator()
 			now := time.Now()
@@ -106,7 +108,7 @@ func BenchmarkPushLogs(b *testing.B) {
 			cfg := createDefaultConfig().(*Config)
 			cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
 			pb := newPushBench(b, cfg)
-			ld := realisticLogs(benchBatchSize, users)
+			ld := realisticLogs(users)
 			pb.distinct(ld)
 			require.NoError(b, pb.le.ConsumeLogs(b.Context(), ld)) // load the script, warm the pool
 			pb.cmds.n.Store(0)
@@ -143,7 +145,7 @@ func BenchmarkPushLogsQueued(b *testing.B) {
 			// parallel, so that no connection setup falls in the measurement.
 			var warm errgroup.Group
 			for range queuedProducers {
-				ld := realisticLogs(benchBatchSize, users)
+				ld := realisticLogs(users)
 				pb.distinct(ld)
 				warm.Go(func() error { return pb.le.ConsumeLogs(b.Context(), ld) })
 				batches <- ld
