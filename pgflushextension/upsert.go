@@ -76,9 +76,10 @@ const maxQuarantineSample = 10
 // value when it is not an integer).
 func parseBatch(schema keyschema.Schema, fields []stagedField) *parsedBatch {
 	b := &parsedBatch{
-		daily:     make(map[dayKey]int64),
-		hourly:    make(map[hourKey]int64),
-		userDaily: make(map[userDayKey]int64),
+		daily:  make(map[dayKey]int64),
+		hourly: make(map[hourKey]int64),
+		// Most counters of a batch are per user: sized once, not grown.
+		userDaily: make(map[userDayKey]int64, len(fields)),
 	}
 	for _, f := range fields {
 		n, err := strconv.ParseInt(f.value, 10, 64)
@@ -126,40 +127,64 @@ func (b *parsedBatch) rows(f keyschema.Family) *familyRows {
 	r := &familyRows{family: f}
 	switch f {
 	case keyschema.Daily:
-		keys := sortedKeys(b.daily, func(a, c dayKey) int {
-			return cmp.Or(strings.Compare(a.eventType, c.eventType), cmp.Compare(a.day, c.day))
-		})
-		r.eventTypes, r.days, r.counts = make([]string, len(keys)), make([]int32, len(keys)), make([]int64, len(keys))
-		for i, k := range keys {
-			r.eventTypes[i], r.days[i], r.counts[i] = k.eventType, k.day, b.daily[k]
+		rows := sortedRows(b.daily, dayKey.compare)
+		r.eventTypes, r.days, r.counts = make([]string, len(rows)), make([]int32, len(rows)), make([]int64, len(rows))
+		for i, row := range rows {
+			r.eventTypes[i], r.days[i], r.counts[i] = row.key.eventType, row.key.day, row.count
 		}
 	case keyschema.Hourly:
-		keys := sortedKeys(b.hourly, func(a, c hourKey) int {
-			return cmp.Or(strings.Compare(a.eventType, c.eventType), cmp.Compare(a.hour, c.hour))
-		})
-		r.eventTypes, r.hours, r.counts = make([]string, len(keys)), make([]int64, len(keys)), make([]int64, len(keys))
-		for i, k := range keys {
-			r.eventTypes[i], r.hours[i], r.counts[i] = k.eventType, k.hour, b.hourly[k]
+		rows := sortedRows(b.hourly, hourKey.compare)
+		r.eventTypes, r.hours, r.counts = make([]string, len(rows)), make([]int64, len(rows)), make([]int64, len(rows))
+		for i, row := range rows {
+			r.eventTypes[i], r.hours[i], r.counts[i] = row.key.eventType, row.key.hour, row.count
 		}
 	case keyschema.UserDaily:
-		keys := sortedKeys(b.userDaily, func(a, c userDayKey) int {
-			return cmp.Or(strings.Compare(a.userID, c.userID), strings.Compare(a.eventType, c.eventType), cmp.Compare(a.day, c.day))
-		})
-		r.userIDs, r.eventTypes, r.days, r.counts = make([]string, len(keys)), make([]string, len(keys)), make([]int32, len(keys)), make([]int64, len(keys))
-		for i, k := range keys {
-			r.userIDs[i], r.eventTypes[i], r.days[i], r.counts[i] = k.userID, k.eventType, k.day, b.userDaily[k]
+		rows := sortedRows(b.userDaily, userDayKey.compare)
+		r.userIDs, r.eventTypes, r.days, r.counts = make([]string, len(rows)), make([]string, len(rows)), make([]int32, len(rows)), make([]int64, len(rows))
+		for i, row := range rows {
+			r.userIDs[i], r.eventTypes[i], r.days[i], r.counts[i] = row.key.userID, row.key.eventType, row.key.day, row.count
 		}
 	}
 	return r
 }
 
-func sortedKeys[K comparable](m map[K]int64, compare func(a, b K) int) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// keyCount is one aggregated row: a primary key and its count.
+type keyCount[K comparable] struct {
+	key   K
+	count int64
+}
+
+// Primary key orders. Each returns at the first column that differs (cmp.Or
+// would compare every column).
+func (k dayKey) compare(o dayKey) int {
+	if n := strings.Compare(k.eventType, o.eventType); n != 0 {
+		return n
 	}
-	slices.SortFunc(keys, compare)
-	return keys
+	return cmp.Compare(k.day, o.day)
+}
+
+func (k hourKey) compare(o hourKey) int {
+	if n := strings.Compare(k.eventType, o.eventType); n != 0 {
+		return n
+	}
+	return cmp.Compare(k.hour, o.hour)
+}
+
+func (k userDayKey) compare(o userDayKey) int {
+	if n := strings.Compare(k.userID, o.userID); n != 0 {
+		return n
+	}
+	return dayKey{k.eventType, k.day}.compare(dayKey{o.eventType, o.day})
+}
+
+// sortedRows returns m's entries sorted by key with compare.
+func sortedRows[K comparable](m map[K]int64, compare func(a, b K) int) []keyCount[K] {
+	rows := make([]keyCount[K], 0, len(m))
+	for k, n := range m {
+		rows = append(rows, keyCount[K]{k, n})
+	}
+	slices.SortFunc(rows, func(a, b keyCount[K]) int { return compare(a.key, b.key) })
+	return rows
 }
 
 // upsertFunc writes one family's rows inside the flush transaction and
