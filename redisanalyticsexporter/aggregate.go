@@ -282,6 +282,8 @@ func (a *aggregator) fold(req *countsRequest) {
 		// Resolve the entry's pairs once; its counts then cost no lookup.
 		a.entryPairs = a.entryPairs[:0]
 		for j := range en.pairs {
+			// Hashed again: entries do not carry the converter's hashes
+			// (nor does the queue encoding), and it is once per pair.
 			k := en.pairs[j]
 			a.entryPairs = append(a.entryPairs, a.pairIndex(k, hashPair(k)))
 		}
