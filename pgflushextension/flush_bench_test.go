@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ var upsertStrategies = []struct {
 	{"Unnest", upsertUnnest},
 	{"Batch", upsertBatch},
 	{"Copy", upsertCopy},
+	{"Values", upsertValues},
 }
 
 // BenchmarkFlush measures one flush of N pending per-user counters from Redis
@@ -84,16 +86,9 @@ func BenchmarkUpsert(b *testing.B) {
 	n := benchCounters(b)
 	schema, err := keyschema.New("bench")
 	require.NoError(b, err)
-	hour := keyschema.HourOf(day1) / 24 * 24
-	types := []string{"page_view", "click", "sign_up", "purchase"}
 	var batches []*parsedBatch
 	for start := 0; start < n; start += defaultBatchSize {
-		fields := make([]stagedField, 0, defaultBatchSize)
-		for i := start; i < min(start+defaultBatchSize, n); i++ {
-			c := keyschema.Counter{Family: keyschema.UserDaily, UserID: "user-" + strconv.Itoa(i/4), EventType: types[i%4], Hour: hour}
-			fields = append(fields, stagedField{key: schema.Key(c), value: strconv.Itoa(i%97 + 1)})
-		}
-		batches = append(batches, parseBatch(schema, fields))
+		batches = append(batches, parseBatch(schema, userDailyFields(schema, start, min(start+defaultBatchSize, n))))
 	}
 	for _, s := range upsertStrategies {
 		b.Run(fmt.Sprintf("%dUserCountersVia%s", n, s.name), func(b *testing.B) {
@@ -116,26 +111,43 @@ func BenchmarkUpsert(b *testing.B) {
 	}
 }
 
+// userDailyFields returns the staged fields of per-user counters start to
+// end-1 (four event types per user, counts 1 to 97), as seedUserCounters
+// writes them.
+func userDailyFields(schema keyschema.Schema, start, end int) []stagedField {
+	fields := make([]stagedField, 0, end-start)
+	for i := start; i < end; i++ {
+		fields = append(fields, stagedField{key: schema.Key(benchUserCounter(i)), value: strconv.Itoa(benchUserCount(i))})
+	}
+	return fields
+}
+
+var benchEventTypes = [...]string{"page_view", "click", "sign_up", "purchase"}
+
+// benchUserCounter is the i-th per-user counter of the benchmarks.
+func benchUserCounter(i int) keyschema.Counter {
+	return keyschema.Counter{
+		Family:    keyschema.UserDaily,
+		UserID:    "user-" + strconv.Itoa(i/4),
+		EventType: benchEventTypes[i%4],
+		Hour:      keyschema.HourOf(day1) / 24 * 24,
+	}
+}
+
+func benchUserCount(i int) int { return i%97 + 1 }
+
 // seedUserCounters writes n distinct per-user counters and their pending
 // members, pipelined in chunks (the exporter's layout, not its speed).
 func seedUserCounters(ctx context.Context, b *testing.B, rdb *redis.Client, schema keyschema.Schema, n int) {
 	b.Helper()
-	hour := keyschema.HourOf(day1) / 24 * 24
 	now := float64(time.Now().UnixMilli())
-	types := []string{"page_view", "click", "sign_up", "purchase"}
 	for start := 0; start < n; start += seedChunk {
 		end := min(start+seedChunk, n)
 		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			members := make([]redis.Z, 0, end-start)
 			for i := start; i < end; i++ {
-				c := keyschema.Counter{
-					Family:    keyschema.UserDaily,
-					UserID:    "user-" + strconv.Itoa(i/4),
-					EventType: types[i%4],
-					Hour:      hour,
-				}
-				key := schema.Key(c)
-				p.Set(ctx, key, i%97+1, testCounterTTL)
+				key := schema.Key(benchUserCounter(i))
+				p.Set(ctx, key, benchUserCount(i), testCounterTTL)
 				members = append(members, redis.Z{Score: now, Member: key})
 			}
 			p.ZAddNX(ctx, schema.PendingKey(), members...)
@@ -150,8 +162,10 @@ type familySQL struct {
 	table, conflict, tmp string
 	columns              []string // temp table columns, in COPY order
 	tmpDDL               string
-	selectExpr           string // target columns from the temp table or VALUES
-	values               string // VALUES row of the single-row upsert
+	selectExpr           string // target columns from the temp table
+	// valuesRow is one VALUES row, a format taking the row's parameter
+	// numbers (one %d per column).
+	valuesRow string
 }
 
 var familySQLs = map[keyschema.Family]familySQL{
@@ -160,21 +174,21 @@ var familySQLs = map[keyschema.Family]familySQL{
 		columns:    []string{"event_type", "day", "count"},
 		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_daily (event_type text, day int4, count int8) ON COMMIT DELETE ROWS",
 		selectExpr: "event_type, DATE '1970-01-01' + day, count, now()",
-		values:     "($1, DATE '1970-01-01' + $2::int4, $3, now())",
+		valuesRow:  "($%d, DATE '1970-01-01' + $%d::int4, $%d, now())",
 	},
 	keyschema.Hourly: {
 		table: "analytics_hourly", conflict: "(event_type, hour)", tmp: "pgflush_tmp_hourly",
 		columns:    []string{"event_type", "hour", "count"},
 		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_hourly (event_type text, hour int8, count int8) ON COMMIT DELETE ROWS",
 		selectExpr: "event_type, to_timestamp(hour * 3600), count, now()",
-		values:     "($1, to_timestamp($2::int8 * 3600), $3, now())",
+		valuesRow:  "($%d, to_timestamp($%d::int8 * 3600), $%d, now())",
 	},
 	keyschema.UserDaily: {
 		table: "analytics_user_daily", conflict: "(user_id, event_type, date)", tmp: "pgflush_tmp_user_daily",
 		columns:    []string{"user_id", "event_type", "day", "count"},
 		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_user_daily (user_id text, event_type text, day int4, count int8) ON COMMIT DELETE ROWS",
 		selectExpr: "user_id, event_type, DATE '1970-01-01' + day, count, now()",
-		values:     "($1, $2, DATE '1970-01-01' + $3::int4, $4, now())",
+		valuesRow:  "($%d, $%d, DATE '1970-01-01' + $%d::int4, $%d, now())",
 	},
 }
 
@@ -186,6 +200,16 @@ func (s familySQL) targetColumns() string {
 		return "(event_type, hour, count, updated_at)"
 	}
 	return "(event_type, date, count, updated_at)"
+}
+
+// writeValuesRow appends one VALUES row whose parameters start after the
+// first args parameters.
+func (s familySQL) writeValuesRow(sql *strings.Builder, args int) {
+	params := make([]any, len(s.columns))
+	for j := range params {
+		params[j] = args + j + 1
+	}
+	fmt.Fprintf(sql, s.valuesRow, params...)
 }
 
 func (s familySQL) onConflict() string {
@@ -207,7 +231,9 @@ func rowValues(r *familyRows, i int) []any {
 // upsertBatch sends one single-row upsert per row in one pgx.Batch.
 func upsertBatch(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
 	s := familySQLs[r.family]
-	sql := "INSERT INTO " + s.table + " AS t " + s.targetColumns() + " VALUES " + s.values + s.onConflict()
+	var row strings.Builder
+	s.writeValuesRow(&row, 0)
+	sql := "INSERT INTO " + s.table + " AS t " + s.targetColumns() + " VALUES " + row.String() + s.onConflict()
 	batch := &pgx.Batch{}
 	for i := range r.len() {
 		batch.Queue(sql, rowValues(r, i)...)
@@ -244,6 +270,37 @@ func upsertCopy(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
+// maxStatementParams is PostgreSQL's limit of bind parameters per statement.
+const maxStatementParams = 65535
+
+// upsertValues sends the rows as multi-row INSERT ... VALUES ... ON CONFLICT
+// statements, as many rows per statement as the parameter limit allows.
+func upsertValues(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
+	s := familySQLs[r.family]
+	perStatement := maxStatementParams / len(s.columns)
+	var n int64
+	for start := 0; start < r.len(); start += perStatement {
+		end := min(start+perStatement, r.len())
+		var sql strings.Builder
+		sql.WriteString("INSERT INTO " + s.table + " AS t " + s.targetColumns() + " VALUES ")
+		args := make([]any, 0, (end-start)*len(s.columns))
+		for i := start; i < end; i++ {
+			if i > start {
+				sql.WriteString(", ")
+			}
+			s.writeValuesRow(&sql, len(args))
+			args = append(args, rowValues(r, i)...)
+		}
+		sql.WriteString(s.onConflict())
+		tag, err := tx.Exec(ctx, sql.String(), args...)
+		if err != nil {
+			return 0, fmt.Errorf("upsert %s rows %d-%d: %w", r.family, start, end, err)
+		}
+		n += tag.RowsAffected()
+	}
+	return n, nil
+}
+
 // TestUpsertStrategiesAgree runs every strategy on the same batches of all
 // three families: they must leave identical tables.
 func TestUpsertStrategiesAgree(t *testing.T) {
@@ -269,4 +326,25 @@ func TestUpsertStrategiesAgree(t *testing.T) {
 			require.Equal(t, want, env.readTotals(ctx))
 		})
 	}
+}
+
+// TestUpsertValuesSplitsStatements applies more rows than one multi-row
+// statement can carry: every row must arrive, once.
+func TestUpsertValuesSplitsStatements(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+	ctx := t.Context()
+	n := maxStatementParams/len(familySQLs[keyschema.UserDaily].columns) + 100
+	var wantSum int64
+	for i := range n {
+		wantSum += int64(benchUserCount(i))
+	}
+	res, err := applyBatch(ctx, f.pool, upsertValues, newFlushID(time.Now()), parseBatch(env.schema, userDailyFields(env.schema, 0, n)), nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(n), res.rows[keyschema.UserDaily])
+	var rows, sum int64
+	require.NoError(t, env.db.QueryRow(ctx, "SELECT count(*), sum(count) FROM analytics_user_daily").Scan(&rows, &sum))
+	require.Equal(t, int64(n), rows)
+	require.Equal(t, wantSum, sum)
 }
