@@ -105,6 +105,9 @@ func (c *Config) Validate() error {
 	if err := keyschema.ValidatePrefix(c.KeyPrefix); err != nil {
 		errs = append(errs, fmt.Errorf(`"key_prefix": %w`, err))
 	}
+	if err := c.Redis.ValidateKeyPrefix(c.KeyPrefix); err != nil {
+		errs = append(errs, err)
+	}
 	if c.DSN == "" {
 		errs = append(errs, errors.New(`"dsn" must be set`))
 	}

@@ -113,6 +113,12 @@ func TestConfigValidate(t *testing.T) {
 		{name: "nested redis endpoint", mutate: func(c *Config) { c.Redis.Endpoint = "" }, want: []string{`redis: "endpoint" must be set`}},
 		{name: "nested redis db", mutate: func(c *Config) { c.Redis.DB = -1 }, want: []string{`redis: "db" must not be negative`}},
 		{
+			name:   "cluster prefix without hash tag",
+			mutate: func(c *Config) { c.Redis.Cluster = true },
+			want:   []string{`"key_prefix" "analytics" must hold a hash tag such as "{analytics}" with "cluster"`},
+		},
+		{name: "cluster with db", mutate: func(c *Config) { c.Redis.Cluster, c.KeyPrefix, c.Redis.DB = true, "{analytics}", 3 }, want: []string{`redis: "db" must be 0 with "cluster"`}},
+		{
 			name: "every error at once",
 			mutate: func(c *Config) {
 				c.DSN, c.BatchSize, c.MaxConns = "", -1, -1

@@ -59,7 +59,7 @@ type flusher struct {
 	failing bool
 
 	pool   *pgxpool.Pool
-	client *redis.Client
+	client redis.UniversalClient
 	store  *redisStore
 
 	// flushMu serializes ticks (loop, Shutdown, tests).

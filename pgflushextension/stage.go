@@ -174,14 +174,14 @@ type quarantineOp struct {
 
 // redisStore is the Redis side of the flush protocol.
 type redisStore struct {
-	client *redis.Client
+	client redis.UniversalClient
 	schema keyschema.Schema
 	// counterPrefix and userPrefix are the key prefixes of the counter keys.
 	counterPrefix string
 	userPrefix    string
 }
 
-func newRedisStore(client *redis.Client, schema keyschema.Schema) *redisStore {
+func newRedisStore(client redis.UniversalClient, schema keyschema.Schema) *redisStore {
 	p := schema.Prefix()
 	return &redisStore{client: client, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
 }

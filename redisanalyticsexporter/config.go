@@ -94,6 +94,9 @@ func (c *Config) Validate() error {
 	if err := keyschema.ValidatePrefix(c.KeyPrefix); err != nil {
 		errs = append(errs, fmt.Errorf(`"key_prefix": %w`, err))
 	}
+	if err := c.ClientConfig.ValidateKeyPrefix(c.KeyPrefix); err != nil {
+		errs = append(errs, err)
+	}
 	if c.TTL < minTTL {
 		errs = append(errs, fmt.Errorf(`"ttl" must be at least %s, got %s`, minTTL, c.TTL))
 	}

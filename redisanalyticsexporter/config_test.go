@@ -73,12 +73,18 @@ func TestUnmarshalConfig(t *testing.T) {
 	queue.Batch = configoptional.Some(batch)
 	full.QueueConfig = configoptional.Some(queue)
 
+	cluster := createDefaultConfig().(*Config)
+	cluster.ClientConfig.Endpoint = "redis-cluster.internal:6379"
+	cluster.ClientConfig.Cluster = true
+	cluster.KeyPrefix = "{analytics}"
+
 	tests := []struct {
 		id       component.ID
 		expected *Config
 	}{
 		{id: component.NewID(metadata.Type), expected: createDefaultConfig().(*Config)},
 		{id: component.NewIDWithName(metadata.Type, "full"), expected: full},
+		{id: component.NewIDWithName(metadata.Type, "cluster"), expected: cluster},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {
@@ -116,6 +122,8 @@ func TestInvalidConfigs(t *testing.T) {
 		{"event_type_with_nul", []string{`"event_types[0]" must be valid UTF-8 without NUL bytes`}},
 		{"bad_queue", []string{"sending_queue", "`queue_size` must be positive"}},
 		{"negative_timeout", []string{"timeout"}},
+		{"cluster_prefix_without_hash_tag", []string{`"key_prefix" "analytics" must hold a hash tag such as "{analytics}" with "cluster"`}},
+		{"cluster_with_db", []string{`"db" must be 0 with "cluster"`}},
 		{"several_errors", []string{`"key_prefix"`, `"ttl"`}},
 	}
 	for _, tt := range tests {

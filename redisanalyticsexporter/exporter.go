@@ -52,7 +52,7 @@ type redisAnalyticsExporter struct {
 	aggregators sync.Pool // of *aggregator
 
 	mu      sync.Mutex // guards client and host across start and shutdown
-	client  *redis.Client
+	client  redis.UniversalClient
 	host    component.Host
 	failing atomic.Bool // the last push failed on Redis; report OK on recovery
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
@@ -178,13 +179,15 @@ func BenchmarkPushLogsQueued(b *testing.B) {
 
 // sampleExporterConfig reads the redis_analytics settings of the repository's
 // sample config, for the values it spells out (the ${env:...} ones stay
-// unresolved; the caller sets the endpoint and key prefix).
+// unresolved: cluster takes its default here, and the caller sets the
+// endpoint and key prefix).
 func sampleExporterConfig(tb testing.TB) *Config {
 	tb.Helper()
 	cm, err := confmaptest.LoadConf(filepath.Join("..", "testdata", "config.yaml"))
 	require.NoError(tb, err)
 	sub, err := cm.Sub("exporters::" + metadata.Type.String())
 	require.NoError(tb, err)
+	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{"cluster": false})))
 	cfg := createDefaultConfig().(*Config)
 	require.NoError(tb, sub.Unmarshal(cfg))
 	require.True(tb, cfg.QueueConfig.HasValue(), "the sample config has a sending queue")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
@@ -85,15 +86,22 @@ func TestDistroCountsOnShutdownFlush(t *testing.T) {
 	assert.Contains(t, metrics, `otelcol_exporter_redis_analytics_events_dropped{reason="missing_event_type",signal="logs"} 500`)
 	d.stop()
 
+	assertFlushedExactly(ctx, t, rdb, dsn, prefix, exp)
+	keys, err := rdb.Keys(ctx, prefix+":counter:*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys, "counters moved out")
+}
+
+// assertFlushedExactly checks that PostgreSQL holds exactly exp and that no
+// pending member or staging entry is left under prefix.
+func assertFlushedExactly(ctx context.Context, t *testing.T, rdb redis.Cmdable, dsn, prefix string, exp *expected) {
+	t.Helper()
 	got := tableRows(ctx, t, dsn)
 	assert.Equal(t, exp.daily, got.daily)
 	assert.Equal(t, exp.hourly, got.hourly)
 	assert.Equal(t, exp.userDaily, got.userDaily)
 	assert.Zero(t, rdb.ZCard(ctx, prefix+":pending").Val(), "pending set drained")
 	assert.Zero(t, rdb.ZCard(ctx, prefix+":staging").Val(), "no staging entry left")
-	keys, err := rdb.Keys(ctx, prefix+":counter:*").Result()
-	require.NoError(t, err)
-	assert.Empty(t, keys, "counters moved out")
 }
 
 // TestDistroPeriodicFlush checks that the periodic flush alone moves

@@ -103,6 +103,23 @@ func ValidatePrefix(prefix string) error {
 	return nil
 }
 
+// HashTag returns the Redis Cluster hash tag of prefix: the text between its
+// first '{' and the first '}' after it, when that text is not empty. Every
+// key of the schema then hashes to the slot of that tag (event types and user
+// ids are escaped and hold no braces), as the keys of one script must in a
+// cluster.
+func HashTag(prefix string) (string, bool) {
+	open := strings.IndexByte(prefix, '{')
+	if open < 0 {
+		return "", false
+	}
+	n := strings.IndexByte(prefix[open+1:], '}')
+	if n <= 0 {
+		return "", false
+	}
+	return prefix[open+1 : open+1+n], true
+}
+
 // Prefix returns the configured prefix (without the trailing separator).
 func (s Schema) Prefix() string { return strings.TrimSuffix(s.prefix, ":") }
 

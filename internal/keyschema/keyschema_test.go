@@ -97,6 +97,53 @@ func TestValidatePrefix(t *testing.T) {
 	require.Error(t, err)
 }
 
+func TestHashTag(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		prefix string
+		tag    string
+		ok     bool
+	}{
+		{"analytics", "", false},
+		{"{analytics}", "analytics", true},
+		{"app:{tenant:1}:analytics", "tenant:1", true},
+		{"{a}{b}", "a", true},
+		{"{}analytics", "", false},
+		{"{}{analytics}", "", false}, // Redis hashes the whole key when the first tag is empty
+		{"analytics{", "", false},
+		{"analytics}{x", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix, func(t *testing.T) {
+			t.Parallel()
+			tag, ok := HashTag(tt.prefix)
+			assert.Equal(t, tt.ok, ok)
+			assert.Equal(t, tt.tag, tag)
+		})
+	}
+}
+
+// TestKeysShareThePrefixHashTag applies Redis Cluster's hash tag rule to whole
+// keys: ids and types with braces must not move a key to another slot.
+func TestKeysShareThePrefixHashTag(t *testing.T) {
+	t.Parallel()
+	s := mustSchema(t, "{tenant}")
+	hour := HourOf(time.Date(2025, 6, 1, 9, 0, 0, 0, time.UTC))
+	keys := []string{s.PendingKey(), s.StagingIndexKey(), s.StagingKey("id"), s.StagingClaimKey("id"), s.BatchKey("b"), s.ResourceKey("r"), s.QuarantineKey()}
+	for _, c := range []Counter{
+		{Family: Daily, EventType: "}{x}", Hour: hour},
+		{Family: Hourly, EventType: "{", Hour: hour},
+		{Family: UserDaily, EventType: "a}", UserID: "{u}", Hour: hour},
+	} {
+		keys = append(keys, s.Key(c))
+	}
+	for _, k := range keys {
+		tag, ok := HashTag(k) // CLUSTER KEYSLOT's rule, applied to the whole key
+		assert.True(t, ok, k)
+		assert.Equal(t, "tenant", tag, k)
+	}
+}
+
 func TestDateConversionsAgreeWithTime(t *testing.T) {
 	t.Parallel()
 	for day := int64(-800_000); day <= 2_932_896; day += 997 {

@@ -7,11 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configtls"
 	"go.opentelemetry.io/collector/confmap"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
 
 // DefaultEndpoint is the Redis address used when none is configured.
@@ -29,9 +32,13 @@ type ClientConfig struct {
 	DB int `mapstructure:"db"`
 	// TLS settings; plain TCP when tls::insecure is true. default: insecure
 	TLS configtls.ClientConfig `mapstructure:"tls"`
-	// PoolSize is the maximum number of connections; 0 keeps go-redis' default
-	// of 10 per GOMAXPROCS. default: 0
+	// PoolSize is the maximum number of connections (per node in a cluster);
+	// 0 keeps go-redis' default of 10 per GOMAXPROCS. default: 0
 	PoolSize int `mapstructure:"pool_size"`
+	// Cluster makes Endpoint a seed node of a Redis Cluster: the client
+	// discovers the other nodes and follows MOVED and ASK redirections. The
+	// components' key_prefix must then hold a hash tag. default: false
+	Cluster bool `mapstructure:"cluster"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -58,34 +65,85 @@ func (c *ClientConfig) Validate() error {
 	if c.PoolSize < 0 {
 		errs = append(errs, fmt.Errorf(`"pool_size" must not be negative, got %d`, c.PoolSize))
 	}
+	if c.Cluster && c.DB != 0 {
+		errs = append(errs, fmt.Errorf(`"db" must be 0 with "cluster" (a Redis Cluster has only database 0), got %d`, c.DB))
+	}
 	return errors.Join(errs...)
 }
 
-// NewClient builds a client from c and checks with PING that Redis answers,
-// so a wrong endpoint or password fails Start with a clear error instead of
-// the first write.
-func (c *ClientConfig) NewClient(ctx context.Context) (*redis.Client, error) {
+// ValidateKeyPrefix checks that prefix fits the deployment: in a cluster,
+// every key of one script must hash to one slot, which only a hash tag in the
+// prefix guarantees (keyschema.HashTag).
+func (c *ClientConfig) ValidateKeyPrefix(prefix string) error {
+	if !c.Cluster {
+		return nil
+	}
+	if _, ok := keyschema.HashTag(prefix); !ok {
+		return fmt.Errorf(`"key_prefix" %q must hold a hash tag such as "{analytics}" with "cluster": all keys of one Lua script must share a slot`, prefix)
+	}
+	return nil
+}
+
+// NewClient builds a client from c (a cluster client with Cluster) and
+// checks with PING that Redis answers, so a wrong endpoint or password fails
+// Start with a clear error instead of the first write.
+func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 	tlsCfg, err := c.TLS.LoadTLSConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("redis tls: %w", err)
 	}
-	client := redis.NewClient(&redis.Options{
-		Addr:      c.Endpoint,
-		Username:  c.Username,
-		Password:  string(c.Password),
-		DB:        c.DB,
-		TLSConfig: tlsCfg,
-		PoolSize:  c.PoolSize,
-		// The component's own context carries the deadline (exporterhelper's
-		// timeout, the flush timeout): let it bound each command.
-		ContextTimeoutEnabled: true,
-		// Keep connection setup plain: no CLIENT SETINFO round trip, which
-		// older or proxied servers reject.
-		DisableIdentity: true,
-	})
+	var client redis.UniversalClient
+	if c.Cluster {
+		client = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                 []string{c.Endpoint},
+			Username:              c.Username,
+			Password:              string(c.Password),
+			TLSConfig:             tlsCfg,
+			PoolSize:              c.PoolSize,
+			ContextTimeoutEnabled: true,
+			DisableIdentity:       true,
+		})
+	} else {
+		client = redis.NewClient(&redis.Options{
+			Addr:      c.Endpoint,
+			Username:  c.Username,
+			Password:  string(c.Password),
+			DB:        c.DB,
+			TLSConfig: tlsCfg,
+			PoolSize:  c.PoolSize,
+			// The component's own context carries the deadline (exporterhelper's
+			// timeout, the flush timeout): let it bound each command.
+			ContextTimeoutEnabled: true,
+			// Keep connection setup plain: no CLIENT SETINFO round trip, which
+			// older or proxied servers reject.
+			DisableIdentity: true,
+		})
+	}
+	// In a cluster, the first command loads the slot map from the seed: a
+	// node without cluster support fails here.
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("redis ping %s (db %d): %w", c.Endpoint, c.DB, err)
+		return nil, fmt.Errorf("redis ping %s: %w", c.describe(), err)
+	}
+	if !c.Cluster && isClusterNode(ctx, client) {
+		_ = client.Close()
+		return nil, fmt.Errorf(`redis %s is a Redis Cluster node: set "cluster: true" and a key_prefix with a hash tag such as "{analytics}"`, c.describe())
 	}
 	return client, nil
+}
+
+// isClusterNode reports whether INFO says the server runs in cluster mode;
+// a single-node client would then get MOVED for most keys. A server that
+// refuses INFO (a proxy, a renamed command) is taken at its word.
+func isClusterNode(ctx context.Context, client redis.UniversalClient) bool {
+	info, err := client.Info(ctx, "cluster").Result()
+	return err == nil && strings.Contains(info, "cluster_enabled:1")
+}
+
+// describe names the deployment in errors.
+func (c *ClientConfig) describe() string {
+	if c.Cluster {
+		return "cluster seed " + c.Endpoint
+	}
+	return fmt.Sprintf("%s (db %d)", c.Endpoint, c.DB)
 }

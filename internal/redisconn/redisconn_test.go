@@ -22,7 +22,25 @@ func TestValidate(t *testing.T) {
 	err := bad.Validate()
 	require.Error(t, err)
 	for _, want := range []string{`"endpoint" must be set`, `"db" must not be negative`, `"pool_size" must not be negative`} {
-		assert.ErrorContains(t, err, want)
+		require.ErrorContains(t, err, want)
+	}
+
+	cluster := NewDefaultClientConfig()
+	cluster.Cluster = true
+	require.NoError(t, cluster.Validate())
+	cluster.DB = 2
+	require.ErrorContains(t, cluster.Validate(), `"db" must be 0 with "cluster"`)
+}
+
+func TestValidateKeyPrefix(t *testing.T) {
+	t.Parallel()
+	standalone, cluster := NewDefaultClientConfig(), NewDefaultClientConfig()
+	cluster.Cluster = true
+	require.NoError(t, standalone.ValidateKeyPrefix("analytics"))
+	require.NoError(t, cluster.ValidateKeyPrefix("{analytics}"))
+	require.NoError(t, cluster.ValidateKeyPrefix("app:{tenant-1}"))
+	for _, prefix := range []string{"analytics", "{}analytics", "analytics{"} {
+		assert.ErrorContains(t, cluster.ValidateKeyPrefix(prefix), "must hold a hash tag", prefix)
 	}
 }
 
@@ -44,4 +62,22 @@ func TestNewClientPings(t *testing.T) {
 	badTLS.TLS.CAFile = "/nonexistent/ca.pem"
 	_, err = badTLS.NewClient(t.Context())
 	require.ErrorContains(t, err, "redis tls")
+}
+
+// TestNewClientChecksClusterMode: each mode refuses the other kind of server
+// at start, with an error that says what to set.
+func TestNewClientChecksClusterMode(t *testing.T) {
+	t.Parallel()
+	clusterNode := testservers.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-port", strconv.Itoa(testservers.FreePort(t)), "--appendonly", "no")
+	standalone := NewDefaultClientConfig()
+	standalone.Endpoint = clusterNode.Addr
+	_, err := standalone.NewClient(t.Context())
+	require.ErrorContains(t, err, `is a Redis Cluster node: set "cluster: true"`)
+
+	cluster := NewDefaultClientConfig()
+	cluster.Endpoint, cluster.Cluster = testservers.RedisEndpoint(), true
+	_, err = cluster.NewClient(t.Context())
+	require.ErrorContains(t, err, "redis ping cluster seed "+cluster.Endpoint)
+	assert.ErrorContains(t, err, "cluster support disabled")
 }
