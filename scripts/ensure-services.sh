@@ -332,6 +332,17 @@ ensure_postgres() {
 	esac
 }
 
+# The tests that kill, restart or cluster Redis start private redis-servers and join a cluster
+# with redis-cli, even when the shared Redis already answers (it may run elsewhere, e.g. in a container).
+ensure_redis_binaries() {
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
+	if is_root; then
+		apt_install redis-server redis-tools || die "could not install redis-server and redis-tools with apt-get; install Redis with your package manager"
+	else
+		die "redis-server and redis-cli are needed on PATH for the private-instance tests (Debian/Ubuntu: sudo apt-get install -y redis-server redis-tools)"
+	fi
+}
+
 # ---------------------------------------------------------------------------------------------------
 
 main() {
@@ -342,6 +353,7 @@ main() {
 		flock -w 300 9 || die "timed out waiting for another ensure-services.sh run"
 	fi
 	ensure_redis
+	ensure_redis_binaries
 	ensure_postgres
 }
 
