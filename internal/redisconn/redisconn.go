@@ -92,33 +92,21 @@ func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, er
 	if err != nil {
 		return nil, fmt.Errorf("redis tls: %w", err)
 	}
-	var client redis.UniversalClient
-	if c.Cluster {
-		client = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                 []string{c.Endpoint},
-			Username:              c.Username,
-			Password:              string(c.Password),
-			TLSConfig:             tlsCfg,
-			PoolSize:              c.PoolSize,
-			ContextTimeoutEnabled: true,
-			DisableIdentity:       true,
-		})
-	} else {
-		client = redis.NewClient(&redis.Options{
-			Addr:      c.Endpoint,
-			Username:  c.Username,
-			Password:  string(c.Password),
-			DB:        c.DB,
-			TLSConfig: tlsCfg,
-			PoolSize:  c.PoolSize,
-			// The component's own context carries the deadline (exporterhelper's
-			// timeout, the flush timeout): let it bound each command.
-			ContextTimeoutEnabled: true,
-			// Keep connection setup plain: no CLIENT SETINFO round trip, which
-			// older or proxied servers reject.
-			DisableIdentity: true,
-		})
-	}
+	client := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:         []string{c.Endpoint},
+		IsClusterMode: c.Cluster,
+		Username:      c.Username,
+		Password:      string(c.Password),
+		DB:            c.DB,
+		TLSConfig:     tlsCfg,
+		PoolSize:      c.PoolSize,
+		// The component's own context carries the deadline (exporterhelper's
+		// timeout, the flush timeout): let it bound each command.
+		ContextTimeoutEnabled: true,
+		// Keep connection setup plain: no CLIENT SETINFO round trip, which
+		// older or proxied servers reject.
+		DisableIdentity: true,
+	})
 	// In a cluster, the first command loads the slot map from the seed: a
 	// node without cluster support fails here.
 	if err := client.Ping(ctx).Err(); err != nil {
