@@ -676,6 +676,29 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the pending increment is left for a fresh flush id")
 }
 
+// TestStageOfNothingClaimsNothing: an idle tick leaves no claim marker, and
+// the id stays usable (safe: nothing was staged under it, so nothing can have
+// been applied under it).
+func TestStageOfNothingClaimsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	store := newRedisStore(env.rdb, env.schema)
+	id := newFlushID(time.Now())
+	res, err := store.stage(ctx, id, 100, time.Now())
+	require.NoError(t, err)
+	require.Zero(t, res.taken)
+	require.False(t, res.alreadyStaged)
+	assert.Zero(t, env.rdb.Exists(ctx, env.schema.StagingClaimKey(id)).Val(), "no claim for an empty STAGE")
+
+	require.NoError(t, env.write(ctx, awkwardIncrements()[:2]...))
+	res, err = store.stage(ctx, id, 100, time.Now())
+	require.NoError(t, err)
+	require.False(t, res.alreadyStaged)
+	assert.Len(t, res.fields, 2)
+	assert.Equal(t, int64(1), env.rdb.Exists(ctx, env.schema.StagingClaimKey(id)).Val(), "a STAGE that took counters claims its id")
+}
+
 func TestFinishScriptIsIdempotent(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()

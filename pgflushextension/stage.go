@@ -48,7 +48,10 @@ const (
 // staging hash instead, which is empty when another flusher recovered and
 // finished the entry meanwhile. The claim outlives the hash: checking the hash
 // alone would let such a re-run stage a new batch under an id the ledger
-// already holds, and that batch would then be skipped as applied.
+// already holds, and that batch would then be skipped as applied. A STAGE
+// that pops nothing claims nothing, so idle ticks leave no keys behind: a
+// re-run of it may then stage under the id, which is safe because nothing
+// can have been applied under an id that staged nothing.
 //
 // Only keys under the two counter prefixes are ever read and deleted: a
 // foreign member cannot delete another application's key (or an exporter
@@ -57,7 +60,7 @@ const (
 // stack limit.
 var stageScript = redis.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[6]) then
+if redis.call('EXISTS', KEYS[4]) == 1 then
   return {-1, 0, {}}
 end
 local popped = redis.call('ZPOPMIN', pending, ARGV[1])
@@ -65,6 +68,7 @@ local n = #popped / 2
 if n == 0 then
   return {0, 0, {}}
 end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[6])
 local counterPrefix, userPrefix = ARGV[4], ARGV[5]
 local cl, ul = #counterPrefix, #userPrefix
 local flat, f, expired = {}, 0, 0
