@@ -15,7 +15,8 @@ import (
 // private three-node Redis Cluster (REDIS_CLUSTER=true, a hash-tagged
 // prefix). The collector is given a seed node that does not serve the
 // prefix's slot, so both components must follow the slot map; the shutdown
-// flush must write exact rows and leave the cluster empty.
+// flush must write exact rows and leave no counter, pending member or staging
+// entry behind.
 func TestDistroCountsThroughRedisCluster(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -25,15 +26,15 @@ func TestDistroCountsThroughRedisCluster(t *testing.T) {
 	const prefix = "{e2e-cluster}"
 	owner := cluster.SlotOwner(ctx, t, prefix)
 	require.Contains(t, cluster.Addrs(), owner)
-	var seed string
+	var seedNode string
 	for _, addr := range cluster.Addrs() {
 		if addr != owner {
-			seed = addr
+			seedNode = addr
 			break
 		}
 	}
 	d := startDistro(t, distroEnv{
-		RedisEndpoint: seed, PostgresDSN: dsn, KeyPrefix: prefix,
+		RedisEndpoint: seedNode, PostgresDSN: dsn, KeyPrefix: prefix,
 		FlushInterval: time.Hour, // only the shutdown flush runs
 		Env:           []string{"REDIS_CLUSTER=true"},
 	})
