@@ -68,8 +68,8 @@ func (c *RedisCluster) Client(t testing.TB) *redis.ClusterClient {
 	return client
 }
 
-// SlotOwner returns the address of the node that serves key's slot.
-func (c *RedisCluster) SlotOwner(ctx context.Context, t testing.TB, key string) string {
+// SlotOwner returns the node that serves key's slot.
+func (c *RedisCluster) SlotOwner(ctx context.Context, t testing.TB, key string) *RedisServer {
 	t.Helper()
 	client := c.Client(t)
 	slot, err := client.ClusterKeySlot(ctx, key).Result()
@@ -86,14 +86,21 @@ func (c *RedisCluster) SlotOwner(ctx context.Context, t testing.TB, key string) 
 				continue
 			}
 			for _, n := range shard.Nodes {
-				if n.Role == "master" {
-					return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+				if n.Role != "master" {
+					continue
 				}
+				addr := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+				for _, node := range c.Nodes {
+					if node.Addr == addr {
+						return node
+					}
+				}
+				t.Fatalf("slot %d of %s is served by %s, not one of this cluster's nodes", slot, key, addr)
 			}
 		}
 	}
 	t.Fatalf("no node serves slot %d of %s", slot, key)
-	return ""
+	return nil
 }
 
 // clusterStateOK asks one node for CLUSTER INFO.
