@@ -190,6 +190,13 @@ func (l *loadResult) perCPUSecond() float64 {
 	return l.accepted / l.cpuSeconds
 }
 
+// clone returns a copy that shares no slice with l.
+func (l *loadResult) clone() *loadResult {
+	c := *l
+	c.roundRates = slices.Clone(l.roundRates)
+	return &c
+}
+
 // merge adds another slice of the same signal.
 func (l *loadResult) merge(o *loadResult) {
 	l.accepted += o.accepted
@@ -218,6 +225,7 @@ func (l *loadResult) merge(o *loadResult) {
 // runResult is one configuration's run.
 type runResult struct {
 	cfg          e2eConfig
+	pairedBase   *runResult    // paired schedule: the baseline's slices run alongside this configuration's
 	loads        []*loadResult // one per signal, summed over the rounds
 	probe        *loadResult   // saturation probe (sample config only)
 	peakRSS      int64         // VmHWM after the rounds
@@ -371,18 +379,16 @@ func (e *e2eEnv) runAll(ctx context.Context, cfgs []e2eConfig) []*runResult {
 			continue
 		}
 		for round := range rounds {
+			if o.schedule == schedulePaired {
+				e.pairedRound(ctx, live, sig, slice, round, rounds)
+				continue
+			}
 			for _, in := range live {
 				if in.failed || ctx.Err() != nil {
 					continue
 				}
 				logf("e2e %s: %s, round %d/%d", in.cfg.key, sig.name, round+1, rounds)
-				l, err := e.load(ctx, in, sig, slice, e.loadShape(sig))
-				in.res.add(l)
-				if err != nil {
-					in.failed = true
-					in.res.err = errors.Join(in.res.err, fmt.Errorf("%s: %w", sig.name, err))
-					logf("e2e %s: %v", in.cfg.key, err)
-				}
+				e.loadSlice(ctx, in, in.res, sig, slice)
 			}
 		}
 	}
@@ -410,6 +416,62 @@ func (e *e2eEnv) runAll(ctx context.Context, cfgs []e2eConfig) []*runResult {
 		}
 	}
 	return results
+}
+
+// pairedRound is one round of the paired schedule (-schedule paired): each
+// configuration is loaded at the same time as the baseline, which gets a load
+// of its own (its own telemetrygen processes), so that both collectors run
+// through the same moments of the host. On this VM, the CPU time a span costs
+// the same collector drifts by up to 1.6× from one few-second stretch to the
+// next; loaded in turns, that drift falls on whichever collector is loaded at
+// the moment. The price: the two loads share the load CPU, so clients that
+// wait for their answer (mode (a) waits for its batch and Redis) get less of
+// it than alone. The baseline's slices are summed per partner
+// (runResult.pairedBase), and each configuration is compared with its own
+// partner's figures. Without a running baseline the configurations are
+// loaded in turns.
+func (e *e2eEnv) pairedRound(ctx context.Context, live []*instance, sig signalSpec, slice time.Duration, round, rounds int) {
+	var base *instance
+	for _, in := range live {
+		if in.cfg.key == keyBaseline && !in.failed {
+			base = in
+		}
+	}
+	for _, in := range live {
+		if in == base || in.failed || ctx.Err() != nil {
+			continue
+		}
+		if base == nil || base.failed {
+			logf("e2e %s: %s, round %d/%d (no baseline to pair with)", in.cfg.key, sig.name, round+1, rounds)
+			e.loadSlice(ctx, in, in.res, sig, slice)
+			continue
+		}
+		logf("e2e %s + %s: %s, round %d/%d", base.cfg.key, in.cfg.key, sig.name, round+1, rounds)
+		if in.res.pairedBase == nil {
+			in.res.pairedBase = &runResult{cfg: base.cfg}
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			l := e.loadSlice(ctx, base, in.res.pairedBase, sig, slice)
+			base.res.add(l.clone())
+		})
+		wg.Go(func() { e.loadSlice(ctx, in, in.res, sig, slice) })
+		wg.Wait()
+	}
+}
+
+// loadSlice runs one slice of load against in and adds it to res (in.res, or
+// the baseline's figures paired with another configuration). A failure marks
+// in as failed. It returns the slice (partial when it failed).
+func (e *e2eEnv) loadSlice(ctx context.Context, in *instance, res *runResult, sig signalSpec, slice time.Duration) *loadResult {
+	l, err := e.load(ctx, in, sig, slice, e.loadShape(sig))
+	res.add(l)
+	if err != nil {
+		in.failed = true
+		in.res.err = errors.Join(in.res.err, fmt.Errorf("%s: %w", sig.name, err))
+		logf("e2e %s: %v", in.cfg.key, err)
+	}
+	return l
 }
 
 // start creates the configuration's database and key prefix and starts its

@@ -67,6 +67,7 @@ type options struct {
 	traceBatchSize int
 	traceProcs     int
 	rounds         int
+	schedule       string
 	probeWorkers   int
 	benchCount     int
 	probeDuration  time.Duration
@@ -99,7 +100,12 @@ func parseFlags() options {
 		"PostgreSQL maintenance DSN; a fresh database is created (and dropped) per configuration")
 	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary for the private Redis")
 	flag.DurationVar(&o.duration, "duration", 36*time.Second, "load per configuration and signal (split over -rounds)")
-	flag.IntVar(&o.rounds, "rounds", 6, "interleaved rounds: the configurations take turns in slices of duration/rounds")
+	flag.IntVar(&o.rounds, "rounds", 6, "interleaved rounds of duration/rounds per configuration")
+	flag.StringVar(&o.schedule, "schedule", scheduleTurns,
+		"turns: the configurations are loaded one after another, each with the load CPU to itself; "+
+			"paired: every configuration is loaded at the same time as the baseline (each with its own telemetrygen) "+
+			"and compared with the baseline's figures of those slices: host drift cancels out (for A/B runs of settings), "+
+			"but the two loads share the load CPU")
 	flag.IntVar(&o.probeWorkers, "probe-workers", 256,
 		"saturation probe on the sample config: telemetrygen logs workers (× -batch-size records in flight); 0 skips it")
 	flag.DurationVar(&o.probeDuration, "probe-duration", 10*time.Second, "saturation probe duration")
@@ -136,7 +142,17 @@ func main() {
 	os.Exit(run(o))
 }
 
+// The -schedule values.
+const (
+	schedulePaired = "paired"
+	scheduleTurns  = "turns"
+)
+
 func run(o options) int {
+	if o.schedule != schedulePaired && o.schedule != scheduleTurns {
+		fmt.Fprintf(os.Stderr, "benchrun: -schedule %q: want %s or %s\n", o.schedule, schedulePaired, scheduleTurns)
+		return 2
+	}
 	root, err := filepath.Abs(o.root)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchrun:", err)

@@ -58,10 +58,15 @@ func (r *report) print(w io.Writer) (missed bool) {
 	if r.pinned {
 		pin = fmt.Sprintf("collector (and exporter benchmark) on CPU %s; telemetrygen and Redis on CPU %s", o.collectorCPUs, o.loadCPUs)
 	}
+	schedule := "each configuration loaded at the same time as the baseline, each with its own telemetrygen, " +
+		"and compared with the baseline's figures of those slices"
+	if o.schedule == scheduleTurns {
+		schedule = "the configurations loaded in turn"
+	}
 	fmt.Fprintf(w, "e2e: telemetrygen v0.161.0, OTLP/gRPC, --rate 0, %v per configuration and signal in %d interleaved rounds "+
-		"(all distros up side by side, loaded in turn); logs: 1 process × %d workers × %d records per request; "+
+		"(all distros up side by side; %s); logs: 1 process × %d workers × %d records per request; "+
 		"traces: %d processes × %d workers × %d spans per request; pinning: %s\n",
-		o.duration, max(1, o.rounds), o.workers, o.batchSize, o.traceProcs, o.traceWorkers, o.traceBatchSize, pin)
+		o.duration, max(1, o.rounds), schedule, o.workers, o.batchSize, o.traceProcs, o.traceWorkers, o.traceBatchSize, pin)
 
 	if len(r.e2e) > 0 {
 		r.printE2E(w)
@@ -92,7 +97,6 @@ func (r *report) print(w io.Writer) (missed bool) {
 }
 
 func (r *report) printE2E(w io.Writer) {
-	base := r.run(keyBaseline)
 	fmt.Fprintf(w, "\n-- end to end (accepted = otelcol_receiver_accepted_*, counted = sum(analytics_daily) after SIGTERM) --\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\tsignal\taccepted\trefused\tcounted\tleft in Redis\tcollector CPU s\tper CPU-second\tvs baseline\tper wall second\tpeak RSS MiB\tload gen CPU s\tother CPU s\t")
@@ -111,7 +115,7 @@ func (r *report) printE2E(w io.Writer) {
 			}
 			ratio := "1.00×"
 			if rr.cfg.key != keyBaseline {
-				ratio = formatRatio(l.perCPUSecond(), baselineRate(base, l.signal.name))
+				ratio = formatRatio(l.perCPUSecond(), baselineRate(r.baselineOf(rr), l.signal.name))
 			}
 			signal, rss := l.signal.name, rr.peakRSS
 			if l == rr.probe {
@@ -130,7 +134,7 @@ func (r *report) printE2E(w io.Writer) {
 			acc, cpu := combined(rr)
 			ratio := "1.00×"
 			if rr.cfg.key != keyBaseline {
-				bacc, bcpu := combined(base)
+				bacc, bcpu := combined(r.baselineOf(rr))
 				ratio = formatRatio(safeDiv(acc, cpu), safeDiv(bacc, bcpu))
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%.0f\t\t\t\t%.2f\t%.0f\t%s\t\t\t\t\t\n", rr.cfg.name, "logs+spans", acc, cpu, safeDiv(acc, cpu), ratio)
@@ -228,9 +232,9 @@ func (r *report) targets() []targetRow {
 	rows = append(rows, missing(flush, o.skipGoBench))
 
 	// End to end, mode (a) vs baseline (target 3), and mode (b) for information.
-	base := r.run(keyBaseline)
 	for _, key := range []string{keyAckRedis, keyPersistent} {
 		rr := r.run(key)
+		base := r.baselineOf(rr)
 		label := "(a) ack after Redis"
 		if key == keyPersistent {
 			label = "(b) persistent queue"
@@ -393,6 +397,15 @@ func missing(t targetRow, skipped bool) targetRow {
 		t.result = "skipped"
 	}
 	return t
+}
+
+// baselineOf returns the baseline figures rr is compared with: those of the
+// slices run alongside it (paired schedule), else the baseline's run.
+func (r *report) baselineOf(rr *runResult) *runResult {
+	if rr != nil && rr.pairedBase != nil {
+		return rr.pairedBase
+	}
+	return r.run(keyBaseline)
 }
 
 func baselineRate(base *runResult, signal string) float64 {
