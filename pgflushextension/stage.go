@@ -58,6 +58,16 @@ const (
 // batch marker). GETDEL fails with WRONGTYPE on a key of another type, which
 // is left alone. unpack() is chunked at 1000 values to stay below the Lua
 // stack limit.
+//
+// The counter keys are not declared (they are only known from the pending
+// set), which a Redis Cluster allows because they share the prefix's hash
+// tag. While that slot migrates, though, a counter may already be on the
+// other node: GETDEL would then find nothing and the member would be popped
+// for nothing. KEYS[3] and KEYS[4] prevent that: they never exist when STAGE
+// runs for a new id, and a cluster refuses a multi-key script with a missing
+// key while its slot migrates (TRYAGAIN, on both nodes), so STAGE waits for
+// the end of the move (TestDistroCountsAcrossSlotMigration fails when they
+// are dropped from KEYS).
 var stageScript = redis.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', KEYS[4]) == 1 then

@@ -103,6 +103,18 @@ func (c *RedisCluster) SlotOwner(ctx context.Context, t testing.TB, key string) 
 	return nil
 }
 
+// OtherNode returns a node of the cluster other than node.
+func (c *RedisCluster) OtherNode(t testing.TB, node *RedisServer) *RedisServer {
+	t.Helper()
+	for _, n := range c.Nodes {
+		if n != node {
+			return n
+		}
+	}
+	t.Fatal("the cluster has no other node")
+	return nil
+}
+
 // clusterStateOK asks one node for CLUSTER INFO.
 func clusterStateOK(addr string) error {
 	client := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true, MaxRetries: -1})
