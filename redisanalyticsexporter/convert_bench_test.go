@@ -79,12 +79,12 @@ func BenchmarkConvertAfterDecode(b *testing.B) {
 	cfg := createDefaultConfig().(*Config)
 	m := newMapper(cfg)
 	now := time.Now().UnixNano()
+	const spans = 2048
 	var marshaler ptrace.ProtoMarshaler
-	encoded, err := marshaler.MarshalTraces(telemetrygenTraces(2048))
+	encoded, err := marshaler.MarshalTraces(telemetrygenTraces(spans))
 	if err != nil {
 		b.Fatal(err)
 	}
-	const spans = 2048
 	var unmarshaler ptrace.ProtoUnmarshaler
 	decode := func(b *testing.B) ptrace.Traces {
 		td, decodeErr := unmarshaler.UnmarshalTraces(encoded)
