@@ -66,8 +66,8 @@ const (
 // for nothing. KEYS[3] and KEYS[4] prevent that: they never exist when STAGE
 // runs for a new id, and a cluster refuses a multi-key script with a missing
 // key while its slot migrates (TRYAGAIN, on both nodes), so STAGE waits for
-// the end of the move (TestDistroCountsAcrossSlotMigration fails when they
-// are dropped from KEYS).
+// the end of the move. (Declaring only the pending set, STAGE loses counts
+// in TestDistroCountsAcrossSlotMigration.)
 var stageScript = redis.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', KEYS[4]) == 1 then

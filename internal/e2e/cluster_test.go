@@ -71,13 +71,17 @@ func TestDistroCountsAcrossSlotMigration(t *testing.T) {
 	// nothing, and a resend of one that did is recognized by its markers.
 	exp := newExpected()
 	const requests = 40
-	bodies := make([][2]string, 0, requests)
+	type otlpRequest struct {
+		path string
+		body []byte
+	}
+	reqs := make([]otlpRequest, 0, requests)
 	for seed := range requests / 2 {
 		logs, err := plogotlp.NewExportRequestFromLogs(logsBatch(200, seed, exp)).MarshalProto()
 		require.NoError(t, err)
 		traces, err := ptraceotlp.NewExportRequestFromTraces(tracesBatch(100, seed, exp)).MarshalProto()
 		require.NoError(t, err)
-		bodies = append(bodies, [2]string{"/v1/logs", string(logs)}, [2]string{"/v1/traces", string(traces)})
+		reqs = append(reqs, otlpRequest{"/v1/logs", logs}, otlpRequest{"/v1/traces", traces})
 	}
 	sendCtx, cancelSend := context.WithTimeout(ctx, 90*time.Second)
 	defer cancelSend()
@@ -85,9 +89,9 @@ func TestDistroCountsAcrossSlotMigration(t *testing.T) {
 	var senders sync.WaitGroup
 	for w := range 2 {
 		senders.Go(func() {
-			for i := w; i < len(bodies); i += 2 {
+			for i := w; i < len(reqs); i += 2 {
 				for sendCtx.Err() == nil {
-					if d.send(sendCtx, bodies[i][0], []byte(bodies[i][1])) == nil {
+					if d.send(sendCtx, reqs[i].path, reqs[i].body) == nil {
 						sent <- i
 						break
 					}
