@@ -116,6 +116,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf(`"timeout" must be positive, got %s`, c.Timeout))
+	} else if w := c.Redis.WaitTimeout; c.Redis.WaitReplicas > 0 && w >= c.Timeout {
+		errs = append(errs, fmt.Errorf(`"redis::wait_timeout" (%s) must be below "timeout" (%s): a flush waits for its replicas within its timeout`, w, c.Timeout))
 	}
 	if c.BatchSize < 1 || c.BatchSize > maxBatchSize {
 		errs = append(errs, fmt.Errorf(`"batch_size" must be between 1 and %d, got %d`, maxBatchSize, c.BatchSize))

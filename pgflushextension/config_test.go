@@ -94,6 +94,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "prefix with space", mutate: func(c *Config) { c.KeyPrefix = "a b" }, want: []string{`"key_prefix"`, "spaces or control bytes"}},
 		{name: "zero interval", mutate: func(c *Config) { c.Interval = 0 }, want: []string{`"interval" must be positive`}},
 		{name: "negative timeout", mutate: func(c *Config) { c.Timeout = -time.Second }, want: []string{`"timeout" must be positive`}},
+		{name: "wait longer than timeout", mutate: func(c *Config) { c.Redis.WaitReplicas, c.Redis.WaitTimeout = 1, time.Minute }, want: []string{`"redis::wait_timeout" (1m0s) must be below "timeout" (1m0s)`}},
 		{name: "batch size zero", mutate: func(c *Config) { c.BatchSize = 0 }, want: []string{`"batch_size" must be between 1 and 100000, got 0`}},
 		{name: "batch size too big", mutate: func(c *Config) { c.BatchSize = 100_001 }, want: []string{`"batch_size" must be between 1 and 100000, got 100001`}},
 		{name: "negative counter ttl", mutate: func(c *Config) { c.CounterTTL = -time.Hour }, want: []string{`"counter_ttl" must not be negative`}},

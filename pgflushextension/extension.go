@@ -120,7 +120,7 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 			return fmt.Errorf("pg_flush: %w", redactError(err, dsnSecrets(string(f.cfg.DSN))))
 		}
 	}
-	f.pool, f.client, f.store = pool, client, newRedisStore(client, f.schema)
+	f.pool, f.client, f.store = pool, client, newRedisStore(client, f.cfg.Redis.NewScriptRunner(client), f.schema)
 	f.host = host
 	// The loop outlives Start: keep ctx's values, never its cancellation.
 	loopCtx, cancelLoop := context.WithCancel(context.WithoutCancel(ctx))

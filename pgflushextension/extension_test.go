@@ -132,7 +132,7 @@ func TestFactoryExtensionRecoversAtStart(t *testing.T) {
 	want.add(incs...)
 
 	// The dead flusher staged an hour ago: past any grace period.
-	dead := newRedisStore(env.rdb, env.schema)
+	dead := env.redisStore()
 	res, err := dead.stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-time.Hour))
 	require.NoError(t, err)
 	require.Len(t, res.fields, len(incs))

@@ -317,7 +317,7 @@ func testKillPoint(t *testing.T, step string, k int) {
 		// leave), then a flusher process killed after STAGE (odd k) or
 		// after its commit (even k), which may have staged one more batch
 		// ahead. The recovering child ignores the grace period.
-		dead := newRedisStore(env.rdb, env.schema)
+		dead := env.redisStore()
 		for range k - 1 {
 			res, err := dead.stage(ctx, newFlushID(time.Now()), faultBatchSize, time.Now())
 			require.NoError(t, err)

@@ -161,6 +161,10 @@ func (f *flusher) recoverStaging(ctx context.Context, now time.Time, entries []s
 			errs = append(errs, fmt.Errorf("recover staging: %w", err))
 			break
 		}
+		if err := f.store.confirmReplicated(ctx, e.id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		fields, err := f.store.readStaging(ctx, e.id)
 		if err != nil {
 			errs = append(errs, err)

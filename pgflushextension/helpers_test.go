@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
 )
@@ -96,6 +97,13 @@ type testEnv struct {
 	dsn    string
 	db     *pgxpool.Pool
 	redis  string // Redis endpoint
+}
+
+// redisStore returns a store on the env's Redis that does not wait for
+// replicas: a flusher's Redis side, driven by hand.
+func (e *testEnv) redisStore() *redisStore {
+	cfg := redisconn.NewDefaultClientConfig()
+	return newRedisStore(e.rdb, cfg.NewScriptRunner(e.rdb), e.schema)
 }
 
 // newTestEnv uses the shared servers: a unique key prefix and a fresh database.

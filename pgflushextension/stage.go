@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 )
 
 // stagingClaimTTL is how long a flush id's claim lives. It only has to
@@ -44,8 +45,8 @@ const (
 // its key and re-adds it to the pending set: it is never orphaned.
 //
 // If the flush id was claimed before (go-redis re-sent the script after a
-// lost reply), it stages nothing and returns {-1, 0, {}}: the caller reads the
-// staging hash instead, which is empty when another flusher recovered and
+// lost reply), it stages nothing, renews the claim's TTL and returns
+// {-1, 0, {}}: the caller reads the staging hash instead, which is empty when another flusher recovered and
 // finished the entry meanwhile. The claim outlives the hash: checking the hash
 // alone would let such a re-run stage a new batch under an id the ledger
 // already holds, and that batch would then be skipped as applied. A STAGE
@@ -68,9 +69,13 @@ const (
 // key while its slot migrates (TRYAGAIN, on both nodes), so STAGE waits for
 // the end of the move. (Declaring only the pending set, STAGE loses counts
 // in TestDistroCountsAcrossSlotMigration.)
-var stageScript = redis.NewScript(`
+//
+// Renewing the claim is a write on purpose: with wait_replicas, the WAIT
+// after the re-run then covers the first run's GETDELs too (see
+// redisconn.ScriptRunner).
+var stageScript = redisconn.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if redis.call('EXPIRE', KEYS[4], ARGV[6]) == 1 then
   return {-1, 0, {}}
 end
 local popped = redis.call('ZPOPMIN', pending, ARGV[1])
@@ -120,7 +125,7 @@ return {expired, n, flat}
 // an entry whose cleanup reply was lost) never quarantines a count twice.
 // A failing HINCRBY (overflow, or a non-integer already in the field) falls
 // back to HSET under a field suffixed with the flush id, never aborting.
-var finishScript = redis.NewScript(`
+var finishScript = redisconn.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for i = 2, #ARGV, 3 do
     local ok = false
@@ -135,6 +140,17 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('UNLINK', KEYS[1])
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`)
+
+// claimScript (re)claims a flush id: KEYS[1] its claim marker, ARGV[1] the
+// claim's TTL in seconds. Recovery runs it with wait_replicas before it
+// applies a staging entry that another process staged: the entry's STAGE may
+// not have reached the replicas (its flusher died before its WAIT), and a
+// failover after the PostgreSQL commit would then bring back the counters it
+// took and count them twice. The WAIT after this write covers that STAGE.
+var claimScript = redisconn.NewScript(`
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 `)
 
@@ -189,21 +205,24 @@ type quarantineOp struct {
 // redisStore is the Redis side of the flush protocol.
 type redisStore struct {
 	client redis.UniversalClient
+	// runner runs STAGE and the claims of recovery, waiting for replicas
+	// when configured.
+	runner *redisconn.ScriptRunner
 	schema keyschema.Schema
 	// counterPrefix and userPrefix are the key prefixes of the counter keys.
 	counterPrefix string
 	userPrefix    string
 }
 
-func newRedisStore(client redis.UniversalClient, schema keyschema.Schema) *redisStore {
+func newRedisStore(client redis.UniversalClient, runner *redisconn.ScriptRunner, schema keyschema.Schema) *redisStore {
 	p := schema.Prefix()
-	return &redisStore{client: client, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
+	return &redisStore{client: client, runner: runner, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
 }
 
 // stage runs STAGE for flush id.
 func (s *redisStore) stage(ctx context.Context, id string, batchSize int, now time.Time) (stageResult, error) {
 	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id)}
-	reply, err := stageScript.Run(ctx, s.client, keys, batchSize, now.UnixMilli(), id,
+	reply, err := s.runner.Run(ctx, stageScript, keys, batchSize, now.UnixMilli(), id,
 		s.counterPrefix, s.userPrefix, int64(stagingClaimTTL/time.Second)).Slice()
 	if err != nil {
 		return stageResult{}, fmt.Errorf("redis stage: %w", err)
@@ -230,6 +249,20 @@ func (s *redisStore) stage(ctx context.Context, id string, batchSize int, now ti
 		res.fields = append(res.fields, stagedField{key: k, value: v})
 	}
 	return res, nil
+}
+
+// confirmReplicated makes sure, with wait_replicas, that the replicas have
+// the STAGE of flush id before it is applied (see claimScript). Without
+// wait_replicas it does nothing.
+func (s *redisStore) confirmReplicated(ctx context.Context, id string) error {
+	if !s.runner.WaitsForReplicas() {
+		return nil
+	}
+	keys := []string{s.schema.StagingClaimKey(id)}
+	if err := s.runner.Run(ctx, claimScript, keys, int64(stagingClaimTTL/time.Second)).Err(); err != nil {
+		return fmt.Errorf("redis claim staging %s: %w", id, err)
+	}
+	return nil
 }
 
 // readStaging returns the content of the staging hash of flush id; empty when

@@ -7,6 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/collector/consumer/consumererror"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 )
 
 // abortPrefix starts the error the script returns after undoing a failed
@@ -27,10 +29,18 @@ const abortPrefix = "ANALYTICS_ABORT"
 //	ARGV[6…]       increment of counter KEYS[i] in ARGV[i+3-m]
 //
 // It returns 0 when the batch id was applied before (a retry whose first
-// reply was lost), and changes nothing. Otherwise, when any resource marker
-// exists, it returns the array of the (1-based) positions j of the markers
-// KEYS[2+j] that exist, and changes nothing either: the caller drops those
+// reply was lost, or whose WAIT for replicas failed), and changes nothing
+// but the batch marker's TTL. Otherwise, when any resource marker exists, it
+// returns the array of the (1-based) positions j of the markers KEYS[2+j]
+// that exist, and changes nothing but their TTLs: the caller drops those
 // entries (already counted) and calls again with the same batch id.
+//
+// Those two paths still write (EXPIRE) on purpose: with wait_replicas, the
+// WAIT that follows the script waits for the replication offset of this
+// connection's last write, which then lies past the writes that counted the
+// batch or the entries, even when they came from an earlier connection or
+// an earlier collector. Without a write, a retry would be acknowledged
+// without knowing whether any replica has its counts.
 // Otherwise it sets the batch marker and every resource marker, applies the
 // counters and returns 1.
 //
@@ -51,13 +61,13 @@ local ptype = redis.call('TYPE', KEYS[1])['ok']
 if ptype ~= 'none' and ptype ~= 'zset' then
   return redis.error_reply('` + abortPrefix + ` ' .. KEYS[1] .. ': pending set holds a ' .. ptype)
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXPIRE', KEYS[2], ARGV[3]) == 1 then
   return 0
 end
 local m = tonumber(ARGV[4])
 local dups = {}
 for j = 1, m do
-  if redis.call('EXISTS', KEYS[2 + j]) == 1 then
+  if redis.call('EXPIRE', KEYS[2 + j], ARGV[5]) == 1 then
     dups[#dups + 1] = j
   end
 end
@@ -126,10 +136,11 @@ type applyResult struct {
 	dups []int
 }
 
-// runApply sends the script (EVALSHA, falling back to EVAL on NOSCRIPT) and
-// classifies its error: see classifyRedisError.
-func runApply(ctx context.Context, client redis.Scripter, script *redis.Script, keys []string, args []any) (applyResult, error) {
-	res, err := script.Run(ctx, client, keys, args...).Result()
+// runApply sends the script (EVALSHA, falling back to EVAL on NOSCRIPT,
+// followed by WAIT with wait_replicas) and classifies its error: see
+// classifyRedisError.
+func runApply(ctx context.Context, runner *redisconn.ScriptRunner, script *redisconn.Script, keys []string, args []any) (applyResult, error) {
+	res, err := runner.Run(ctx, script, keys, args...).Result()
 	if err != nil {
 		return applyResult{}, classifyRedisError(err)
 	}
@@ -164,8 +175,9 @@ func runApply(ctx context.Context, client redis.Scripter, script *redis.Script, 
 // the script's own abort (WRONGTYPE or overflow on a counter key, or a pending
 // key of the wrong type; nothing of the batch was written) and authentication
 // or ACL refusals. Everything else (connection refused or reset, timeouts,
-// pool timeouts, LOADING, BUSY, READONLY, OOM…) is returned as is and retried;
-// the batch id makes the retry safe.
+// pool timeouts, LOADING, BUSY, READONLY, OOM, too few replicas within
+// wait_timeout…) is returned as is and retried; the batch id makes the retry
+// safe.
 func classifyRedisError(err error) error {
 	wrapped := fmt.Errorf("redis apply counters: %w", err)
 	if _, ok := errors.AsType[redis.Error](err); !ok {

@@ -97,6 +97,9 @@ func (c *Config) Validate() error {
 	if err := c.ClientConfig.ValidateKeyPrefix(c.KeyPrefix); err != nil {
 		errs = append(errs, err)
 	}
+	if w := c.ClientConfig.WaitTimeout; c.ClientConfig.WaitReplicas > 0 && c.TimeoutConfig.Timeout > 0 && w >= c.TimeoutConfig.Timeout {
+		errs = append(errs, fmt.Errorf(`"wait_timeout" (%s) must be below "timeout" (%s): each push waits for its replicas within its timeout`, w, c.TimeoutConfig.Timeout))
+	}
 	if c.TTL < minTTL {
 		errs = append(errs, fmt.Errorf(`"ttl" must be at least %s, got %s`, minTTL, c.TTL))
 	}

@@ -124,6 +124,9 @@ func TestInvalidConfigs(t *testing.T) {
 		{"negative_timeout", []string{"timeout"}},
 		{"cluster_prefix_without_hash_tag", []string{`"key_prefix" "analytics" must hold a hash tag such as "{analytics}" with "cluster"`}},
 		{"cluster_with_db", []string{`"db" must be 0 with "cluster"`}},
+		{"negative_wait_replicas", []string{`"wait_replicas" must not be negative`}},
+		{"wait_forever", []string{`"wait_timeout" must be at least 1ms with "wait_replicas"`}},
+		{"wait_longer_than_timeout", []string{`"wait_timeout" (5s) must be below "timeout" (5s)`}},
 		{"several_errors", []string{`"key_prefix"`, `"ttl"`}},
 	}
 	for _, tt := range tests {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 )
 
@@ -34,7 +36,7 @@ type redisAnalyticsExporter struct {
 	telemetry *metadata.TelemetryBuilder
 	schema    keyschema.Schema
 	mapper    mapper
-	script    *redis.Script
+	script    *redisconn.Script
 	// now is the clock for records without a timestamp and for pending scores.
 	now func() time.Time
 	// hooks are added to the Redis client at start (tests observe or break
@@ -51,8 +53,9 @@ type redisAnalyticsExporter struct {
 	converters  sync.Pool // of *converter
 	aggregators sync.Pool // of *aggregator
 
-	mu      sync.Mutex // guards client and host across start and shutdown
+	mu      sync.Mutex // guards client, runner and host across start and shutdown
 	client  redis.UniversalClient
+	runner  *redisconn.ScriptRunner
 	host    component.Host
 	failing atomic.Bool // the last push failed on Redis; report OK on recovery
 }
@@ -95,7 +98,7 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		telemetry:     tb,
 		schema:        schema,
 		mapper:        newMapper(cfg),
-		script:        redis.NewScript(applySource),
+		script:        redisconn.NewScript(applySource),
 		now:           time.Now,
 		ttlSeconds:    ceilSeconds(cfg.TTL),
 		markerSeconds: ceilSeconds(markerTTL),
@@ -114,16 +117,18 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 	if err != nil {
 		return fmt.Errorf("connect to redis: %w", err)
 	}
-	for _, h := range e.hooks {
+	hooks := append(slices.Clone(e.hooks), commandCounter{e})
+	for _, h := range hooks {
 		client.AddHook(h)
 	}
-	client.AddHook(commandCounter{e})
+	runner := e.cfg.ClientConfig.NewScriptRunner(client, hooks...)
 	e.mu.Lock()
-	e.client, e.host = client, host
+	e.client, e.runner, e.host = client, runner, host
 	e.mu.Unlock()
 	e.logger.Info("Connected to Redis",
 		zap.String("endpoint", e.cfg.ClientConfig.Endpoint),
-		zap.String("key_prefix", e.cfg.KeyPrefix))
+		zap.String("key_prefix", e.cfg.KeyPrefix),
+		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
 	return nil
 }
 
@@ -132,7 +137,7 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 func (e *redisAnalyticsExporter) shutdown(context.Context) error {
 	e.mu.Lock()
 	client := e.client
-	e.client = nil
+	e.client, e.runner = nil, nil
 	e.mu.Unlock()
 	e.telemetry.Shutdown()
 	if client == nil {
@@ -173,9 +178,9 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Req
 		return consumererror.NewPermanent(fmt.Errorf("redis_analytics: unexpected request type %T", r))
 	}
 	e.mu.Lock()
-	client := e.client
+	runner := e.runner
 	e.mu.Unlock()
-	if client == nil {
+	if runner == nil {
 		return errNotStarted
 	}
 	if req.batchID == "" {
@@ -195,7 +200,7 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Req
 		}
 		agg.setBatchKey(e.schema.BatchKey(req.batchID))
 		var err error
-		res, err = runApply(ctx, client, e.script, agg.keys, agg.args)
+		res, err = runApply(ctx, runner, e.script, agg.keys, agg.args)
 		if err == nil && res.outcome == outcomeDuplicateResources && round == maxDedupRounds {
 			err = errDedupRounds
 		}

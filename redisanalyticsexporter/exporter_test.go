@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
@@ -79,9 +80,10 @@ func (h *statusHost) statuses() []componentstatus.Status {
 	return append([]componentstatus.Status(nil), h.events...)
 }
 
-// evalRecorder is a go-redis hook that records the script calls and can fail
-// them: before (the script never runs) or after (the script ran, its reply is
-// "lost").
+// evalRecorder is a go-redis hook that records the script calls (in the
+// order they end, without the EVALSHA that a NOSCRIPT turns into EVAL) and
+// can fail them: before (the script never runs) or after (the script ran,
+// its reply is "lost").
 type evalRecorder struct {
 	mu    sync.Mutex
 	calls [][]any // args of each EVALSHA/EVAL
@@ -104,16 +106,20 @@ func (r *evalRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if name != "evalsha" && name != "eval" {
 			return next(ctx, cmd)
 		}
-		r.mu.Lock()
-		r.calls = append(r.calls, append([]any(nil), cmd.Args()...))
-		r.mu.Unlock()
 		if r.failBefore.Add(-1) >= 0 {
+			r.record(cmd)
 			r.failed.Add(1)
 			cmd.SetErr(errLostReply)
 			return errLostReply
 		}
 		r.failBefore.Store(0)
 		err := next(ctx, cmd)
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// A Redis that does not know the script yet (go-redis then
+			// sends EVAL): not a call of the exporter's.
+			return err
+		}
+		r.record(cmd)
 		if err == nil && r.failAfter.Add(-1) >= 0 {
 			r.failed.Add(1)
 			cmd.SetErr(errLostReply)
@@ -125,6 +131,12 @@ func (r *evalRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return err
 	}
+}
+
+func (r *evalRecorder) record(cmd redis.Cmder) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, append([]any(nil), cmd.Args()...))
 }
 
 func (r *evalRecorder) scriptCalls() [][]any {
@@ -720,12 +732,13 @@ func TestScriptDeduplicatesAndChunksPending(t *testing.T) {
 	a.finalize(&m)
 	a.encode(schema, 3600, tsNow.UnixMilli(), 60, 600)
 	a.setBatchKey(schema.BatchKey("fixed-id"))
-	script := redis.NewScript(applySource)
+	script := redisconn.NewScript(applySource)
+	runner := cfg.ClientConfig.NewScriptRunner(client)
 
-	res, err := runApply(ctx, client, script, a.keys, a.args)
+	res, err := runApply(ctx, runner, script, a.keys, a.args)
 	require.NoError(t, err)
 	assert.Equal(t, outcomeApplied, res.outcome)
-	res, err = runApply(ctx, client, script, a.keys, a.args)
+	res, err = runApply(ctx, runner, script, a.keys, a.args)
 	require.NoError(t, err)
 	assert.Equal(t, outcomeDeduplicated, res.outcome)
 
@@ -750,7 +763,8 @@ func TestOverflowIsPermanentAndUndone(t *testing.T) {
 	keys := []string{schema.PendingKey(), schema.BatchKey("b"), schema.ResourceKey("r1"), schema.ResourceKey("r2"), daily, hourly}
 	args := []any{int64(60), int64(1), int64(60), int64(2), int64(600), int64(1), int64(1)}
 
-	_, err = runApply(ctx, client, redis.NewScript(applySource), keys, args)
+	cfg := redisconn.NewDefaultClientConfig()
+	_, err = runApply(ctx, cfg.NewScriptRunner(client), redisconn.NewScript(applySource), keys, args)
 	require.Error(t, err)
 	assert.True(t, consumererror.IsPermanent(err))
 	require.ErrorContains(t, err, "overflow")

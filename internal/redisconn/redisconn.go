@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/collector/config/configopaque"
@@ -19,6 +20,9 @@ import (
 
 // DefaultEndpoint is the Redis address used when none is configured.
 const DefaultEndpoint = "127.0.0.1:6379"
+
+// DefaultWaitTimeout bounds a WAIT for replicas when none is configured.
+const DefaultWaitTimeout = time.Second
 
 // ClientConfig is the Redis connection part of a component's config.
 type ClientConfig struct {
@@ -39,6 +43,18 @@ type ClientConfig struct {
 	// discovers the other nodes and follows MOVED and ASK redirections. The
 	// components' key_prefix must then hold a hash tag. default: false
 	Cluster bool `mapstructure:"cluster"`
+	// WaitReplicas makes every write of the component (the exporter's
+	// counter script, the flusher's STAGE) count as done only once this many
+	// replicas acknowledged it: the script is followed by WAIT on the same
+	// connection, in the same round trip. Redis replication is asynchronous,
+	// so without it a failover to a replica can lose the last acknowledged
+	// writes. 0 (no wait) fits a Redis without replicas. default: 0
+	WaitReplicas int `mapstructure:"wait_replicas"`
+	// WaitTimeout bounds each WAIT. A write that fewer than wait_replicas
+	// replicas acknowledged within it fails with a retryable error (it is
+	// applied on the master; its retry is a no-op that waits again). Keep it
+	// well below the component's own timeout. default: 1s
+	WaitTimeout time.Duration `mapstructure:"wait_timeout"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -48,7 +64,7 @@ type ClientConfig struct {
 func NewDefaultClientConfig() ClientConfig {
 	tls := configtls.NewDefaultClientConfig()
 	tls.Insecure = true
-	return ClientConfig{Endpoint: DefaultEndpoint, TLS: tls}
+	return ClientConfig{Endpoint: DefaultEndpoint, TLS: tls, WaitTimeout: DefaultWaitTimeout}
 }
 
 var _ confmap.Validator = (*ClientConfig)(nil)
@@ -64,6 +80,13 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.PoolSize < 0 {
 		errs = append(errs, fmt.Errorf(`"pool_size" must not be negative, got %d`, c.PoolSize))
+	}
+	if c.WaitReplicas < 0 {
+		errs = append(errs, fmt.Errorf(`"wait_replicas" must not be negative, got %d`, c.WaitReplicas))
+	}
+	if c.WaitReplicas > 0 && c.WaitTimeout < time.Millisecond {
+		// WAIT with a timeout of 0 blocks until enough replicas answer, forever.
+		errs = append(errs, fmt.Errorf(`"wait_timeout" must be at least 1ms with "wait_replicas", got %s`, c.WaitTimeout))
 	}
 	if c.Cluster && c.DB != 0 {
 		errs = append(errs, fmt.Errorf(`"db" must be 0 with "cluster" (a Redis Cluster has only database 0), got %d`, c.DB))
@@ -100,6 +123,7 @@ func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, er
 		DB:            c.DB,
 		TLSConfig:     tlsCfg,
 		PoolSize:      c.PoolSize,
+		ReadTimeout:   c.readTimeout(),
 		// The component's own context carries the deadline (exporterhelper's
 		// timeout, the flush timeout): let it bound each command.
 		ContextTimeoutEnabled: true,
@@ -118,6 +142,16 @@ func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, er
 		return nil, fmt.Errorf(`redis %s is a Redis Cluster node: set "cluster: true" and a key_prefix with a hash tag such as "{analytics}"`, c.describe())
 	}
 	return client, nil
+}
+
+// readTimeout is go-redis' default (3s), raised so that a WAIT of
+// wait_timeout is not cut short by the read deadline of its pipeline.
+func (c *ClientConfig) readTimeout() time.Duration {
+	const goRedisDefault = 3 * time.Second
+	if c.WaitReplicas == 0 {
+		return goRedisDefault
+	}
+	return max(goRedisDefault, c.WaitTimeout+time.Second)
 }
 
 // isClusterNode reports whether INFO says the server runs in cluster mode;

@@ -3,6 +3,7 @@ package redisconn
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,6 +31,29 @@ func TestValidate(t *testing.T) {
 	require.NoError(t, cluster.Validate())
 	cluster.DB = 2
 	require.ErrorContains(t, cluster.Validate(), `"db" must be 0 with "cluster"`)
+
+	for _, tt := range []struct {
+		name     string
+		replicas int
+		timeout  time.Duration
+		wantErr  string
+	}{
+		{name: "no wait", replicas: 0, timeout: 0},
+		{name: "wait", replicas: 2, timeout: 500 * time.Millisecond},
+		{name: "negative replicas", replicas: -1, timeout: time.Second, wantErr: `"wait_replicas" must not be negative`},
+		{name: "wait forever", replicas: 1, timeout: 0, wantErr: `"wait_timeout" must be at least 1ms`},
+		{name: "sub-millisecond", replicas: 1, timeout: time.Microsecond, wantErr: `"wait_timeout" must be at least 1ms`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := NewDefaultClientConfig()
+			cfg.WaitReplicas, cfg.WaitTimeout = tt.replicas, tt.timeout
+			if tt.wantErr == "" {
+				require.NoError(t, cfg.Validate())
+				return
+			}
+			require.ErrorContains(t, cfg.Validate(), tt.wantErr)
+		})
+	}
 }
 
 func TestValidateKeyPrefix(t *testing.T) {

@@ -1,6 +1,7 @@
 package testservers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,6 +117,40 @@ func (p *process) signal(sig syscall.Signal) {
 		waitGroupGone(pid)
 	}
 	p.cmd = nil
+}
+
+// suspend sends SIGSTOP or SIGCONT to the server by PID.
+func (p *process) suspend(sig syscall.Signal) {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		p.t.Fatalf("%s is not running", p.name)
+	}
+	pid := p.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil {
+		p.t.Fatalf("signal %s (pid %d): %v", p.name, pid, err)
+	}
+	// kill returns before the signal takes effect: wait for the state.
+	wantStopped := sig == syscall.SIGSTOP
+	deadline := time.Now().Add(readyTimeout)
+	for processStopped(pid) != wantStopped {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s (pid %d) did not change state after %s", p.name, pid, sig)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// processStopped reports whether pid is stopped by a signal (state T in
+// /proc/pid/stat, the field after the parenthesized command name).
+func processStopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
 }
 
 // waitGroupGone waits until no process of group pgid is left.
@@ -228,6 +264,37 @@ func waitReady(p *process, what string, ready func() error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// StartRedisReplica starts a private redis-server replicating master and
+// waits until its link to master is up; it is killed at cleanup.
+func StartRedisReplica(t testing.TB, master *RedisServer) *RedisServer {
+	t.Helper()
+	host, port, err := net.SplitHostPort(master.Addr)
+	if err != nil {
+		t.Fatalf("master address %q: %v", master.Addr, err)
+	}
+	s := StartRedis(t, "--replicaof", host, port)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
+	defer c.Close()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s of %s not in sync: %v\n%s", s.Addr, master.Addr, err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Pause stops the server with SIGSTOP: its connections stay open but it
+// answers nothing (a replica acknowledges no writes) until Resume.
+func (s *RedisServer) Pause() { s.proc.suspend(syscall.SIGSTOP) }
+
+// Resume continues a paused server with SIGCONT.
+func (s *RedisServer) Resume() { s.proc.suspend(syscall.SIGCONT) }
 
 // Stop shuts the server down with SIGTERM (it rewrites nothing: AOF is synced).
 func (s *RedisServer) Stop() { s.proc.signal(syscall.SIGTERM) }

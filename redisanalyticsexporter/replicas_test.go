@@ -1,0 +1,128 @@
+package redisanalyticsexporter
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter/exportertest"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
+)
+
+// replicatedConfig is a config for a private master whose pushes wait for
+// one replica, at most 200ms.
+func replicatedConfig(master *testservers.RedisServer, prefix string, waitReplicas int) *Config {
+	cfg := testConfig(master.Addr, prefix)
+	cfg.ClientConfig.WaitReplicas, cfg.ClientConfig.WaitTimeout = waitReplicas, 200*time.Millisecond
+	return cfg
+}
+
+// promote fails master over to replica: master dies with SIGKILL, replica
+// stops replicating and takes writes.
+func promote(t *testing.T, master, replica *testservers.RedisServer) {
+	t.Helper()
+	master.Kill()
+	require.NoError(t, replica.Client(t).ReplicaOf(t.Context(), "NO", "ONE").Err())
+}
+
+// TestFailoverKeepsWhatWaitReplicasAcknowledged: a replica that was cut off
+// from its master is promoted. Without wait_replicas, the push made while it
+// was cut off was acknowledged and is lost; with wait_replicas, that push
+// fails (retryably: the client resends it) and every acknowledged count is on
+// the new master.
+func TestFailoverKeepsWhatWaitReplicasAcknowledged(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name         string
+		waitReplicas int
+		wantAcked    bool
+	}{
+		{name: "wait_replicas 0", waitReplicas: 0, wantAcked: true},
+		{name: "wait_replicas 1", waitReplicas: 1, wantAcked: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			master := testservers.StartRedis(t)
+			replica := testservers.StartRedisReplica(t, master)
+			const prefix = "failover"
+			_, e := startLogs(t, replicatedConfig(master, prefix, tt.waitReplicas),
+				exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
+			want := expectedCounters(t, prefix)
+			require.NoError(t, e.pushLogs(ctx, sampleLogs()))
+			require.Eventually(t, func() bool { // replicated (without WAIT too, given time)
+				return assert.ObjectsAreEqual(want, counterValues(t, replica.Client(t), keysOf(want)))
+			}, 10*time.Second, 10*time.Millisecond)
+
+			// Cut the replica off (a network partition), then push.
+			require.NoError(t, replica.Client(t).ReplicaOf(ctx, "NO", "ONE").Err())
+			second := sampleLogs()
+			setBodies(second, "second push")
+			err := e.pushLogs(ctx, second)
+			if tt.wantAcked {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, redisconn.ErrNotReplicated)
+				assert.False(t, consumererror.IsPermanent(err), "the client resends it")
+			}
+			assert.Equal(t, scaled(want, 2), counterValues(t, master.Client(t), keysOf(want)), "applied on the master either way")
+
+			promote(t, master, replica)
+			assert.Equal(t, want, counterValues(t, replica.Client(t), keysOf(want)))
+			if tt.wantAcked {
+				t.Log("without wait_replicas the acknowledged second push is lost on failover")
+			}
+		})
+	}
+}
+
+// TestResendToAnotherCollectorWaitsForReplicas: a collector applies a push
+// on the master and fails before its replica acknowledged it; the client
+// resends to another collector (a new connection), whose script finds every
+// resource already counted. That collector must still not acknowledge before
+// the replica has the first collector's write: the script's dedup paths
+// renew the markers' TTLs, a write, so the WAIT after them covers the
+// earlier apply. Then the retry after the replica is back, and a failover:
+// counted exactly once.
+func TestResendToAnotherCollectorWaitsForReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	master := testservers.StartRedis(t)
+	replica := testservers.StartRedisReplica(t, master)
+	const prefix = "resend"
+	cfg := replicatedConfig(master, prefix, 1)
+	_, first := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
+	_, second := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
+	want := counterKeys(prefix, "x-evt", "", tsRecord, 7)
+
+	replica.Pause() // acknowledges nothing until Resume
+	require.ErrorIs(t, first.pushLogs(ctx, dedupLogs("x-evt", 3, 4)), redisconn.ErrNotReplicated)
+
+	// The resend: every resource entry is already counted, nothing left to
+	// apply, yet the replica has not acknowledged the first apply.
+	resend := second.logsRequest(dedupLogs("x-evt", 3, 4))
+	require.ErrorIs(t, second.push(ctx, resend), redisconn.ErrNotReplicated)
+
+	replica.Resume()
+	require.NoError(t, second.push(ctx, resend)) // exporterhelper's retry
+	assert.Equal(t, int64(len(resend.entries)), countExcluded(resend), "every entry found already counted")
+
+	promote(t, master, replica)
+	assert.Equal(t, want, counterValues(t, replica.Client(t), keysOf(want)))
+}
+
+func countExcluded(r *countsRequest) int64 {
+	var n int64
+	for _, en := range r.entries {
+		if en.excluded {
+			n++
+		}
+	}
+	return n
+}
