@@ -71,8 +71,9 @@ const (
 // in TestDistroCountsAcrossSlotMigration.)
 //
 // Renewing the claim is a write on purpose: with wait_replicas, the WAIT
-// after the re-run then covers the first run's GETDELs too (see
-// redisconn.ScriptRunner).
+// after the re-run then covers the first run's GETDELs too, also on servers
+// that move a client's replication offset only when it writes (Redis 7
+// moves it on every command; see redisconn.ScriptRunner).
 var stageScript = redisconn.NewScript(`
 local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXPIRE', KEYS[4], ARGV[6]) == 1 then
@@ -148,7 +149,8 @@ return 1
 // applies a staging entry that another process staged: the entry's STAGE may
 // not have reached the replicas (its flusher died before its WAIT), and a
 // failover after the PostgreSQL commit would then bring back the counters it
-// took and count them twice. The WAIT after this write covers that STAGE.
+// took and count them twice. The WAIT after this write covers that STAGE
+// (TestRecoveryWaitsForReplicas).
 var claimScript = redisconn.NewScript(`
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1

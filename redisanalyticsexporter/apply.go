@@ -37,10 +37,11 @@ const abortPrefix = "ANALYTICS_ABORT"
 //
 // Those two paths still write (EXPIRE) on purpose: with wait_replicas, the
 // WAIT that follows the script waits for the replication offset of this
-// connection's last write, which then lies past the writes that counted the
-// batch or the entries, even when they came from an earlier connection or
-// an earlier collector. Without a write, a retry would be acknowledged
-// without knowing whether any replica has its counts.
+// connection, which then lies past the writes that counted the batch or the
+// entries, even when they came from another connection or another
+// collector. Redis 7 already moves a client's offset on every command;
+// servers that move it only on writes would otherwise acknowledge such a
+// retry without knowing whether any replica has its counts.
 // Otherwise it sets the batch marker and every resource marker, applies the
 // counters and returns 1.
 //
