@@ -29,12 +29,12 @@ func replicatedEnv(t *testing.T) (env *testEnv, master, replica *testservers.Red
 
 // failOver kills master, promotes replica (if it was not cut off before),
 // flushes once from it and returns what PostgreSQL then holds.
-func failOver(ctx context.Context, t *testing.T, env *testEnv, master, replica *testservers.RedisServer) totals {
+func failOver(t *testing.T, env *testEnv, master, replica *testservers.RedisServer) totals {
 	t.Helper()
 	master.Kill()
-	cutOff(t, replica)
-	flushOnReplica(ctx, t, env, replica)
-	return env.readTotals(ctx)
+	cutOff(t.Context(), t, replica)
+	flushOnReplica(t, env, replica)
+	return env.readTotals(t.Context())
 }
 
 // times is incs counted n times.
@@ -61,9 +61,9 @@ func waitReplicated(t *testing.T, master, replica *testservers.RedisServer) {
 
 // cutOff detaches replica from its master (a network partition, or a
 // failover that has begun): it keeps what it has and takes writes.
-func cutOff(t *testing.T, replica *testservers.RedisServer) {
+func cutOff(ctx context.Context, t *testing.T, replica *testservers.RedisServer) {
 	t.Helper()
-	require.NoError(t, replica.Client(t).ReplicaOf(t.Context(), "NO", "ONE").Err())
+	require.NoError(t, replica.Client(t).ReplicaOf(ctx, "NO", "ONE").Err())
 }
 
 // startWaiting starts a flusher whose writes wait for waitReplicas replicas,
@@ -86,12 +86,12 @@ func requireFlushWaits(ctx context.Context, t *testing.T, env *testEnv, f *start
 
 // flushOnReplica flushes once with a new flusher that talks to replica (the
 // promoted master), into the env's database.
-func flushOnReplica(ctx context.Context, t *testing.T, env *testEnv, replica *testservers.RedisServer) {
+func flushOnReplica(t *testing.T, env *testEnv, replica *testservers.RedisServer) {
 	t.Helper()
 	cfg := env.config()
 	cfg.Redis.Endpoint = replica.Addr
 	f := env.start(cfg)
-	_, err := f.flush(ctx)
+	_, err := f.flush(t.Context())
 	require.NoError(t, err)
 }
 
@@ -115,7 +115,7 @@ func TestFailoverDuringFlushCountsOnceWithWaitReplicas(t *testing.T) {
 			ctx := t.Context()
 			env, master, replica, incs := replicatedEnv(t)
 			f := startWaiting(env, tt.waitReplicas)
-			cutOff(t, replica)
+			cutOff(ctx, t, replica)
 			if tt.waitReplicas > 0 {
 				requireFlushWaits(ctx, t, env, f)
 			} else {
@@ -124,7 +124,7 @@ func TestFailoverDuringFlushCountsOnceWithWaitReplicas(t *testing.T) {
 				require.NoError(t, f.Shutdown(ctx))
 			}
 
-			assert.Equal(t, times(incs, tt.wantTimes), failOver(ctx, t, env, master, replica))
+			assert.Equal(t, times(incs, tt.wantTimes), failOver(t, env, master, replica))
 		})
 	}
 }
@@ -137,14 +137,14 @@ func TestRecoveryWaitsForReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	env, master, replica, incs := replicatedEnv(t)
-	cutOff(t, replica)
+	cutOff(ctx, t, replica)
 	// The dead flusher staged an hour ago (past any grace period) and waited for nothing.
 	res, err := env.redisStore().stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-time.Hour))
 	require.NoError(t, err)
 	require.Len(t, res.fields, len(incs))
 
 	requireFlushWaits(ctx, t, env, startWaiting(env, 1))
-	assert.Equal(t, times(incs, 1), failOver(ctx, t, env, master, replica))
+	assert.Equal(t, times(incs, 1), failOver(t, env, master, replica))
 }
 
 // TestFlushWaitsForReplicasAndRetries: with a replica that acknowledges
@@ -169,7 +169,7 @@ func TestFlushWaitsForReplicasAndRetries(t *testing.T) {
 	require.NoError(t, f.Shutdown(ctx))
 
 	waitReplicated(t, master, replica)
-	assert.Equal(t, times(incs, 1), failOver(ctx, t, env, master, replica))
+	assert.Equal(t, times(incs, 1), failOver(t, env, master, replica))
 }
 
 // infoField returns the value of field in an INFO reply ("" when absent).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -106,11 +107,11 @@ func (r *ScriptRunner) exec(ctx context.Context, key string, cmds []redis.Cmder)
 		return err
 	}
 	send := func(ctx context.Context, cmds []redis.Cmder) error {
-		_, err := node.Pipelined(ctx, queue(ctx, cmds))
-		return err
+		_, sendErr := node.Pipelined(ctx, queue(ctx, cmds))
+		return sendErr
 	}
-	for i := len(r.hooks) - 1; i >= 0; i-- {
-		send = r.hooks[i].ProcessPipelineHook(send)
+	for _, h := range slices.Backward(r.hooks) {
+		send = h.ProcessPipelineHook(send)
 	}
 	err = send(ctx, cmds)
 	if redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") {

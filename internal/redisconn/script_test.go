@@ -49,7 +49,7 @@ func TestScriptRunnerWaitsForReplicas(t *testing.T) {
 	start := time.Now()
 	err = runner.Run(ctx, incrScript, []string{"k"}, 1).Err()
 	require.ErrorIs(t, err, ErrNotReplicated)
-	assert.ErrorContains(t, err, "0 of 1 replicas within 300ms")
+	require.ErrorContains(t, err, "0 of 1 replicas within 300ms")
 	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	assert.Equal(t, "6", client.Get(ctx, "k").Val(), "applied on the master")
 	replica.Resume()
