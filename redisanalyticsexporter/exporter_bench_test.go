@@ -108,21 +108,46 @@ func BenchmarkPushLogs(b *testing.B) {
 		b.Run("users="+strconv.Itoa(users), func(b *testing.B) {
 			cfg := createDefaultConfig().(*Config)
 			cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
-			pb := newPushBench(b, cfg)
-			ld := realisticLogs(users)
-			pb.distinct(ld)
-			require.NoError(b, pb.le.ConsumeLogs(b.Context(), ld)) // load the script, warm the pool
-			pb.cmds.n.Store(0)
-			b.ReportAllocs()
-			for b.Loop() {
-				pb.distinct(ld)
-				if err := pb.le.ConsumeLogs(b.Context(), ld); err != nil {
-					b.Fatal(err)
-				}
-			}
-			pb.report(b, ld.LogRecordCount())
+			newPushBench(b, cfg).pushOneAtATime(b, realisticLogs(users))
 		})
 	}
+}
+
+// BenchmarkPushLogsWaitReplicas is BenchmarkPushLogs/users=100 against a
+// private master with one replica (both with AOF everysec, Redis' default
+// for AOF), without and with wait_replicas: what waiting for the replica's
+// acknowledgement adds to each push (the WAIT rides in the script's round
+// trip; the replica has to receive and acknowledge the script's effects).
+// Under `make bench` both servers inherit the benchmark's pin to one CPU.
+func BenchmarkPushLogsWaitReplicas(b *testing.B) {
+	aof := []string{"--appendfsync", "everysec"}
+	master := testservers.StartRedis(b, aof...)
+	testservers.StartRedisReplica(b, master, aof...)
+	for _, wait := range []int{0, 1} {
+		b.Run("wait_replicas="+strconv.Itoa(wait), func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
+			cfg.ClientConfig.WaitReplicas = wait
+			pb := newPushBenchOn(b, cfg, master.Addr, "wait"+strconv.Itoa(wait))
+			pb.pushOneAtATime(b, realisticLogs(100))
+		})
+	}
+}
+
+// pushOneAtATime is the loop of BenchmarkPushLogs: ld pushed b.N times as a
+// new emission each time, one push at a time.
+func (pb *pushBench) pushOneAtATime(b *testing.B, ld plog.Logs) {
+	pb.distinct(ld)
+	require.NoError(b, pb.le.ConsumeLogs(b.Context(), ld)) // load the script, warm the pool
+	pb.cmds.n.Store(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		pb.distinct(ld)
+		if err := pb.le.ConsumeLogs(b.Context(), ld); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pb.report(b, ld.LogRecordCount())
 }
 
 // queuedProducers is how many goroutines feed BenchmarkPushLogsQueued, as
@@ -207,7 +232,13 @@ type pushBench struct {
 func newPushBench(b *testing.B, cfg *Config) *pushBench {
 	b.Helper()
 	_, prefix := testservers.SharedRedis(b)
-	cfg.ClientConfig.Endpoint = testservers.RedisEndpoint()
+	return newPushBenchOn(b, cfg, testservers.RedisEndpoint(), prefix)
+}
+
+// newPushBenchOn is newPushBench against the Redis at endpoint, under prefix.
+func newPushBenchOn(b *testing.B, cfg *Config, endpoint, prefix string) *pushBench {
+	b.Helper()
+	cfg.ClientConfig.Endpoint = endpoint
 	cfg.KeyPrefix = prefix
 	set := exportertest.NewNopSettings(metadata.Type)
 	e, err := newRedisAnalyticsExporter(cfg, set, signalLogs)

@@ -266,14 +266,15 @@ func waitReady(p *process, what string, ready func() error) {
 }
 
 // StartRedisReplica starts a private redis-server replicating master and
-// waits until its link to master is up; it is killed at cleanup.
-func StartRedisReplica(t testing.TB, master *RedisServer) *RedisServer {
+// waits until its link to master is up; it is killed at cleanup. Extra
+// arguments are passed as with StartRedis.
+func StartRedisReplica(t testing.TB, master *RedisServer, extraArgs ...string) *RedisServer {
 	t.Helper()
 	host, port, err := net.SplitHostPort(master.Addr)
 	if err != nil {
 		t.Fatalf("master address %q: %v", master.Addr, err)
 	}
-	s := StartRedis(t, "--replicaof", host, port)
+	s := StartRedis(t, append([]string{"--replicaof", host, port}, extraArgs...)...)
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
 	defer c.Close()
 	deadline := time.Now().Add(readyTimeout)
