@@ -134,22 +134,6 @@ func BenchmarkPushLogsWaitReplicas(b *testing.B) {
 	}
 }
 
-// pushOneAtATime is the loop of BenchmarkPushLogs: ld pushed b.N times as a
-// new emission each time, one push at a time.
-func (pb *pushBench) pushOneAtATime(b *testing.B, ld plog.Logs) {
-	pb.distinct(ld)
-	require.NoError(b, pb.le.ConsumeLogs(b.Context(), ld)) // load the script, warm the pool
-	pb.cmds.n.Store(0)
-	b.ReportAllocs()
-	for b.Loop() {
-		pb.distinct(ld)
-		if err := pb.le.ConsumeLogs(b.Context(), ld); err != nil {
-			b.Fatal(err)
-		}
-	}
-	pb.report(b, ld.LogRecordCount())
-}
-
 // queuedProducers is how many goroutines feed BenchmarkPushLogsQueued, as
 // concurrent OTLP clients feed the receiver.
 const queuedProducers = 4
@@ -250,6 +234,22 @@ func newPushBenchOn(b *testing.B, cfg *Config, endpoint, prefix string) *pushBen
 	require.NoError(b, pb.le.Start(b.Context(), componenttest.NewNopHost()))
 	b.Cleanup(func() { require.NoError(b, pb.le.Shutdown(context.Background())) })
 	return pb
+}
+
+// pushOneAtATime is the loop of BenchmarkPushLogs: ld pushed b.N times as a
+// new emission each time, one push at a time.
+func (pb *pushBench) pushOneAtATime(b *testing.B, ld plog.Logs) {
+	pb.distinct(ld)
+	require.NoError(b, pb.le.ConsumeLogs(b.Context(), ld)) // load the script, warm the pool
+	pb.cmds.n.Store(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		pb.distinct(ld)
+		if err := pb.le.ConsumeLogs(b.Context(), ld); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pb.report(b, ld.LogRecordCount())
 }
 
 // distinct makes ld a new emission.
