@@ -1,6 +1,7 @@
 package redisanalyticsexporter
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -15,12 +16,16 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 )
 
-// replicatedConfig is a config for a private master whose pushes wait for
-// one replica, at most 200ms.
-func replicatedConfig(master *testservers.RedisServer, prefix string, waitReplicas int) *Config {
-	cfg := testConfig(master.Addr, prefix)
+// replicated starts a private master with one replica and returns them with
+// a config for the master whose pushes wait for waitReplicas replicas, at
+// most 200ms each.
+func replicated(t *testing.T, prefix string, waitReplicas int) (master, replica *testservers.RedisServer, cfg *Config) {
+	t.Helper()
+	master = testservers.StartRedis(t)
+	replica = testservers.StartRedisReplica(t, master)
+	cfg = testConfig(master.Addr, prefix)
 	cfg.ClientConfig.WaitReplicas, cfg.ClientConfig.WaitTimeout = waitReplicas, 200*time.Millisecond
-	return cfg
+	return master, replica, cfg
 }
 
 // promote fails master over to replica: master dies with SIGKILL, replica
@@ -49,10 +54,9 @@ func TestFailoverKeepsWhatWaitReplicasAcknowledged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			master := testservers.StartRedis(t)
-			replica := testservers.StartRedisReplica(t, master)
 			const prefix = "failover"
-			_, e := startLogs(t, replicatedConfig(master, prefix, tt.waitReplicas),
+			master, replica, cfg := replicated(t, prefix, tt.waitReplicas)
+			_, e := startLogs(t, cfg,
 				exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
 			want := expectedCounters(t, prefix)
 			require.NoError(t, e.pushLogs(ctx, sampleLogs()))
@@ -96,10 +100,8 @@ func TestFailoverKeepsWhatWaitReplicasAcknowledged(t *testing.T) {
 func TestResendToAnotherCollectorWaitsForReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	master := testservers.StartRedis(t)
-	replica := testservers.StartRedisReplica(t, master)
 	const prefix = "resend"
-	cfg := replicatedConfig(master, prefix, 1)
+	master, replica, cfg := replicated(t, prefix, 1)
 	_, first := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
 	_, second := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
 	want := counterKeys(prefix, "x-evt", "", tsRecord, 7)
@@ -128,4 +130,66 @@ func countExcluded(r *countsRequest) int64 {
 		}
 	}
 	return n
+}
+
+// TestSentinelFailoversKeepAcknowledgedCounts follows the master through
+// Redis Sentinel with wait_replicas 1: a failover that Sentinel carries out
+// (SENTINEL FAILOVER), then the new master SIGKILLed and the old one promoted
+// back, with no replica until the killed server returns as its replica.
+// Each push is retried with the same request, as exporterhelper does, until
+// it is acknowledged; every acknowledged push is on the final master once.
+func TestSentinelFailoversKeepAcknowledgedCounts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	const prefix, name = "sentinel", "analytics-master"
+	master, replica, cfg := replicated(t, prefix, 1)
+	sentinel := testservers.StartRedisSentinel(t, master, name, 1)
+	cfg.ClientConfig.Sentinel.MasterName = name
+	cfg.ClientConfig.Sentinel.Endpoints = []string{sentinel.Addr}
+	require.NoError(t, cfg.ClientConfig.Validate())
+	_, e := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
+	// pushUntilAcknowledged retries one request as exporterhelper does and
+	// logs each new error on the way.
+	pushUntilAcknowledged := func(batch string) {
+		ld := sampleLogs()
+		setBodies(ld, batch)
+		req := e.logsRequestCtx(ctx, ld)
+		start, last := time.Now(), ""
+		require.Eventually(t, func() bool {
+			err := e.push(ctx, req)
+			if err != nil && err.Error() != last {
+				last = err.Error()
+				t.Logf("%s, after %s: %v", batch, time.Since(start).Round(time.Millisecond), err)
+			}
+			return err == nil
+		}, 60*time.Second, 50*time.Millisecond, batch)
+		t.Logf("%s: acknowledged after %s", batch, time.Since(start).Round(time.Millisecond))
+	}
+	masterIs := func(want *testservers.RedisServer) func() bool {
+		return func() bool { return sentinel.MasterAddr(ctx, t) == want.Addr }
+	}
+
+	pushUntilAcknowledged("before any failover")
+
+	require.NoError(t, sentinel.Client(t).Failover(ctx, name).Err())
+	start := time.Now()
+	require.Eventually(t, masterIs(replica), 30*time.Second, 20*time.Millisecond)
+	t.Logf("SENTINEL FAILOVER done in %s", time.Since(start).Round(time.Millisecond))
+	// Until the old master replicates the new one, the new master has no
+	// replica and acknowledges no push. Sentinel reconfigures it within
+	// seconds (its 10s INFO period); doing it now keeps the test short.
+	host, port, err := net.SplitHostPort(replica.Addr)
+	require.NoError(t, err)
+	require.NoError(t, master.Client(t).ReplicaOf(ctx, host, port).Err())
+	pushUntilAcknowledged("after SENTINEL FAILOVER")
+
+	replica.Kill()
+	start = time.Now()
+	require.Eventually(t, masterIs(master), 30*time.Second, 20*time.Millisecond)
+	t.Logf("failover after SIGKILL done in %s", time.Since(start).Round(time.Millisecond))
+	replica.Start() // --replicaof the first master: the replica of the master again
+	pushUntilAcknowledged("after the new master died")
+
+	want := scaled(expectedCounters(t, prefix), 3)
+	assert.Equal(t, want, counterValues(t, master.Client(t), keysOf(want)))
 }

@@ -43,6 +43,9 @@ type ClientConfig struct {
 	// discovers the other nodes and follows MOVED and ASK redirections. The
 	// components' key_prefix must then hold a hash tag. default: false
 	Cluster bool `mapstructure:"cluster"`
+	// Sentinel finds the master through Redis Sentinel, and follows it
+	// across failovers; Endpoint is then not used. default: off
+	Sentinel SentinelConfig `mapstructure:"sentinel"`
 	// WaitReplicas makes every write of the component (the exporter's
 	// counter script, the flusher's STAGE) count as done only once this many
 	// replicas acknowledged it: the script is followed by WAIT on the same
@@ -59,6 +62,27 @@ type ClientConfig struct {
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
+
+// SentinelConfig locates the master through Redis Sentinel.
+type SentinelConfig struct {
+	// MasterName is the name under which the sentinels monitor the master
+	// (`sentinel monitor <name> …`); setting it turns Sentinel on.
+	// default: none
+	MasterName string `mapstructure:"master_name"`
+	// Endpoints are the sentinels' host:port addresses; the client asks
+	// them for the master and subscribes to their failover announcements.
+	Endpoints []string `mapstructure:"endpoints"`
+	// Username and Password authenticate to the sentinels, when they
+	// require it (the master's are the client's own username and password).
+	Username string              `mapstructure:"username"`
+	Password configopaque.String `mapstructure:"password"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// enabled reports whether Sentinel is configured.
+func (s *SentinelConfig) enabled() bool { return s.MasterName != "" }
 
 // NewDefaultClientConfig returns the defaults: a plain-TCP local Redis.
 func NewDefaultClientConfig() ClientConfig {
@@ -80,6 +104,19 @@ func (c *ClientConfig) Validate() error {
 	}
 	if c.PoolSize < 0 {
 		errs = append(errs, fmt.Errorf(`"pool_size" must not be negative, got %d`, c.PoolSize))
+	}
+	if c.Sentinel.enabled() {
+		if len(c.Sentinel.Endpoints) == 0 {
+			errs = append(errs, errors.New(`"sentinel::endpoints" must list at least one sentinel with "sentinel::master_name"`))
+		}
+		for i, ep := range c.Sentinel.Endpoints {
+			if ep == "" {
+				errs = append(errs, fmt.Errorf(`"sentinel::endpoints[%d]" must not be empty`, i))
+			}
+		}
+		if c.Cluster {
+			errs = append(errs, errors.New(`"sentinel" and "cluster" exclude each other: a Redis Cluster fails over by itself`))
+		}
 	}
 	if c.WaitReplicas < 0 {
 		errs = append(errs, fmt.Errorf(`"wait_replicas" must not be negative, got %d`, c.WaitReplicas))
@@ -115,15 +152,22 @@ func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, er
 	if err != nil {
 		return nil, fmt.Errorf("redis tls: %w", err)
 	}
+	addrs := []string{c.Endpoint}
+	if c.Sentinel.enabled() {
+		addrs = c.Sentinel.Endpoints
+	}
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:         []string{c.Endpoint},
-		IsClusterMode: c.Cluster,
-		Username:      c.Username,
-		Password:      string(c.Password),
-		DB:            c.DB,
-		TLSConfig:     tlsCfg,
-		PoolSize:      c.PoolSize,
-		ReadTimeout:   c.readTimeout(),
+		Addrs:            addrs,
+		MasterName:       c.Sentinel.MasterName,
+		SentinelUsername: c.Sentinel.Username,
+		SentinelPassword: string(c.Sentinel.Password),
+		IsClusterMode:    c.Cluster,
+		Username:         c.Username,
+		Password:         string(c.Password),
+		DB:               c.DB,
+		TLSConfig:        tlsCfg,
+		PoolSize:         c.PoolSize,
+		ReadTimeout:      c.readTimeout(),
 		// The component's own context carries the deadline (exporterhelper's
 		// timeout, the flush timeout): let it bound each command.
 		ContextTimeoutEnabled: true,
@@ -164,6 +208,9 @@ func isClusterNode(ctx context.Context, client redis.UniversalClient) bool {
 
 // describe names the deployment in errors.
 func (c *ClientConfig) describe() string {
+	if c.Sentinel.enabled() {
+		return fmt.Sprintf("master %q via sentinels %s (db %d)", c.Sentinel.MasterName, strings.Join(c.Sentinel.Endpoints, ","), c.DB)
+	}
 	if c.Cluster {
 		return "cluster seed " + c.Endpoint
 	}

@@ -36,6 +36,8 @@ func TestValidate(t *testing.T) {
 		name     string
 		replicas int
 		timeout  time.Duration
+		sentinel SentinelConfig
+		cluster  bool
 		wantErr  string
 	}{
 		{name: "no wait", replicas: 0, timeout: 0},
@@ -43,10 +45,16 @@ func TestValidate(t *testing.T) {
 		{name: "negative replicas", replicas: -1, timeout: time.Second, wantErr: `"wait_replicas" must not be negative`},
 		{name: "wait forever", replicas: 1, timeout: 0, wantErr: `"wait_timeout" must be at least 1ms`},
 		{name: "sub-millisecond", replicas: 1, timeout: time.Microsecond, wantErr: `"wait_timeout" must be at least 1ms`},
+		{name: "sentinel", sentinel: SentinelConfig{MasterName: "m", Endpoints: []string{"h1:26379", "h2:26379"}}},
+		{name: "sentinel without endpoints", sentinel: SentinelConfig{MasterName: "m"}, wantErr: `"sentinel::endpoints" must list at least one sentinel`},
+		{name: "sentinel with an empty endpoint", sentinel: SentinelConfig{MasterName: "m", Endpoints: []string{"h1:26379", ""}}, wantErr: `"sentinel::endpoints[1]" must not be empty`},
+		{name: "sentinel and cluster", sentinel: SentinelConfig{MasterName: "m", Endpoints: []string{"h:1"}}, cluster: true, wantErr: `"sentinel" and "cluster" exclude each other`},
+		{name: "endpoints without a master name are unused", sentinel: SentinelConfig{Endpoints: []string{""}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := NewDefaultClientConfig()
 			cfg.WaitReplicas, cfg.WaitTimeout = tt.replicas, tt.timeout
+			cfg.Sentinel, cfg.Cluster = tt.sentinel, tt.cluster
 			if tt.wantErr == "" {
 				require.NoError(t, cfg.Validate())
 				return

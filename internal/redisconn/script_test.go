@@ -150,3 +150,23 @@ func (h cmdNames) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 		return next(ctx, cmds)
 	}
 }
+
+func TestNewClientFindsMasterThroughSentinel(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	master := testservers.StartRedis(t)
+	sentinel := testservers.StartRedisSentinel(t, master, "m", 0)
+	cfg := NewDefaultClientConfig()
+	cfg.Endpoint = "127.0.0.1:1" // not used with a sentinel
+	cfg.Sentinel.MasterName, cfg.Sentinel.Endpoints = "m", []string{sentinel.Addr}
+	require.NoError(t, cfg.Validate())
+	client, err := cfg.NewClient(ctx)
+	require.NoError(t, err)
+	defer client.Close()
+	require.NoError(t, client.Set(ctx, "via-sentinel", "1", 0).Err())
+	assert.Equal(t, "1", master.Client(t).Get(ctx, "via-sentinel").Val())
+
+	cfg.Sentinel.MasterName = "unknown"
+	_, err = cfg.NewClient(ctx)
+	require.ErrorContains(t, err, `redis ping master "unknown" via sentinels `+sentinel.Addr)
+}

@@ -197,6 +197,8 @@ func StartRedis(t testing.TB, extraArgs ...string) *RedisServer {
 				bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 				"--save", "", "--appendonly", "yes", "--appendfsync", "always",
 				"--daemonize", "no", "--protected-mode", "no",
+				// A replica syncs at once (default: wait 5s for other replicas).
+				"--repl-diskless-sync-delay", "0",
 			}, extraArgs...)
 		},
 	}
@@ -288,6 +290,85 @@ func StartRedisReplica(t testing.TB, master *RedisServer, extraArgs ...string) *
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// RedisSentinel is a private Redis Sentinel on a free loopback port that
+// monitors one master, with a 500ms down-after so that tests fail over fast.
+type RedisSentinel struct {
+	Addr       string
+	MasterName string
+	proc       *process
+}
+
+// StartRedisSentinel starts a sentinel monitoring master under masterName
+// (quorum 1) and waits until it has discovered replicas replicas of it; it is
+// killed at cleanup.
+func StartRedisSentinel(t testing.TB, master *RedisServer, masterName string, replicas int) *RedisSentinel {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found on PATH (install Debian's redis-server): %v", err)
+	}
+	host, port, err := net.SplitHostPort(master.Addr)
+	if err != nil {
+		t.Fatalf("master address %q: %v", master.Addr, err)
+	}
+	dir := t.TempDir()
+	sentinelPort := FreePort(t)
+	conf := filepath.Join(dir, "sentinel.conf") // the sentinel rewrites it
+	content := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nprotected-mode no\n"+
+		"sentinel monitor %s %s %s 1\n"+
+		"sentinel down-after-milliseconds %s 500\n"+
+		"sentinel failover-timeout %s 5000\n",
+		sentinelPort, dir, masterName, host, port, masterName, masterName)
+	if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
+		t.Fatalf("write sentinel config: %v", err)
+	}
+	s := &RedisSentinel{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(sentinelPort)), MasterName: masterName}
+	s.proc = &process{
+		t: t, name: "redis-sentinel", log: filepath.Join(dir, "sentinel.log"),
+		argv: func() []string { return []string{bin, conf, "--sentinel"} },
+	}
+	s.proc.start()
+	waitReady(s.proc, s.Addr, func() error { return rawPing(s.Addr) })
+	t.Cleanup(func() { s.proc.signal(syscall.SIGKILL) })
+	c := s.Client(t)
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		found, err := c.Replicas(context.Background(), masterName).Result()
+		ready := 0
+		for _, r := range found {
+			// Connected and in sync: a replica the sentinel may promote.
+			if r["flags"] == "slave" && r["master-link-status"] == "ok" {
+				ready++
+			}
+		}
+		if err == nil && ready >= replicas {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sentinel %s has %d promotable replicas of %s, want %d: %v %v\n%s", s.Addr, ready, masterName, replicas, found, err, s.proc.logTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Client returns a client of the sentinel's own commands, closed at cleanup.
+func (s *RedisSentinel) Client(t testing.TB) *redis.SentinelClient {
+	t.Helper()
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// MasterAddr returns the address the sentinel currently gives for the master.
+func (s *RedisSentinel) MasterAddr(ctx context.Context, t testing.TB) string {
+	t.Helper()
+	hostPort, err := s.Client(t).GetMasterAddrByName(ctx, s.MasterName).Result()
+	if err != nil || len(hostPort) != 2 {
+		t.Fatalf("sentinel %s: master of %s: %v %v", s.Addr, s.MasterName, hostPort, err)
+	}
+	return net.JoinHostPort(hostPort[0], hostPort[1])
 }
 
 // Pause stops the server with SIGSTOP: its connections stay open but it
