@@ -129,6 +129,8 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 	f.started = true
 	f.wg.Go(func() { f.loop(loopCtx) })
 	f.logger.Info("pg_flush started",
+		zap.String("redis", f.cfg.Redis.Describe()),
+		zap.Int("wait_replicas", f.cfg.Redis.WaitReplicas),
 		zap.String("key_prefix", f.schema.Prefix()),
 		zap.Duration("interval", f.cfg.Interval),
 		zap.Int("batch_size", f.cfg.BatchSize))

@@ -126,7 +126,7 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 	e.client, e.runner, e.host = client, runner, host
 	e.mu.Unlock()
 	e.logger.Info("Connected to Redis",
-		zap.String("endpoint", e.cfg.ClientConfig.Endpoint),
+		zap.String("redis", e.cfg.ClientConfig.Describe()),
 		zap.String("key_prefix", e.cfg.KeyPrefix),
 		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
 	return nil

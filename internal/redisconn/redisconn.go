@@ -179,11 +179,11 @@ func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, er
 	// node without cluster support fails here.
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("redis ping %s: %w", c.describe(), err)
+		return nil, fmt.Errorf("redis ping %s: %w", c.Describe(), err)
 	}
 	if !c.Cluster && isClusterNode(ctx, client) {
 		_ = client.Close()
-		return nil, fmt.Errorf(`redis %s is a Redis Cluster node: set "cluster: true" and a key_prefix with a hash tag such as "{analytics}"`, c.describe())
+		return nil, fmt.Errorf(`redis %s is a Redis Cluster node: set "cluster: true" and a key_prefix with a hash tag such as "{analytics}"`, c.Describe())
 	}
 	return client, nil
 }
@@ -206,8 +206,9 @@ func isClusterNode(ctx context.Context, client redis.UniversalClient) bool {
 	return err == nil && strings.Contains(info, "cluster_enabled:1")
 }
 
-// describe names the deployment in errors.
-func (c *ClientConfig) describe() string {
+// Describe names the deployment, for errors and logs: the endpoint and db,
+// the cluster seed, or the Sentinel master and its sentinels.
+func (c *ClientConfig) Describe() string {
 	if c.Sentinel.enabled() {
 		return fmt.Sprintf("master %q via sentinels %s (db %d)", c.Sentinel.MasterName, strings.Join(c.Sentinel.Endpoints, ","), c.DB)
 	}
