@@ -161,3 +161,14 @@ func TestBatchMarkerTTL(t *testing.T) {
 	cfg.RetryConfig.MaxElapsedTime = 0 // retry forever
 	assert.Equal(t, time.Hour+time.Minute, cfg.batchMarkerTTL())
 }
+
+// TestSampleExporterConfig reads the sample config's exporter settings as the
+// queued push benchmarks do, so that a new ${env:...} setting in the file
+// cannot break `make bench` unnoticed.
+func TestSampleExporterConfig(t *testing.T) {
+	t.Parallel()
+	cfg := sampleExporterConfig(t)
+	require.NoError(t, cfg.Validate())
+	assert.True(t, cfg.ReleaseRecords)
+	assert.Zero(t, cfg.ClientConfig.WaitReplicas)
+}

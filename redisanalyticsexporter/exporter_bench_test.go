@@ -188,15 +188,16 @@ func BenchmarkPushLogsQueued(b *testing.B) {
 
 // sampleExporterConfig reads the redis_analytics settings of the repository's
 // sample config, for the values it spells out (the ${env:...} ones stay
-// unresolved: cluster takes its default here, and the caller sets the
-// endpoint and key prefix).
+// unresolved: cluster and wait_replicas take their defaults here, and the
+// caller sets the endpoint and key prefix). TestSampleExporterConfig keeps
+// it in step with the file.
 func sampleExporterConfig(tb testing.TB) *Config {
 	tb.Helper()
 	cm, err := confmaptest.LoadConf(filepath.Join("..", "testdata", "config.yaml"))
 	require.NoError(tb, err)
 	sub, err := cm.Sub("exporters::" + metadata.Type.String())
 	require.NoError(tb, err)
-	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{"cluster": false})))
+	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{"cluster": false, "wait_replicas": 0})))
 	cfg := createDefaultConfig().(*Config)
 	require.NoError(tb, sub.Unmarshal(cfg))
 	require.True(tb, cfg.QueueConfig.HasValue(), "the sample config has a sending queue")
