@@ -88,7 +88,7 @@ test: services build
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 
 ## bench: issue #4 targets: the distro under telemetrygen load next to a do-nothing baseline (both
-##        durability modes), then the Go benchmarks; prints one summary (also in bench-results.txt), ~5 min
+##        durability modes), then the Go benchmarks; prints one summary (also in bench-results.txt), ~6 min
 # The driver (internal/benchrun) starts a private Redis, a fresh PostgreSQL database per run, the distro
 # and telemetrygen (pinned in internal/tools/telemetrygen/go.mod, compiled once into a temp dir), pins
 # them to CPUs with taskset when there are >= 2, and stops everything it started.
