@@ -171,4 +171,5 @@ func TestSampleExporterConfig(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	assert.True(t, cfg.ReleaseRecords)
 	assert.Zero(t, cfg.ClientConfig.WaitReplicas)
+	assert.Empty(t, cfg.ClientConfig.Sentinel.MasterName)
 }

@@ -188,7 +188,7 @@ func BenchmarkPushLogsQueued(b *testing.B) {
 
 // sampleExporterConfig reads the redis_analytics settings of the repository's
 // sample config, for the values it spells out (the ${env:...} ones stay
-// unresolved: cluster and wait_replicas take their defaults here, and the
+// unresolved: cluster, sentinel and wait_replicas take their defaults here, and the
 // caller sets the endpoint and key prefix). TestSampleExporterConfig keeps
 // it in step with the file.
 func sampleExporterConfig(tb testing.TB) *Config {
@@ -197,7 +197,9 @@ func sampleExporterConfig(tb testing.TB) *Config {
 	require.NoError(tb, err)
 	sub, err := cm.Sub("exporters::" + metadata.Type.String())
 	require.NoError(tb, err)
-	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{"cluster": false, "wait_replicas": 0})))
+	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{
+		"cluster": false, "wait_replicas": 0, "sentinel": map[string]any{"master_name": "", "endpoints": []string{}},
+	})))
 	cfg := createDefaultConfig().(*Config)
 	require.NoError(tb, sub.Unmarshal(cfg))
 	require.True(tb, cfg.QueueConfig.HasValue(), "the sample config has a sending queue")

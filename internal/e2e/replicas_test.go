@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -53,4 +54,55 @@ func TestDistroFailoverToReplica(t *testing.T) {
 	env.RedisEndpoint, env.Env = replica.Addr, nil
 	startDistro(t, env).stop()
 	assertFlushedExactly(ctx, t, replica.Client(t), dsn, prefix, exp)
+}
+
+// TestDistroFollowsSentinelFailover runs the distro with the sample config,
+// told through REDIS_SENTINEL_MASTER and REDIS_SENTINEL_ENDPOINTS to find the
+// master through a sentinel (its REDIS_ENDPOINT leads nowhere), with
+// REDIS_WAIT_REPLICAS=1 and a flush every 300 ms. Under load, the sentinel
+// fails the master over to its replica (SENTINEL FAILOVER). Every
+// acknowledged request is in PostgreSQL exactly once, and the new master is
+// drained.
+func TestDistroFollowsSentinelFailover(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	master := testservers.StartRedis(t)
+	replica := testservers.StartRedisReplica(t, master)
+	const name, prefix = "e2e-master", "e2e-sentinel"
+	sentinel := testservers.StartRedisSentinel(t, master, name, 1)
+	dsn := testservers.FreshDatabase(t)
+	d := startDistro(t, distroEnv{
+		RedisEndpoint: "127.0.0.1:1", PostgresDSN: dsn, KeyPrefix: prefix,
+		FlushInterval: 300 * time.Millisecond,
+		Env: []string{
+			"REDIS_SENTINEL_MASTER=" + name, "REDIS_SENTINEL_ENDPOINTS=[" + sentinel.Addr + "]",
+			"REDIS_WAIT_REPLICAS=1",
+		},
+	})
+	c := newLoadClient(t, 5000, 10, 45*time.Second, buildMixed(120, 60))
+	c.start(ctx, 2, d)
+	waitFor(t, 20*time.Second, 5*time.Millisecond, "no traffic before the failover", func() bool {
+		return c.ackedCount() >= 40
+	})
+
+	require.NoError(t, sentinel.Client(t).Failover(ctx, name).Err())
+	waitFor(t, 30*time.Second, 20*time.Millisecond, "the sentinel did not fail over", func() bool {
+		return sentinel.MasterAddr(ctx, t) == replica.Addr
+	})
+	atFailover := c.ackedCount()
+	// What the sentinel does within seconds: the old master replicates the
+	// new one, which acknowledges no write before it has a replica.
+	host, port, err := net.SplitHostPort(replica.Addr)
+	require.NoError(t, err)
+	require.NoError(t, master.Client(t).ReplicaOf(ctx, host, port).Err())
+	waitFor(t, 45*time.Second, 5*time.Millisecond, "traffic did not resume after the failover", func() bool {
+		return c.ackedCount() >= atFailover+40
+	})
+	reqs := c.finish()
+	d.stop()
+
+	assertExactlyOnce(t, tableRows(ctx, t, dsn), reqs)
+	assertRedisDrained(ctx, t, replica.Client(t), prefix)
+	t.Logf("%d requests acknowledged, %d before the failover; %d client-visible failed attempts",
+		len(reqs), atFailover, c.failedCount())
 }
