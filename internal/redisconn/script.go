@@ -17,6 +17,10 @@ import (
 // (a replica acknowledges a replication offset, and the stream is ordered).
 var ErrNotReplicated = errors.New("write not acknowledged by enough replicas")
 
+// errNoKeys: a script run through a waiting runner needs a key, which picks
+// the node in a cluster.
+var errNoKeys = errors.New("redis script without keys: cannot wait for replicas")
+
 // Script is a Lua script that the components run through a ScriptRunner. It
 // keeps its source for EVAL after a NOSCRIPT.
 type Script struct {
@@ -58,6 +62,11 @@ func (r *ScriptRunner) WaitsForReplicas() bool { return r.replicas > 0 }
 func (r *ScriptRunner) Run(ctx context.Context, s *Script, keys []string, args ...any) *redis.Cmd {
 	if r.replicas == 0 {
 		return s.Run(ctx, r.client, keys, args...)
+	}
+	if len(keys) == 0 {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errNoKeys)
+		return cmd
 	}
 	cmd := r.runAndWait(ctx, "evalsha", s.Hash(), keys, args)
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {

@@ -84,9 +84,11 @@ func TestScriptRunnerWithoutReplicasDoesNotWait(t *testing.T) {
 	// With wait_replicas and no replica, every write fails after wait_timeout.
 	cfg.WaitReplicas, cfg.WaitTimeout = 1, 50*time.Millisecond
 	sent = nil
-	err = cfg.NewScriptRunner(client).Run(ctx, incrScript, []string{"k"}, 1).Err()
+	waiting := cfg.NewScriptRunner(client)
+	err = waiting.Run(ctx, incrScript, []string{"k"}, 1).Err()
 	require.ErrorIs(t, err, ErrNotReplicated)
 	assert.Equal(t, []string{"evalsha", "wait"}, sent, "one pipeline: the script, then WAIT")
+	require.ErrorIs(t, waiting.Run(ctx, incrScript, nil).Err(), errNoKeys, "an error, not a panic")
 }
 
 // TestScriptRunnerWaitsInCluster checks the cluster path: the script and WAIT
