@@ -117,6 +117,11 @@ return {expired, n, flat}
 // finishScript is CLEANUP (plus the quarantine writes of the batch): after the
 // PostgreSQL commit it records the unparsable counts in the quarantine hash,
 // deletes the staging hash and removes the flush id from the staging index.
+// With wait_replicas it waits too: a cleanup that a failover lost would not
+// count anything twice (the ledger holds the flush id), but would bring the
+// staging entry back, left until the grace period lets a flusher recover it.
+// A cleanup whose WAIT falls short fails; its flush id stays this flusher's,
+// and the next tick finishes it.
 //
 //	KEYS[1] staging hash, KEYS[2] staging index, KEYS[3] quarantine hash
 //	ARGV[1] flush id, then triples {op, field, value}: op "i" = HINCRBY, "s" = HSET
@@ -207,8 +212,8 @@ type quarantineOp struct {
 // redisStore is the Redis side of the flush protocol.
 type redisStore struct {
 	client redis.UniversalClient
-	// runner runs STAGE and the claims of recovery, waiting for replicas
-	// when configured.
+	// runner runs STAGE, CLEANUP and the claims of recovery, waiting for
+	// replicas when configured.
 	runner *redisconn.ScriptRunner
 	schema keyschema.Schema
 	// counterPrefix and userPrefix are the key prefixes of the counter keys.
@@ -293,7 +298,7 @@ func (s *redisStore) finish(ctx context.Context, id string, quarantine []quarant
 		}
 		args = append(args, op, q.field, q.value)
 	}
-	if err := finishScript.Run(ctx, s.client, keys, args...).Err(); err != nil {
+	if err := s.runner.Run(ctx, finishScript, keys, args...).Err(); err != nil {
 		return fmt.Errorf("redis clean up staging %s: %w", id, err)
 	}
 	return nil
