@@ -46,8 +46,8 @@ const (
 //
 // If the flush id was claimed before (go-redis re-sent the script after a
 // lost reply), it stages nothing, renews the claim's TTL and returns
-// {-1, 0, {}}: the caller reads the staging hash instead, which is empty when another flusher recovered and
-// finished the entry meanwhile. The claim outlives the hash: checking the hash
+// {-1, 0, {}}: the caller reads the staging hash instead, which is empty
+// when another flusher recovered and finished the entry meanwhile. The claim outlives the hash: checking the hash
 // alone would let such a re-run stage a new batch under an id the ledger
 // already holds, and that batch would then be skipped as applied. A STAGE
 // that pops nothing claims nothing, so idle ticks leave no keys behind: a
@@ -117,11 +117,11 @@ return {expired, n, flat}
 // finishScript is CLEANUP (plus the quarantine writes of the batch): after the
 // PostgreSQL commit it records the unparsable counts in the quarantine hash,
 // deletes the staging hash and removes the flush id from the staging index.
-// With wait_replicas it waits too: a cleanup that a failover lost would not
-// count anything twice (the ledger holds the flush id), but would bring the
-// staging entry back, left until the grace period lets a flusher recover it.
-// A cleanup whose WAIT falls short fails; its flush id stays this flusher's,
-// and the next tick finishes it.
+// With wait_replicas it waits too, so that a failover does not bring back the
+// staging entry of a cleanup that succeeded. A cleanup lost in a failover
+// counts nothing twice either way (the ledger holds the flush id): its entry
+// comes back and a flusher recovers it, at the latest after the grace
+// period. A cleanup whose WAIT falls short fails the tick.
 //
 //	KEYS[1] staging hash, KEYS[2] staging index, KEYS[3] quarantine hash
 //	ARGV[1] flush id, then triples {op, field, value}: op "i" = HINCRBY, "s" = HSET
