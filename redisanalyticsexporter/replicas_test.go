@@ -18,13 +18,14 @@ import (
 
 // replicated starts a private master with one replica and returns them with
 // a config for the master whose pushes wait for waitReplicas replicas, at
-// most 200ms each.
+// most 2s each (generous: a loaded CI host must not fail the pushes
+// that a replica does acknowledge).
 func replicated(t *testing.T, prefix string, waitReplicas int) (master, replica *testservers.RedisServer, cfg *Config) {
 	t.Helper()
 	master = testservers.StartRedis(t)
 	replica = testservers.StartRedisReplica(t, master)
 	cfg = testConfig(master.Addr, prefix)
-	cfg.ClientConfig.WaitReplicas, cfg.ClientConfig.WaitTimeout = waitReplicas, 200*time.Millisecond
+	cfg.ClientConfig.WaitReplicas, cfg.ClientConfig.WaitTimeout = waitReplicas, 2*time.Second
 	return master, replica, cfg
 }
 
@@ -115,6 +116,7 @@ func TestResendToAnotherCollectorWaitsForReplicas(t *testing.T) {
 	require.ErrorIs(t, second.push(ctx, resend), redisconn.ErrNotReplicated)
 
 	replica.Resume()
+	master.WaitReplicasAcked(t)
 	require.NoError(t, second.push(ctx, resend)) // exporterhelper's retry
 	assert.Equal(t, int64(len(resend.entries)), countExcluded(resend), "every entry found already counted")
 

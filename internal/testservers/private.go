@@ -292,6 +292,57 @@ func StartRedisReplica(t testing.TB, master *RedisServer, extraArgs ...string) *
 	}
 }
 
+// WaitReplicasAcked waits until the server has at least one replica and
+// every replica has acknowledged its whole replication stream, as WAIT
+// counts them (a resumed replica catches up first).
+func (s *RedisServer) WaitReplicasAcked(t testing.TB) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
+	defer c.Close()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && replicasAcked(info) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas of %s did not acknowledge: %v\n%s", s.Addr, err, info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// replicasAcked reports whether an INFO replication reply lists replicas
+// whose acknowledged offsets all reach master_repl_offset.
+func replicasAcked(info string) bool {
+	var masterOffset string
+	var acked []string
+	for line := range strings.Lines(info) {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+			masterOffset = v
+		}
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, ",offset=") {
+			_, rest, _ := strings.Cut(line, ",offset=")
+			off, _, _ := strings.Cut(rest, ",")
+			acked = append(acked, off)
+		}
+	}
+	if masterOffset == "" || len(acked) == 0 {
+		return false
+	}
+	want, err := strconv.ParseInt(masterOffset, 10, 64)
+	if err != nil {
+		return false
+	}
+	for _, a := range acked {
+		if n, err := strconv.ParseInt(a, 10, 64); err != nil || n < want {
+			return false
+		}
+	}
+	return true
+}
+
 // RedisSentinel is a private Redis Sentinel on a free loopback port that
 // monitors one master, with a 500ms down-after so that tests fail over fast.
 type RedisSentinel struct {
