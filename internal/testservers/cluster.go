@@ -31,8 +31,8 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	c := &RedisCluster{Nodes: make([]*RedisServer, masters)}
 	args := []string{"--cluster", "create"}
 	for i := range c.Nodes {
-		// The bus port is set explicitly: the default (port + 10000) may
-		// be above 65535 for a port from the ephemeral range.
+		// The bus port is a FreePort too: the default, port + 10000, lies
+		// in the kernel's ephemeral range (see FreePort).
 		c.Nodes[i] = StartRedis(t,
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-port", strconv.Itoa(FreePort(t)), "--cluster-node-timeout", "5000",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -25,15 +26,42 @@ import (
 
 const readyTimeout = 30 * time.Second
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// Ports handed out by FreePort come from below the kernel's ephemeral range
+// (32768 and up on Linux): a port the kernel picked could be taken, between
+// FreePort and the server's bind, by the local end of an outgoing connection
+// (replicas, clients, sentinels open many). handedOut keeps one test binary
+// from handing the same port out twice.
+const (
+	freePortMin = 20000
+	freePortMax = 32767
+)
+
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// this test binary has not handed out before.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	for range 1000 {
+		port := freePortMin + rand.IntN(freePortMax-freePortMin+1) //nolint:gosec // not for security
+		if handedOut[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		handedOut[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free loopback port in %d-%d", freePortMin, freePortMax)
+	return 0
 }
 
 // process is a server child process that can be stopped and restarted.
