@@ -204,7 +204,9 @@ func (p *process) logTail() string {
 // persistence (appendfsync always) so a restart keeps what it acknowledged.
 type RedisServer struct {
 	Addr string
-	proc *process
+	// TLSAddr is the TLS port's address, for a server from StartRedisTLS.
+	TLSAddr string
+	proc    *process
 }
 
 // StartRedis starts a private redis-server; it is killed at cleanup.
@@ -305,16 +307,23 @@ func StartRedisReplica(t testing.TB, master *RedisServer, extraArgs ...string) *
 		t.Fatalf("master address %q: %v", master.Addr, err)
 	}
 	s := StartRedis(t, append([]string{"--replicaof", host, port}, extraArgs...)...)
+	s.waitLinkUp(t, master.Addr)
+	return s
+}
+
+// waitLinkUp waits until the replica s reports its link to master up.
+func (s *RedisServer) waitLinkUp(t testing.TB, master string) {
+	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
 	defer c.Close()
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		info, err := c.Info(context.Background(), "replication").Result()
 		if err == nil && strings.Contains(info, "master_link_status:up") {
-			return s
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica %s of %s not in sync: %v\n%s", s.Addr, master.Addr, err, info)
+			t.Fatalf("replica %s of %s not in sync: %v\n%s\n%s", s.Addr, master, err, info, s.proc.logTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -374,7 +383,10 @@ func replicasAcked(info string) bool {
 // RedisSentinel is a private Redis Sentinel on a free loopback port that
 // monitors one master, with a 500ms down-after so that tests fail over fast.
 type RedisSentinel struct {
-	Addr       string
+	Addr string
+	// TLSAddr is the TLS port's address, for a sentinel from
+	// StartRedisSentinelTLS.
+	TLSAddr    string
 	MasterName string
 	proc       *process
 }
@@ -384,13 +396,20 @@ type RedisSentinel struct {
 // killed at cleanup.
 func StartRedisSentinel(t testing.TB, master *RedisServer, masterName string, replicas int) *RedisSentinel {
 	t.Helper()
+	return startSentinel(t, master.Addr, masterName, replicas, "")
+}
+
+// startSentinel starts a sentinel monitoring the master at masterAddr, with
+// extraConf appended to its configuration file.
+func startSentinel(t testing.TB, masterAddr, masterName string, replicas int, extraConf string) *RedisSentinel {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found on PATH (install Debian's redis-server): %v", err)
 	}
-	host, port, err := net.SplitHostPort(master.Addr)
+	host, port, err := net.SplitHostPort(masterAddr)
 	if err != nil {
-		t.Fatalf("master address %q: %v", master.Addr, err)
+		t.Fatalf("master address %q: %v", masterAddr, err)
 	}
 	dir := t.TempDir()
 	sentinelPort := FreePort(t)
@@ -398,8 +417,8 @@ func StartRedisSentinel(t testing.TB, master *RedisServer, masterName string, re
 	content := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nprotected-mode no\n"+
 		"sentinel monitor %s %s %s 1\n"+
 		"sentinel down-after-milliseconds %s 500\n"+
-		"sentinel failover-timeout %s 5000\n",
-		sentinelPort, dir, masterName, host, port, masterName, masterName)
+		"sentinel failover-timeout %s 5000\n%s",
+		sentinelPort, dir, masterName, host, port, masterName, masterName, extraConf)
 	if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
 		t.Fatalf("write sentinel config: %v", err)
 	}

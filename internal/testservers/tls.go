@@ -1,0 +1,158 @@
+package testservers
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestPKI is a throwaway certificate authority, with a server certificate
+// for 127.0.0.1 and localhost and a client certificate, as PEM files.
+type TestPKI struct {
+	CAFile         string
+	ServerCertFile string
+	ServerKeyFile  string
+	ClientCertFile string
+	ClientKeyFile  string
+}
+
+// NewTestPKI creates the CA and both certificates (valid for a day) in a
+// temporary directory.
+func NewTestPKI(t testing.TB) *TestPKI {
+	t.Helper()
+	dir := t.TempDir()
+	p := &TestPKI{
+		CAFile:         filepath.Join(dir, "ca.pem"),
+		ServerCertFile: filepath.Join(dir, "server.pem"),
+		ServerKeyFile:  filepath.Join(dir, "server-key.pem"),
+		ClientCertFile: filepath.Join(dir, "client.pem"),
+		ClientKeyFile:  filepath.Join(dir, "client-key.pem"),
+	}
+	now := time.Now()
+	caKey := newKey(t)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "otelcol-analytics test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatalf("create CA certificate: %v", err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatalf("parse CA certificate: %v", err)
+	}
+	writePEM(t, p.CAFile, "CERTIFICATE", caDER)
+
+	leaf := func(serial int64, name string, usage []x509.ExtKeyUsage, certFile, keyFile string) {
+		key := newKey(t)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: name},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  usage,
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+			DNSNames:     []string{"localhost"},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatalf("create %s certificate: %v", name, err)
+		}
+		writePEM(t, certFile, "CERTIFICATE", der)
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatalf("marshal %s key: %v", name, err)
+		}
+		writePEM(t, keyFile, "PRIVATE KEY", keyDER)
+	}
+	// A Redis server presents its certificate as a client too, to its master
+	// and to the servers a sentinel monitors.
+	leaf(2, "127.0.0.1", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, p.ServerCertFile, p.ServerKeyFile)
+	leaf(3, "otelcol-analytics test client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, p.ClientCertFile, p.ClientKeyFile)
+	return p
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("generate key: %v", err)
+	}
+	return key
+}
+
+func writePEM(t testing.TB, path, blockType string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+}
+
+// redisTLSArgs are the redis-server options that serve TLS with p's server
+// certificate and trust p's CA for client certificates (and for the TLS
+// links of replication and sentinels).
+func (p *TestPKI) redisTLSArgs() []string {
+	return []string{
+		"--tls-cert-file", p.ServerCertFile, "--tls-key-file", p.ServerKeyFile,
+		"--tls-ca-cert-file", p.CAFile,
+	}
+}
+
+// StartRedisTLS starts a private redis-server like StartRedis that also
+// serves TLS on TLSAddr with p's server certificate. Clients of the TLS port
+// must present a certificate of p's CA unless extraArgs say
+// "--tls-auth-clients", "no". The plain port stays open for the tests' own
+// checks.
+func StartRedisTLS(t testing.TB, p *TestPKI, extraArgs ...string) *RedisServer {
+	t.Helper()
+	tlsPort := FreePort(t)
+	args := append([]string{"--tls-port", strconv.Itoa(tlsPort)}, p.redisTLSArgs()...)
+	s := StartRedis(t, append(args, extraArgs...)...)
+	s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	return s
+}
+
+// StartRedisReplicaTLS starts a replica of master that replicates over
+// master's TLS port (and so announces its own TLS port), and waits until its
+// link is up.
+func StartRedisReplicaTLS(t testing.TB, master *RedisServer, p *TestPKI, extraArgs ...string) *RedisServer {
+	t.Helper()
+	host, port, err := net.SplitHostPort(master.TLSAddr)
+	if err != nil {
+		t.Fatalf("master TLS address %q: %v", master.TLSAddr, err)
+	}
+	s := StartRedisTLS(t, p, append([]string{"--replicaof", host, port, "--tls-replication", "yes"}, extraArgs...)...)
+	s.waitLinkUp(t, master.TLSAddr)
+	return s
+}
+
+// StartRedisSentinelTLS starts a sentinel like StartRedisSentinel that also
+// serves TLS on TLSAddr and talks to master (at its TLS port) and its
+// replicas over TLS.
+func StartRedisSentinelTLS(t testing.TB, master *RedisServer, masterName string, replicas int, p *TestPKI) *RedisSentinel {
+	t.Helper()
+	tlsPort := FreePort(t)
+	conf := fmt.Sprintf("tls-port %d\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-replication yes\n",
+		tlsPort, p.ServerCertFile, p.ServerKeyFile, p.CAFile)
+	s := startSentinel(t, master.TLSAddr, masterName, replicas, conf)
+	s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	return s
+}
