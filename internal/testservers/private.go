@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -485,7 +486,10 @@ func (s *RedisServer) Kill() { s.proc.signal(syscall.SIGKILL) }
 // PostgresServer is a private PostgreSQL cluster on a free loopback port.
 type PostgresServer struct {
 	Port int
-	proc *process
+	// sslParams are the DSN parameters of a connection: no TLS, or TLS
+	// verified against the server's CA (StartPostgresTLS).
+	sslParams string
+	proc      *process
 }
 
 // StartPostgres runs initdb in a temporary directory and starts postgres on
@@ -493,6 +497,12 @@ type PostgresServer struct {
 // root, the server runs as the "postgres" system user (PostgreSQL refuses
 // root). The server is killed and its files removed at cleanup.
 func StartPostgres(t testing.TB) *PostgresServer {
+	t.Helper()
+	return startPostgres(t, nil)
+}
+
+// startPostgres starts a private PostgreSQL; with pki, it serves TLS only.
+func startPostgres(t testing.TB, pki *TestPKI) *PostgresServer {
 	t.Helper()
 	binDir, err := postgresBinDir()
 	if err != nil {
@@ -517,15 +527,18 @@ func StartPostgres(t testing.TB) *PostgresServer {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
 	port := FreePort(t)
-	s := &PostgresServer{Port: port}
+	s := &PostgresServer{Port: port, sslParams: "sslmode=disable"}
+	args := []string{
+		filepath.Join(binDir, "postgres"), "-D", dataDir, "-p", strconv.Itoa(port), "-k", dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100",
+	}
+	if pki != nil {
+		args = append(args, pki.postgresTLSArgs(t, dataDir, cred)...)
+		s.sslParams = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(pki.CAFile)
+	}
 	s.proc = &process{
 		t: t, name: "postgres", cred: cred, log: filepath.Join(dir, "postgres.log"),
-		argv: func() []string {
-			return []string{
-				filepath.Join(binDir, "postgres"), "-D", dataDir, "-p", strconv.Itoa(port), "-k", dir,
-				"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100",
-			}
-		},
+		argv: func() []string { return args },
 	}
 	s.Start()
 	t.Cleanup(func() { s.proc.signal(syscall.SIGKILL) })
@@ -534,7 +547,7 @@ func StartPostgres(t testing.TB) *PostgresServer {
 
 // DSN returns the DSN of database db on this server.
 func (s *PostgresServer) DSN(db string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?%s", s.Port, db, s.sslParams)
 }
 
 // FreshDatabase creates a database on this server and returns its DSN.

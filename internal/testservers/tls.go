@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -155,4 +156,43 @@ func StartRedisSentinelTLS(t testing.TB, master *RedisServer, masterName string,
 	s := startSentinel(t, master.TLSAddr, masterName, replicas, conf)
 	s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	return s
+}
+
+// StartPostgresTLS starts a private PostgreSQL like StartPostgres that takes
+// TLS connections only, with p's server certificate; DSN and FreshDatabase
+// then verify it against p's CA (sslmode=verify-full).
+func StartPostgresTLS(t testing.TB, p *TestPKI) *PostgresServer {
+	t.Helper()
+	return startPostgres(t, p)
+}
+
+// postgresTLSArgs copies p's server certificate into dataDir (PostgreSQL
+// wants its key private to the server's user) and replaces pg_hba.conf so
+// that TCP connections must use TLS; it returns the server options.
+func (p *TestPKI) postgresTLSArgs(t testing.TB, dataDir string, cred *syscall.Credential) []string {
+	t.Helper()
+	cert, key := filepath.Join(dataDir, "server.crt"), filepath.Join(dataDir, "server.key")
+	hba := filepath.Join(dataDir, "pg_hba.conf")
+	for _, f := range []struct{ src, dst, content string }{
+		{src: p.ServerCertFile, dst: cert},
+		{src: p.ServerKeyFile, dst: key},
+		{dst: hba, content: "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"},
+	} {
+		b := []byte(f.content)
+		if f.src != "" {
+			var err error
+			if b, err = os.ReadFile(f.src); err != nil {
+				t.Fatalf("read %s: %v", f.src, err)
+			}
+		}
+		if err := os.WriteFile(f.dst, b, 0o600); err != nil { //nolint:gosec // test-only: a path in the server's own temp dir
+			t.Fatalf("write %s: %v", f.dst, err)
+		}
+		if cred != nil {
+			if err := os.Chown(f.dst, int(cred.Uid), int(cred.Gid)); err != nil {
+				t.Fatalf("chown %s: %v", f.dst, err)
+			}
+		}
+	}
+	return []string{"-c", "ssl=on", "-c", "ssl_cert_file=" + cert, "-c", "ssl_key_file=" + key}
 }
