@@ -172,4 +172,6 @@ func TestSampleExporterConfig(t *testing.T) {
 	assert.True(t, cfg.ReleaseRecords)
 	assert.Zero(t, cfg.ClientConfig.WaitReplicas)
 	assert.Empty(t, cfg.ClientConfig.Sentinel.MasterName)
+	assert.Empty(t, cfg.ClientConfig.Username)
+	assert.Empty(t, string(cfg.ClientConfig.Password))
 }

@@ -188,9 +188,9 @@ func BenchmarkPushLogsQueued(b *testing.B) {
 
 // sampleExporterConfig reads the redis_analytics settings of the repository's
 // sample config, for the values it spells out (the ${env:...} ones stay
-// unresolved: cluster, sentinel and wait_replicas take their defaults here, and the
-// caller sets the endpoint and key prefix). TestSampleExporterConfig keeps
-// it in step with the file.
+// unresolved: cluster, sentinel, wait_replicas, username and password take
+// their defaults here, and the caller sets the endpoint and key prefix).
+// TestSampleExporterConfig keeps it in step with the file.
 func sampleExporterConfig(tb testing.TB) *Config {
 	tb.Helper()
 	cm, err := confmaptest.LoadConf(filepath.Join("..", "testdata", "config.yaml"))
@@ -199,6 +199,7 @@ func sampleExporterConfig(tb testing.TB) *Config {
 	require.NoError(tb, err)
 	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{
 		"cluster": false, "wait_replicas": 0, "sentinel": map[string]any{"master_name": "", "endpoints": []string{}},
+		"username": "", "password": "",
 	})))
 	cfg := createDefaultConfig().(*Config)
 	require.NoError(tb, sub.Unmarshal(cfg))

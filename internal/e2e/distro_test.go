@@ -64,7 +64,17 @@ type distro struct {
 	metricsURL string
 }
 
+// startDistro starts a collector and waits until it is healthy.
 func startDistro(t testing.TB, env distroEnv) *distro {
+	t.Helper()
+	d := launchDistro(t, env)
+	d.waitHealthy()
+	return d
+}
+
+// launchDistro starts a collector without waiting for it; it is killed at
+// cleanup.
+func launchDistro(t testing.TB, env distroEnv) *distro {
 	t.Helper()
 	cfg := env.Config
 	if cfg == "" {
@@ -103,7 +113,6 @@ func startDistro(t testing.TB, env distroEnv) *distro {
 			t.Logf("collector output:\n%s", d.output())
 		}
 	})
-	d.waitHealthy()
 	return d
 }
 
