@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
@@ -159,6 +160,21 @@ func (e *testEnv) start(cfg *Config) *started {
 	require.NoError(e.t, f.Start(context.Background(), host))
 	e.t.Cleanup(func() { require.NoError(e.t, f.Shutdown(context.Background())) })
 	return &started{flusher: f, logs: logs, tel: tel, host: host}
+}
+
+// flushAwkwardExactly writes awkwardIncrements, runs one flush of f and
+// requires exact totals in PostgreSQL and nothing left in Redis.
+func (e *testEnv) flushAwkwardExactly(ctx context.Context, f *started) {
+	e.t.Helper()
+	incs := awkwardIncrements()
+	require.NoError(e.t, e.write(ctx, incs...))
+	want := totals{}
+	want.add(incs...)
+	st, err := f.flush(ctx)
+	require.NoError(e.t, err)
+	assert.Equal(e.t, len(incs), st.counters)
+	assert.Equal(e.t, want, e.readTotals(ctx))
+	e.requireRedisEmpty(ctx)
 }
 
 // write applies one exporter batch with the exporter's atomic script.

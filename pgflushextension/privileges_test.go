@@ -51,20 +51,12 @@ func TestFlushAsLeastPrivilegedRole(t *testing.T) {
 	cfg := env.config()
 	cfg.CreateSchema = false
 	f := env.start(cfg)
-	incs := awkwardIncrements()
-	require.NoError(t, env.write(ctx, incs...))
-	want := totals{}
-	want.add(incs...)
-	st, err := f.flush(ctx)
-	require.NoError(t, err)
-	assert.Equal(t, len(incs), st.counters)
-	assert.Equal(t, want, env.readTotals(ctx))
-	env.requireRedisEmpty(ctx)
+	env.flushAwkwardExactly(ctx, f)
 
 	// Pruning deletes as the flusher: age the ledger rows past retention.
 	_, err = owner.Exec(ctx, "UPDATE analytics_flush_ledger SET applied_at = applied_at - interval '30 days'")
 	require.NoError(t, err)
-	st, err = f.flush(ctx)
+	st, err := f.flush(ctx)
 	require.NoError(t, err)
 	assert.Positive(t, st.pruned)
 

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configopaque"
@@ -34,15 +33,7 @@ func TestFlushOverTLS(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	f := env.start(cfg)
 
-	incs := awkwardIncrements()
-	require.NoError(t, env.write(ctx, incs...))
-	want := totals{}
-	want.add(incs...)
-	st, err := f.flush(ctx)
-	require.NoError(t, err)
-	assert.Equal(t, len(incs), st.counters)
-	assert.Equal(t, want, env.readTotals(ctx))
-	env.requireRedisEmpty(ctx)
+	env.flushAwkwardExactly(ctx, f)
 }
 
 // TestStartFailsWithoutTLS: against servers that require TLS, a flusher
