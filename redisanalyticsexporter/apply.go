@@ -28,12 +28,22 @@ const abortPrefix = "ANALYTICS_ABORT"
 //	ARGV[5]        resource marker TTL in seconds (the dedup window)
 //	ARGV[6…]       increment of counter KEYS[i] in ARGV[i+3-m]
 //
-// It returns 0 when the batch id was applied before (a retry whose first
+// Its first write sets the batch marker with SET NX. It returns 0 when the
+// marker existed, i.e. the batch id was applied before (a retry whose first
 // reply was lost, or whose WAIT for replicas failed), and changes nothing
-// but the batch marker's TTL. Otherwise, when any resource marker exists, it
-// returns the array of the (1-based) positions j of the markers KEYS[2+j]
-// that exist, and changes nothing but their TTLs: the caller drops those
-// entries (already counted) and calls again with the same batch id.
+// but the marker's TTL. Otherwise, when any resource marker exists, it
+// deletes the batch marker again and returns the array of the (1-based)
+// positions j of the markers KEYS[2+j] that exist, changing nothing but
+// their TTLs: the caller drops those entries (already counted) and calls
+// again with the same batch id.
+//
+// SET is the first write because it may allocate: Redis refuses such a
+// command inside a script when it was at maxmemory (with noeviction) as the
+// script started, but only as the script's first write, since it cannot
+// stop a script half-way. So a full Redis refuses the whole push with an
+// OOM error (retried) before it changes anything; a first write that cannot
+// allocate (EXPIRE) would let every later command through and grow Redis
+// past maxmemory.
 //
 // Those two paths still write (EXPIRE) on purpose: with wait_replicas, the
 // WAIT that follows the script waits for the replication offset of this
@@ -42,8 +52,8 @@ const abortPrefix = "ANALYTICS_ABORT"
 // collector. Redis 7 already moves a client's offset on every command;
 // servers that move it only on writes would otherwise acknowledge such a
 // retry without knowing whether any replica has its counts.
-// Otherwise it sets the batch marker and every resource marker, applies the
-// counters and returns 1.
+// Otherwise it sets every resource marker, applies the counters and returns
+// 1.
 //
 // Scripts run atomically but do not roll back, so a failed INCRBY (WRONGTYPE,
 // overflow) is undone by hand, markers included: the batch is all or nothing.
@@ -62,7 +72,8 @@ local ptype = redis.call('TYPE', KEYS[1])['ok']
 if ptype ~= 'none' and ptype ~= 'zset' then
   return redis.error_reply('` + abortPrefix + ` ' .. KEYS[1] .. ': pending set holds a ' .. ptype)
 end
-if redis.call('EXPIRE', KEYS[2], ARGV[3]) == 1 then
+if not redis.call('SET', KEYS[2], '1', 'EX', ARGV[3], 'NX') then
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
   return 0
 end
 local m = tonumber(ARGV[4])
@@ -73,9 +84,9 @@ for j = 1, m do
   end
 end
 if #dups > 0 then
+  redis.call('DEL', KEYS[2])
   return dups
 end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 for j = 1, m do
   redis.call('SET', KEYS[2 + j], '1', 'EX', ARGV[5])
 end

@@ -24,10 +24,17 @@ func replicatedPair(t *testing.T, waitTimeout time.Duration) (master, replica *t
 	cfg := NewDefaultClientConfig()
 	cfg.Endpoint, cfg.WaitReplicas, cfg.WaitTimeout = master.Addr, 1, waitTimeout
 	require.NoError(t, cfg.Validate())
+	client = connect(t, &cfg)
+	return master, replica, cfg.NewScriptRunner(client), client
+}
+
+// connect returns a client of cfg, closed at cleanup.
+func connect(t *testing.T, cfg *ClientConfig) redis.UniversalClient {
+	t.Helper()
 	client, err := cfg.NewClient(t.Context())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Close() })
-	return master, replica, cfg.NewScriptRunner(client), client
+	return client
 }
 
 func TestScriptRunnerWaitsForReplicas(t *testing.T) {
@@ -70,9 +77,7 @@ func TestScriptRunnerWithoutReplicasDoesNotWait(t *testing.T) {
 	master := testservers.StartRedis(t)
 	cfg := NewDefaultClientConfig()
 	cfg.Endpoint = master.Addr
-	client, err := cfg.NewClient(ctx)
-	require.NoError(t, err)
-	defer client.Close()
+	client := connect(t, &cfg)
 	var sent []string
 	client.AddHook(cmdNames{&sent})
 	runner := cfg.NewScriptRunner(client)
@@ -86,7 +91,7 @@ func TestScriptRunnerWithoutReplicasDoesNotWait(t *testing.T) {
 	cfg.WaitReplicas, cfg.WaitTimeout = 1, 50*time.Millisecond
 	sent = nil
 	waiting := cfg.NewScriptRunner(client)
-	err = waiting.Run(ctx, incrScript, []string{"k"}, 1).Err()
+	err := waiting.Run(ctx, incrScript, []string{"k"}, 1).Err()
 	require.ErrorIs(t, err, ErrNotReplicated)
 	assert.Equal(t, []string{"evalsha", "wait"}, sent, "one pipeline: the script, then WAIT")
 	require.ErrorIs(t, waiting.Run(ctx, incrScript, nil).Err(), errNoKeys, "an error, not a panic")
