@@ -145,6 +145,22 @@ func TestFaultPostgresOutage(t *testing.T) {
 	assertRedisDrained(ctx, t, rdb, prefix)
 }
 
+// privatePrefix is the key prefix of a distro on a private Redis.
+const privatePrefix = "analytics"
+
+// startPrivateRedisDistro starts a distro on a private Redis (key prefix
+// privatePrefix) and a fresh database, flushing every 300ms.
+func startPrivateRedisDistro(t *testing.T) (*testservers.RedisServer, *distro, string) {
+	t.Helper()
+	srv := testservers.StartRedis(t)
+	dsn := testservers.FreshDatabase(t)
+	d := startDistro(t, distroEnv{
+		RedisEndpoint: srv.Addr, PostgresDSN: dsn, KeyPrefix: privatePrefix,
+		FlushInterval: 300 * time.Millisecond,
+	})
+	return srv, d, dsn
+}
+
 // TestFaultRedisRestart kills the private Redis (AOF, appendfsync always)
 // with SIGKILL while four clients keep sending, and restarts it after 1 s,
 // then again after 4 s.
@@ -154,14 +170,8 @@ func TestFaultPostgresOutage(t *testing.T) {
 func TestFaultRedisRestart(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	srv := testservers.StartRedis(t)
+	srv, d, dsn := startPrivateRedisDistro(t)
 	rdb := srv.Client(t)
-	dsn := testservers.FreshDatabase(t)
-	const prefix = "analytics"
-	d := startDistro(t, distroEnv{
-		RedisEndpoint: srv.Addr, PostgresDSN: dsn, KeyPrefix: prefix,
-		FlushInterval: 300 * time.Millisecond,
-	})
 	// An attempt may take as long as the exporter retries (max_elapsed_time
 	// 30s): a client that gave up earlier and resent would cause the
 	// duplicate itself.
@@ -197,8 +207,53 @@ func TestFaultRedisRestart(t *testing.T) {
 
 	got := tableRows(ctx, t, dsn)
 	assertExactlyOnce(t, got, reqs)
-	assertRedisDrained(ctx, t, rdb, prefix)
+	assertRedisDrained(ctx, t, rdb, privatePrefix)
 	t.Logf("%d requests, %d events\n%s", len(reqs), sumExpected(reqs).events, strings.Join(report, "\n"))
+}
+
+// TestFaultRedisFull fills Redis (maxmemory below its use, noeviction) for
+// 3 s under load. Every push is refused before it changes anything (a
+// retryable OOM), so no request is acknowledged meanwhile, while pg_flush
+// keeps draining what was counted; once memory is available, traffic
+// resumes and every acknowledged request is counted exactly once.
+func TestFaultRedisFull(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv, d, dsn := startPrivateRedisDistro(t)
+	rdb := srv.Client(t)
+	const workers = 4 // each waits for its request's answer before the next
+	c := newLoadClient(t, 5000, 10, 45*time.Second, buildMixed(120, 60))
+	c.start(ctx, workers, d)
+	waitFor(t, 20*time.Second, 5*time.Millisecond, "no traffic before Redis filled up", func() bool {
+		return c.ackedCount() >= 40
+	})
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "1").Err())
+	atFull := c.ackedCount()
+	waitFor(t, 10*time.Second, 10*time.Millisecond, "pg_flush did not drain the full Redis", func() bool {
+		return rdb.ZCard(ctx, privatePrefix+":pending").Val() == 0
+	})
+	time.Sleep(3 * time.Second) // hold Redis full
+	// Only requests whose batch was applied before Redis filled up may be
+	// answered since: at most one per client.
+	assert.LessOrEqual(t, c.ackedCount(), atFull+workers, "requests acknowledged while Redis was full")
+	oomErrors := metricValue(d.scrapeMetrics(ctx), "otelcol_exporter_redis_analytics_redis_errors", `retryable="true"`)
+	assert.Positive(t, oomErrors, "pushes were refused, retryably")
+	require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+	freed := time.Now()
+	waitFor(t, 45*time.Second, 5*time.Millisecond, "traffic did not resume after memory was freed", func() bool {
+		return c.ackedCount() >= atFull+80
+	})
+	resumed := time.Since(freed)
+	reqs := c.finish()
+	d.stop()
+
+	got := tableRows(ctx, t, dsn)
+	assertExactlyOnce(t, got, reqs)
+	assertRedisDrained(ctx, t, rdb, privatePrefix)
+	assert.Contains(t, d.output(), "OOM command not allowed")
+	t.Logf("%d requests, %d events; %d acks before Redis filled up, %.0f refused pushes (retryable) while full, "+
+		"traffic resumed %s after memory was freed", len(reqs), sumExpected(reqs).events, atFull, oomErrors,
+		resumed.Round(time.Millisecond))
 }
 
 // TestFaultPersistentQueueSurvivesCrash covers durability mode (b),
