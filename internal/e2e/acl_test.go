@@ -18,8 +18,9 @@ import (
 // under the prefix, and the commands they send or their scripts run
 // (README, Redis ACL; TestREADMEListsTheACLRules keeps the two in step).
 // Some only run on rarer paths (WAIT with wait_replicas, HGETALL in a
-// recovery, DECRBY and DEL when a batch is undone, HINCRBY when a flush
-// quarantines a count it cannot store); removing any of the others fails this test.
+// recovery, DECRBY and DEL when a batch is undone, DEL also when a client
+// resends counted entries, HINCRBY when a flush quarantines a count it
+// cannot store); removing any of the others fails this test.
 const (
 	aclRules = "-@all +ping +info +evalsha +eval +wait " +
 		"+zcard +zrange +zcount +hgetall " +
