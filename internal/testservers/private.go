@@ -315,19 +315,9 @@ func StartRedisReplica(t testing.TB, master *RedisServer, extraArgs ...string) *
 // waitLinkUp waits until the replica s reports its link to master up.
 func (s *RedisServer) waitLinkUp(t testing.TB, master string) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
-	defer c.Close()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		info, err := c.Info(context.Background(), "replication").Result()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica %s of %s not in sync: %v\n%s\n%s", s.Addr, master, err, info, s.proc.logTail())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.waitReplicationInfo(t, "replica "+s.Addr+" of "+master+" not in sync", func(info string) bool {
+		return strings.Contains(info, "master_link_status:up")
+	})
 }
 
 // WaitReplicasAcked waits until the server has at least one replica and
@@ -335,16 +325,24 @@ func (s *RedisServer) waitLinkUp(t testing.TB, master string) {
 // counts them (a resumed replica catches up first).
 func (s *RedisServer) WaitReplicasAcked(t testing.TB) {
 	t.Helper()
+	s.waitReplicationInfo(t, "replicas of "+s.Addr+" did not acknowledge", replicasAcked)
+}
+
+// waitReplicationInfo polls INFO replication until done accepts it, and
+// fails the test with msg, the last reply and the server's log after
+// readyTimeout.
+func (s *RedisServer) waitReplicationInfo(t testing.TB, msg string, done func(info string) bool) {
+	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
 	defer c.Close()
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		info, err := c.Info(context.Background(), "replication").Result()
-		if err == nil && replicasAcked(info) {
+		if err == nil && done(info) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replicas of %s did not acknowledge: %v\n%s", s.Addr, err, info)
+			t.Fatalf("%s: %v\n%s\n%s", msg, err, info, s.proc.logTail())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
