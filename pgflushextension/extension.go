@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
-	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
 )
 
@@ -128,7 +127,7 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 	f.cancelLoop = cancelLoop
 	f.stopCh = make(chan struct{})
 	f.started = true
-	redisconn.WarnIfEvicting(startCtx, client, f.logger)
+	f.cfg.Redis.WarnIfEvicting(startCtx, client, f.logger)
 	f.wg.Go(func() { f.loop(loopCtx) })
 	f.logger.Info("pg_flush started",
 		zap.String("redis", f.cfg.Redis.Describe()),

@@ -118,7 +118,7 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 		return fmt.Errorf("connect to redis: %w", err)
 	}
 	// Before the hooks: redis_commands counts the counting path only.
-	redisconn.WarnIfEvicting(ctx, client, e.logger)
+	e.cfg.ClientConfig.WarnIfEvicting(ctx, client, e.logger)
 	hooks := append(slices.Clone(e.hooks), commandCounter{e})
 	for _, h := range hooks {
 		client.AddHook(h)

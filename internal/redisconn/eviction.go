@@ -13,7 +13,7 @@ import (
 // Eviction is a server's memory limit and what it does when the limit is
 // reached.
 type Eviction struct {
-	Server    string // the address of the server, for a cluster's masters
+	Server    string // the address of a cluster's master; empty otherwise
 	MaxMemory string // INFO's maxmemory_human
 	Policy    string // maxmemory-policy
 }
@@ -78,14 +78,18 @@ func eviction(ctx context.Context, client redis.Cmdable) (Eviction, error) {
 	return Eviction{MaxMemory: human, Policy: policy}, nil
 }
 
-// WarnIfEvicting logs a warning for each server that may evict keys (see
-// Evicting), and a debug line when INFO cannot be read.
-func WarnIfEvicting(ctx context.Context, client redis.UniversalClient, logger *zap.Logger) {
+// WarnIfEvicting logs a warning for each server of client (built from c)
+// that may evict keys (see Evicting), and a debug line when INFO cannot be
+// read.
+func (c *ClientConfig) WarnIfEvicting(ctx context.Context, client redis.UniversalClient, logger *zap.Logger) {
 	evs, err := Evicting(ctx, client)
 	if err != nil {
-		logger.Debug("could not check Redis's maxmemory-policy", zap.Error(err))
+		logger.Debug("could not check Redis's maxmemory-policy", zap.String("redis", c.Describe()), zap.Error(err))
 	}
 	for _, ev := range evs {
+		if ev.Server == "" {
+			ev.Server = c.Describe()
+		}
 		logger.Warn("Redis may evict keys when it reaches maxmemory: an evicted counter, marker or staging entry loses counts or counts them twice, without a trace; set maxmemory-policy noeviction (a full Redis then refuses writes, which are retried, and flushes still drain it)",
 			zap.String("server", ev.Server), zap.String("maxmemory", ev.MaxMemory), zap.String("maxmemory_policy", ev.Policy))
 	}

@@ -40,12 +40,13 @@ func TestEvicting(t *testing.T) {
 		assert.Equal(t, tt.want, got, "maxmemory %s, %s", tt.maxMemory, tt.policy)
 
 		core, logs := observer.New(zapcore.DebugLevel)
-		WarnIfEvicting(ctx, client, zap.New(core))
+		cfg.WarnIfEvicting(ctx, client, zap.New(core))
 		warnings := logs.FilterLevelExact(zapcore.WarnLevel).All()
 		require.Len(t, warnings, len(tt.want))
 		if len(tt.want) > 0 {
 			assert.Contains(t, warnings[0].Message, "set maxmemory-policy noeviction")
 			assert.Equal(t, tt.policy, warnings[0].ContextMap()["maxmemory_policy"])
+			assert.Equal(t, cfg.Describe(), warnings[0].ContextMap()["server"])
 		}
 	}
 }
