@@ -72,9 +72,12 @@ $(BIN): $(DIST_INPUTS)
 	cp -f $(BUILD_DIR)/$(DIST_NAME) $@.tmp; mv -f $@.tmp $@
 	@echo "built $@"
 
-## run: build, make sure Redis/PostgreSQL are up, then run the distro in the foreground
+## run: build, make sure the local Redis/PostgreSQL the config uses are up, then run the distro in the foreground
+# Redis/PostgreSQL given through REDIS_SENTINEL_MASTER, REDIS_USERNAME/REDIS_PASSWORD, REDIS_CLUSTER
+# or POSTGRES_DSN are left to the user (see scripts/ensure-services.sh --run).
 .PHONY: run
-run: build services
+run: build
+	@./scripts/ensure-services.sh --run
 	exec ./$(BIN) --config $(RUN_CONFIG) $(RUN_FLAGS)
 
 ## services: start Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432) if they are not reachable
@@ -87,8 +90,9 @@ services:
 test: services build
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 
-## bench: issue #4 targets: the distro under telemetrygen load next to a do-nothing baseline (both
-##        durability modes), then the Go benchmarks; prints one summary (also in bench-results.txt), ~6 min
+## bench: the performance targets (README, Performance): the distro under telemetrygen load next to a
+##        do-nothing baseline (both durability modes), then the Go benchmarks; one summary (also in
+##        bench-results.txt), ~6 min
 # The driver (internal/benchrun) starts a private Redis, a fresh PostgreSQL database per run, the distro
 # and telemetrygen (pinned in internal/tools/telemetrygen/go.mod, compiled once into a temp dir), pins
 # them to CPUs with taskset when there are >= 2, and stops everything it started.

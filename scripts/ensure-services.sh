@@ -12,8 +12,24 @@
 # An existing cluster's authentication is never rewritten: if it refuses passwordless login, the
 # script explains how to fix pg_hba.conf and exits 1.
 #
+# --run (`make run`): the services the sample config (testdata/config.yaml) will use, read from the
+# same environment. A Redis or PostgreSQL the user points it at (REDIS_SENTINEL_MASTER,
+# REDIS_USERNAME/REDIS_PASSWORD, REDIS_CLUSTER=true, POSTGRES_DSN) is theirs: it is neither checked
+# nor started (the collector reports it if unreachable), and a Redis that asks for a password is fine.
+# Only the default local services are brought up, and redis-cli is not required.
+#
 # Idempotent; silent when everything is already up. Exit status 0 = both services usable.
 set -euo pipefail
+
+RUN_MODE=0
+case ${1:-} in
+--run) RUN_MODE=1 ;;
+"") ;;
+*)
+	printf 'usage: %s [--run]\n' "$0" >&2
+	exit 2
+	;;
+esac
 
 REDIS_ENDPOINT=${REDIS_ENDPOINT:-127.0.0.1:6379}
 PG_ENDPOINT=${PG_ENDPOINT:-127.0.0.1:5432}
@@ -112,6 +128,7 @@ ensure_redis() {
 	local host=$ep_host port=$ep_port
 	redis_ping "$host" "$port" && return 0
 	if [[ $REDIS_REPLY == *NOAUTH* || $REDIS_REPLY == *WRONGPASS* || $REDIS_REPLY == *DENIED* ]]; then
+		[[ $RUN_MODE -eq 1 ]] && return 0 # up; the collector logs in with the config's credentials
 		die "Redis on $host:$port requires authentication ($REDIS_REPLY); tests need a Redis without a password"
 	fi
 	is_loopback "$host" || die "Redis at $REDIS_ENDPOINT does not answer PING and is not local; start it yourself"
@@ -352,9 +369,22 @@ main() {
 		exec 9>"${TMPDIR:-/tmp}/otelcol-analytics-ensure-services.$(id -u).lock"
 		flock -w 300 9 || die "timed out waiting for another ensure-services.sh run"
 	fi
-	ensure_redis
-	ensure_redis_binaries
-	ensure_postgres
+	if [[ $RUN_MODE -eq 0 ]]; then
+		ensure_redis
+		ensure_redis_binaries
+		ensure_postgres
+		return
+	fi
+	if [[ -n ${REDIS_SENTINEL_MASTER:-} || -n ${REDIS_USERNAME:-} || -n ${REDIS_PASSWORD:-} || ${REDIS_CLUSTER:-false} == true ]]; then
+		log "Redis: using the configured one (REDIS_SENTINEL_MASTER, REDIS_USERNAME/REDIS_PASSWORD or REDIS_CLUSTER set); not checked here"
+	else
+		ensure_redis
+	fi
+	if [[ -n ${POSTGRES_DSN:-} ]]; then
+		log "PostgreSQL: using POSTGRES_DSN; not checked here"
+	else
+		ensure_postgres
+	fi
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
