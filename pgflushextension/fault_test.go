@@ -319,7 +319,7 @@ func testKillPoint(t *testing.T, step string, k int) {
 		// ahead. The recovering child ignores the grace period.
 		dead := env.redisStore()
 		for range k - 1 {
-			res, err := dead.stage(ctx, newFlushID(time.Now()), faultBatchSize, time.Now())
+			res, err := dead.stage(ctx, newFlushID(time.Now()), faultBatchSize)
 			require.NoError(t, err)
 			require.NotEmpty(t, res.fields)
 		}

@@ -29,6 +29,15 @@ const (
 // that would make a repeated apply a no-op may already have been pruned.
 const staleFraction = 0.9
 
+// stageFraction is the part of a tick's time (its "timeout", or less when
+// its context ends sooner) during which it starts new work: recovering a
+// staging entry or staging a batch. The rest is left to the batches already
+// staged (at most apply_workers + 1, about two APPLY rounds) and to ledger
+// pruning, so that a tick that runs out of time in a backlog ends cleanly
+// (logged at Warn, status unchanged) instead of having its transactions
+// rolled back at the deadline and reporting a failure.
+const stageFraction = 0.75
+
 // errStaleStaging is reported while a staging entry is too old to be applied
 // automatically; it needs an operator (see README.md).
 var errStaleStaging = errors.New("staging entry older than 90% of ledger_retention is not applied automatically")
@@ -42,10 +51,17 @@ type flushStats struct {
 	stagingEntries   int
 
 	// recovered counts staging entries applied (or found already applied)
-	// by recovery; stale the ones skipped as too old.
+	// by recovery; stale the ones skipped as too old; deferred the ones
+	// left for the next tick because this one was out of time.
 	recovered int
 	stale     int
-	// batches counts the batches this tick staged.
+	deferred  int
+	// outOfTime: the tick stopped staging at its stage deadline (see
+	// stageFraction) while counters were still pending.
+	outOfTime bool
+	// batches counts the non-empty batches that this tick's STAGEs handed
+	// to an applier, whether or not their APPLY then succeeded (recovered
+	// entries are counted in recovered).
 	batches int
 	// counters is the number of counters committed by this tick; rows the
 	// rows upserted per family (indexed by keyschema.Family).
@@ -79,20 +95,28 @@ func newFlushID(now time.Time) string {
 // flush runs one tick, bounded by "timeout": recovery of left-over staging
 // entries, then STAGE/APPLY/CLEANUP batches until what was pending at the
 // start is drained, then ledger pruning. Ticks of one instance never overlap.
+//
+// New work starts only until the stage deadline (stageFraction of the
+// tick's time): a tick that runs out of time in a backlog finishes what it
+// staged, warns and succeeds; the next tick continues.
 func (f *flusher) flush(ctx context.Context) (flushStats, error) {
 	f.flushMu.Lock()
 	defer f.flushMu.Unlock()
 	start := time.Now()
 	tickCtx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
+	deadline, _ := tickCtx.Deadline() // set: WithTimeout
+	stageBy := start.Add(time.Duration(float64(deadline.Sub(start)) * stageFraction))
 	var st flushStats
-	err := f.runTick(tickCtx, &st)
+	err := f.runTick(tickCtx, stageBy, &st)
 	f.record(ctx, &st, err, time.Since(start))
 	return st, err
 }
 
-func (f *flusher) runTick(ctx context.Context, st *flushStats) error {
-	now := time.Now()
+// runTick runs the steps of one tick; it starts no recovery and no STAGE
+// after stageBy.
+func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats) error {
+	now := f.now()
 	snap, err := f.store.snapshot(ctx, now, f.cfg.CounterTTL/2)
 	if err != nil {
 		return err
@@ -113,13 +137,22 @@ func (f *flusher) runTick(ctx context.Context, st *flushStats) error {
 	}
 
 	var errs []error
-	if err := f.recoverStaging(ctx, now, snap.staging, st); err != nil {
+	if err := f.recoverStaging(ctx, snap.redisNow, stageBy, snap.staging, st); err != nil {
 		errs = append(errs, err)
 	}
 	if ctx.Err() == nil {
-		if err := f.stageBatches(ctx, snap.pending, st); err != nil {
+		if err := f.stageBatches(ctx, stageBy, snap.pending, st); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(errs) == 0 && (st.outOfTime || st.deferred > 0) {
+		f.logger.Warn("flush timeout reached with counters still pending; this tick applied what it had staged and the next tick continues (a backlog: raise timeout or batch_size, or flush more often if it persists)",
+			zap.Duration("timeout", f.cfg.Timeout),
+			zap.Int("batches", st.batches),
+			zap.Int(keyCounters, st.counters),
+			zap.Int("recovered", st.recovered),
+			zap.Int("deferred_staging_entries", st.deferred),
+			zap.Int64("pending_at_start", st.pending))
 	}
 	if st.expired > 0 {
 		f.logger.Error("pending counters had expired in Redis before they were flushed; their counts are lost (raise the exporter's ttl or flush more often)",
@@ -139,15 +172,17 @@ func (f *flusher) runTick(ctx context.Context, st *flushStats) error {
 // unfinished and those older than the grace period (left by a dead or stuck
 // flusher). An entry applied concurrently by two flushers is serialized by the
 // ledger's primary key: the second one blocks until the first commits, then
-// finds the flush id and writes nothing.
-func (f *flusher) recoverStaging(ctx context.Context, now time.Time, entries []stagingEntry, st *flushStats) error {
+// finds the flush id and writes nothing. Ages are measured by Redis's clock
+// (redisNow), which stamped the entries. No entry is started after stageBy:
+// the rest are counted as deferred and left for the next tick.
+func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Time, entries []stagingEntry, st *flushStats) error {
 	staleAge := time.Duration(float64(f.cfg.LedgerRetention) * staleFraction)
 	inIndex := make(map[string]struct{}, len(entries))
 	var errs []error
 	for _, e := range entries {
 		inIndex[e.id] = struct{}{}
 		own := f.isOwn(e.id)
-		age := now.Sub(e.created)
+		age := redisNow.Sub(e.created)
 		if !own && age < f.grace {
 			continue // another flusher is (probably) still working on it
 		}
@@ -160,6 +195,10 @@ func (f *flusher) recoverStaging(ctx context.Context, now time.Time, entries []s
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("recover staging: %w", err))
 			break
+		}
+		if !time.Now().Before(stageBy) {
+			st.deferred++
+			continue
 		}
 		if err := f.store.confirmReplicated(ctx, e.id); err != nil {
 			errs = append(errs, err)
@@ -215,7 +254,9 @@ type stagedBatch struct {
 // stageBatches runs STAGE/APPLY/CLEANUP batches until a STAGE takes fewer
 // than batch_size counters, or the batches have taken as many counters as
 // were pending at the start of the tick (so that a tick does not chase a
-// steady stream of new counters until its timeout).
+// steady stream of new counters until its timeout), or stageBy has passed:
+// then the batches already staged are still applied under ctx, and
+// st.outOfTime is set.
 //
 // A stager goroutine stages (and parses) batches ahead and hands them over
 // an unbuffered channel to "apply_workers" appliers, each with its own
@@ -225,13 +266,14 @@ type stagedBatch struct {
 // collectors). At the first failure the appliers stop the stager and apply
 // nothing more; every staged but unapplied batch stays in Redis and in the
 // own set, and the next tick applies it first.
-func (f *flusher) stageBatches(ctx context.Context, pendingAtStart int64, st *flushStats) error {
+func (f *flusher) stageBatches(ctx context.Context, stageBy time.Time, pendingAtStart int64, st *flushStats) error {
 	stageCtx, stopStaging := context.WithCancel(ctx)
 	defer stopStaging()
 	batches := make(chan stagedBatch)
+	var outOfTime bool // written by the stager before it closes batches
 	go func() {
 		defer close(batches)
-		f.stageLoop(stageCtx, pendingAtStart, batches)
+		outOfTime = f.stageLoop(stageCtx, stageBy, pendingAtStart, batches)
 	}()
 
 	workers := max(1, f.cfg.ApplyWorkers)
@@ -266,12 +308,8 @@ func (f *flusher) stageBatches(ctx context.Context, pendingAtStart int64, st *fl
 	for i := range stats {
 		st.addBatches(&stats[i])
 	}
-	err := errors.Join(errs...)
-	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		f.logger.Warn("flush timeout reached with counters still pending; the next tick continues",
-			zap.Duration("timeout", f.cfg.Timeout), zap.Int("batches", st.batches))
-	}
-	return err
+	st.outOfTime = outOfTime
+	return errors.Join(errs...)
 }
 
 // addBatches adds the batch counts of o (one applier's) to s.
@@ -286,24 +324,27 @@ func (s *flushStats) addBatches(o *flushStats) {
 }
 
 // stageLoop stages batches and sends them to out until there is nothing
-// more to take this tick, ctx is done or a STAGE fails.
-func (f *flusher) stageLoop(ctx context.Context, pendingAtStart int64, out chan<- stagedBatch) {
+// more to take this tick, ctx is done or a STAGE fails. It reports whether
+// it stopped at stageBy with counters still to take.
+func (f *flusher) stageLoop(ctx context.Context, stageBy time.Time, pendingAtStart int64, out chan<- stagedBatch) (outOfTime bool) {
 	var taken int64
 	for ctx.Err() == nil {
-		now := time.Now()
-		id := newFlushID(now)
+		if !time.Now().Before(stageBy) {
+			return taken < pendingAtStart
+		}
+		id := newFlushID(f.now())
 		// Registered before the script runs: if its reply is lost, the next
 		// tick finds the id in the staging index and applies it at once.
 		f.addOwn(id)
 		f.reach(stepBeforeStage)
-		res, err := f.store.stage(ctx, id, f.cfg.BatchSize, now)
+		res, err := f.store.stage(ctx, id, f.cfg.BatchSize)
 		fields := res.fields
 		if err == nil && res.alreadyStaged {
 			fields, err = f.store.readStaging(ctx, id)
 		}
 		if err != nil {
 			out <- stagedBatch{id: id, err: err}
-			return
+			return false
 		}
 		b := stagedBatch{id: id, expired: res.expired, fields: len(fields)}
 		if len(fields) == 0 {
@@ -318,9 +359,10 @@ func (f *flusher) stageLoop(ctx context.Context, pendingAtStart int64, out chan<
 		}
 		taken += int64(res.taken)
 		if res.taken < f.cfg.BatchSize || taken >= pendingAtStart {
-			return
+			return false
 		}
 	}
+	return false
 }
 
 func (f *flusher) addOwn(id string) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componentstatus"
@@ -300,7 +303,7 @@ func TestCrashBetweenCommitAndCleanup(t *testing.T) {
 		f.flushMu.Lock()
 		defer f.flushMu.Unlock()
 		f.addOwn(id)
-		res, err := f.store.stage(ctx, id, f.cfg.BatchSize, time.Now())
+		res, err := f.store.stage(ctx, id, f.cfg.BatchSize)
 		require.NoError(t, err)
 		_, err = applyBatch(ctx, f.pool, f.upsert, id, parseBatch(f.schema, res.fields), nil)
 		require.NoError(t, err)
@@ -346,30 +349,34 @@ func TestCrashBetweenStageAndApply(t *testing.T) {
 	want.add(incs...)
 
 	// A flusher that dies right after STAGE.
-	dead := env.redisStore()
-	staged := time.Now()
-	res, err := dead.stage(ctx, newFlushID(staged), 100, staged)
-	require.NoError(t, err)
+	res := env.stageAged(ctx, env.redisStore(), 0)
 	require.Len(t, res.fields, len(incs))
 
-	const grace = 300 * time.Millisecond
+	// During the grace period (an hour: no host is that slow) another
+	// flusher leaves the entry alone.
 	f := env.start(env.config())
-	f.grace = grace
+	f.grace = time.Hour
 	st, err := f.flush(ctx)
 	require.NoError(t, err)
-	// The entry's age counts from its STAGE: only a flush that ended within
-	// the grace period surely saw it younger than that.
-	if time.Since(staged) < grace {
-		assert.Zero(t, st.recovered, "another flusher's entry is left alone during the grace period")
-		assert.Empty(t, env.readTotals(ctx))
-	}
-	require.Eventually(t, func() bool {
-		_, err := f.flush(ctx)
-		return err == nil && env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val() == 0
-	}, 10*time.Second, 20*time.Millisecond)
-	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_staging_recovered"))
+	assert.Zero(t, st.recovered, "another flusher's entry is left alone during the grace period")
+	assert.Zero(t, st.counters)
+	assert.Empty(t, env.readTotals(ctx))
+	assert.Zero(t, env.ledgerRows(ctx))
+	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val(), "the entry is still staged")
+
+	// Once the grace period is over, it is applied, exactly once.
+	f.grace = 0
+	st, err = f.flush(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.recovered)
 	assert.Equal(t, want, env.readTotals(ctx))
+	assert.Equal(t, 1, env.ledgerRows(ctx))
 	env.requireRedisEmpty(ctx)
+	st, err = f.flush(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, st.recovered)
+	assert.Equal(t, want, env.readTotals(ctx), "applied once")
+	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_staging_recovered"))
 	recovered := f.logs.FilterMessage("recovered staging entry").All()
 	require.Len(t, recovered, 1)
 	assert.Equal(t, false, recovered[0].ContextMap()["own"])
@@ -484,6 +491,41 @@ func TestExpiryRisk(t *testing.T) {
 	env.requireRedisEmpty(ctx)
 }
 
+// TestExporterScriptSetsTTLAndPendingOnCreate: the tests write counters with
+// the exporter's semantics: a counter's TTL and its pending score run from
+// its creation and a later increment renews neither, which is why a
+// counter's pending age is what TestExpiryRisk compares with counter_ttl.
+// After a flush the next increment creates the key again.
+func TestExporterScriptSetsTTLAndPendingOnCreate(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	c := daily("ttl", day1)
+	key := env.schema.Key(c)
+	created := time.Now().Add(-20 * time.Hour)
+	require.NoError(t, writeBatch(ctx, env.rdb, env.schema, created, increment{c, 2}))
+	assert.InDelta(t, testCounterTTL, env.rdb.TTL(ctx, key).Val(), float64(time.Minute), "TTL set at creation")
+	assert.InDelta(t, float64(created.UnixMilli()), env.rdb.ZScore(ctx, env.schema.PendingKey(), key).Val(), 0)
+
+	// As if the counter had lived 20 of its 24 hours: an increment now
+	// renews neither its TTL nor its pending score.
+	require.NoError(t, env.rdb.Expire(ctx, key, 4*time.Hour).Err())
+	require.NoError(t, env.write(ctx, increment{c, 3}))
+	assert.Equal(t, "5", env.rdb.Get(ctx, key).Val())
+	ttl := env.rdb.TTL(ctx, key).Val()
+	assert.Positive(t, ttl)
+	assert.LessOrEqual(t, ttl, 4*time.Hour, "an increment does not renew the TTL")
+	assert.InDelta(t, float64(created.UnixMilli()), env.rdb.ZScore(ctx, env.schema.PendingKey(), key).Val(), 0, "nor the pending score")
+
+	f := env.start(env.config())
+	_, err := f.flush(ctx)
+	require.NoError(t, err)
+	before := time.Now()
+	require.NoError(t, env.write(ctx, increment{c, 1}))
+	assert.InDelta(t, testCounterTTL, env.rdb.TTL(ctx, key).Val(), float64(time.Minute), "re-created: a new TTL")
+	assert.GreaterOrEqual(t, env.rdb.ZScore(ctx, env.schema.PendingKey(), key).Val(), float64(before.UnixMilli()), "and a new pending entry")
+}
+
 func TestQuarantine(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -594,8 +636,7 @@ func TestStagingEntryTooOldIsNotApplied(t *testing.T) {
 	f := env.start(env.config())
 	require.NoError(t, env.write(ctx, awkwardIncrements()...))
 	// Staged 160 h ago: past 90% of the 168 h ledger retention.
-	_, err := f.store.stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-160*time.Hour))
-	require.NoError(t, err)
+	env.stageAged(ctx, f.store, 160*time.Hour)
 
 	st, err := f.flush(ctx)
 	require.ErrorIs(t, err, errStaleStaging)
@@ -643,18 +684,25 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 	env := newTestEnv(t)
 	store := env.redisStore()
 	require.NoError(t, env.write(ctx, awkwardIncrements()[:3]...))
+	// Two pending members whose counters expired.
+	for _, c := range []keyschema.Counter{daily("gone", day1), hourly("gone", day1)} {
+		require.NoError(t, env.rdb.ZAdd(ctx, env.schema.PendingKey(), redisZ(time.Now(), env.schema.Key(c))).Err())
+	}
 	id := newFlushID(time.Now())
-	res, err := store.stage(ctx, id, 100, time.Now())
+	res, err := store.stage(ctx, id, 100)
 	require.NoError(t, err)
 	require.Len(t, res.fields, 3)
+	require.Equal(t, 2, res.expired)
 
 	// The exporter re-creates one of the staged counters, then the same
-	// script is re-sent (as go-redis does after a lost reply).
+	// script is re-sent (as go-redis does after a lost reply). The re-run
+	// reports the first run's expired counters, whose reply was lost.
 	again := awkwardIncrements()[0]
 	require.NoError(t, env.write(ctx, again))
-	res, err = store.stage(ctx, id, 100, time.Now())
+	res, err = store.stage(ctx, id, 100)
 	require.NoError(t, err)
 	assert.True(t, res.alreadyStaged)
+	assert.Equal(t, 2, res.expired, "the first run's expired count is kept in the claim")
 	staged, err := store.readStaging(ctx, id)
 	require.NoError(t, err)
 	assert.Len(t, staged, 3)
@@ -668,14 +716,96 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 	// Another flusher recovers and finishes the entry before the re-sent
 	// script arrives: the re-run must still stage nothing under this id,
 	// because the ledger holds it and its batch would be skipped as applied.
+	// With wait_replicas the recovering flusher claims the id first: that
+	// renews the claim and keeps its count.
+	claimKeys := []string{env.schema.StagingClaimKey(id)}
+	require.NoError(t, claimScript.Run(ctx, env.rdb, claimKeys, int64(stagingClaimTTL/time.Second)).Err())
 	require.NoError(t, store.finish(ctx, id, nil))
-	res, err = store.stage(ctx, id, 100, time.Now())
+	res, err = store.stage(ctx, id, 100)
 	require.NoError(t, err)
 	assert.True(t, res.alreadyStaged)
+	assert.Equal(t, 2, res.expired)
 	staged, err = store.readStaging(ctx, id)
 	require.NoError(t, err)
 	assert.Empty(t, staged)
 	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the pending increment is left for a fresh flush id")
+
+	// A claim written by an older version (a plain string) reads as 0 expired.
+	old := newFlushID(time.Now())
+	require.NoError(t, env.rdb.Set(ctx, env.schema.StagingClaimKey(old), "1", time.Hour).Err())
+	res, err = store.stage(ctx, old, 100)
+	require.NoError(t, err)
+	assert.True(t, res.alreadyStaged)
+	assert.Zero(t, res.expired)
+}
+
+// resendStage is a go-redis hook that runs every STAGE script twice and
+// keeps only the second reply: the first reply is lost and the command
+// re-sent, as go-redis does after a network error.
+type resendStage struct{ resent atomic.Int64 }
+
+func (h *resendStage) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *resendStage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isStageScript(cmd) {
+			if err := next(ctx, cmd); err == nil {
+				h.resent.Add(1) // a reply that never reached the flusher
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// isStageScript reports whether cmd runs STAGE (EVALSHA, or EVAL after a NOSCRIPT).
+func isStageScript(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) < 2 {
+		return false
+	}
+	body, _ := args[1].(string)
+	switch args[0] {
+	case "evalsha":
+		return body == stageScript.Hash()
+	case "eval":
+		return strings.Contains(body, "redis.call('ZPOPMIN'")
+	}
+	return false
+}
+
+func (h *resendStage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestLostStageReplyKeepsExpiredCount: when the reply of a STAGE that found
+// expired counters is lost and go-redis re-sends the script, the re-run
+// reports the first run's expired count, so it still reaches the metric
+// and the Error log; the batch is applied once.
+func TestLostStageReplyKeepsExpiredCount(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	env := newTestEnv(t)
+	f := env.start(env.config())
+	hook := &resendStage{}
+	f.client.AddHook(hook)
+
+	incs := awkwardIncrements()
+	require.NoError(t, env.write(ctx, incs...))
+	require.NoError(t, env.rdb.ZAdd(ctx, env.schema.PendingKey(), redisZ(time.Now(), env.schema.Key(daily("gone", day1)))).Err())
+	want := totals{}
+	want.add(incs...)
+
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	require.Positive(t, hook.resent.Load(), "a STAGE reply was lost")
+	assert.Equal(t, 1, st.expired)
+	assert.Equal(t, len(incs), st.counters)
+	assert.Equal(t, int64(1), metricSum(t, f.tel, "otelcol_pg_flush_counters_expired"))
+	expired := f.logs.FilterMessageSnippet("had expired in Redis").All()
+	require.Len(t, expired, 1)
+	assert.Equal(t, int64(1), expired[0].ContextMap()["expired"])
+	assert.Equal(t, want, env.readTotals(ctx))
+	env.requireRedisEmpty(ctx)
 }
 
 // TestStageOfNothingClaimsNothing: an idle tick leaves no claim marker, and
@@ -687,14 +817,14 @@ func TestStageOfNothingClaimsNothing(t *testing.T) {
 	env := newTestEnv(t)
 	store := env.redisStore()
 	id := newFlushID(time.Now())
-	res, err := store.stage(ctx, id, 100, time.Now())
+	res, err := store.stage(ctx, id, 100)
 	require.NoError(t, err)
 	require.Zero(t, res.taken)
 	require.False(t, res.alreadyStaged)
 	assert.Zero(t, env.rdb.Exists(ctx, env.schema.StagingClaimKey(id)).Val(), "no claim for an empty STAGE")
 
 	require.NoError(t, env.write(ctx, awkwardIncrements()[:2]...))
-	res, err = store.stage(ctx, id, 100, time.Now())
+	res, err = store.stage(ctx, id, 100)
 	require.NoError(t, err)
 	require.False(t, res.alreadyStaged)
 	assert.Len(t, res.fields, 2)
@@ -708,7 +838,7 @@ func TestFinishScriptIsIdempotent(t *testing.T) {
 	store := env.redisStore()
 	require.NoError(t, env.write(ctx, awkwardIncrements()[:2]...))
 	id := newFlushID(time.Now())
-	_, err := store.stage(ctx, id, 100, time.Now())
+	_, err := store.stage(ctx, id, 100)
 	require.NoError(t, err)
 	q := []quarantineOp{{incr: true, field: "bad-key", value: "7"}, {field: "bad-value", value: "x"}}
 	require.NoError(t, store.finish(ctx, id, q))

@@ -33,17 +33,23 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
 )
 
-// exporterScript mimics the redis_analytics exporter exactly: one atomic
-// script per batch that INCRBYs and EXPIREs each counter and adds it to the
-// pending set with ZADD NX scored by the current time in ms.
+// exporterScript has the semantics of the redis_analytics exporter's apply
+// script (redisanalyticsexporter/apply.go) for what the flusher sees, not its
+// batch and resource markers or its undo: one atomic script per batch that
+// INCRBYs each counter and, only for a key the INCRBY created, sets its TTL
+// and adds it to the pending set scored by the given time in ms (ZADD NX). A
+// counter's TTL and pending score therefore run from its creation (the first
+// count after a flush); later increments renew neither.
 //
 //	KEYS[1] pending, KEYS[2..] counter keys; ARGV[1] now ms, ARGV[2] ttl s, ARGV[3..] increments
 var exporterScript = redis.NewScript(`
 local pending = KEYS[1]
 for i = 2, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[i + 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[2])
-  redis.call('ZADD', pending, 'NX', ARGV[1], KEYS[i])
+  local n = redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  if n == tonumber(ARGV[i + 1]) then
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+    redis.call('ZADD', pending, 'NX', ARGV[1], KEYS[i])
+  end
 end
 return 1
 `)
@@ -192,6 +198,41 @@ func writeBatch(ctx context.Context, rdb redis.Scripter, schema keyschema.Schema
 		args = append(args, inc.n)
 	}
 	return exporterScript.Run(ctx, rdb, keys, args...).Err()
+}
+
+// redisTime returns the env's Redis clock, which STAGE stamps staging
+// entries with.
+func (e *testEnv) redisTime(ctx context.Context) time.Time {
+	e.t.Helper()
+	now, err := e.rdb.Time(ctx).Result()
+	require.NoError(e.t, err)
+	return now
+}
+
+// stageAged runs STAGE with store for a new flush id, as a flusher that dies
+// right after it, and backdates the staging entry by age (by Redis's clock,
+// as STAGE scores it); it requires that something was staged.
+func (e *testEnv) stageAged(ctx context.Context, store *redisStore, age time.Duration) stageResult {
+	e.t.Helper()
+	id := newFlushID(time.Now())
+	res, err := store.stage(ctx, id, 100)
+	require.NoError(e.t, err)
+	require.NotEmpty(e.t, res.fields)
+	if age != 0 {
+		e.backdateStaging(ctx, id, age)
+	}
+	return res
+}
+
+// backdateStaging sets the staging index score of flush id to age before
+// Redis's current time.
+func (e *testEnv) backdateStaging(ctx context.Context, id string, age time.Duration) {
+	e.t.Helper()
+	score := float64(e.redisTime(ctx).Add(-age).UnixMilli())
+	n, err := e.rdb.ZAddXX(ctx, e.schema.StagingIndexKey(), redis.Z{Score: score, Member: id}).Result()
+	require.NoError(e.t, err)
+	require.Zero(e.t, n, "XX: the entry exists, nothing is added")
+	require.InDelta(e.t, score, e.rdb.ZScore(ctx, e.schema.StagingIndexKey(), id).Val(), 0)
 }
 
 // readTotals returns every row of the three tables, keyed like rowKey.

@@ -11,8 +11,9 @@ import (
 
 // TestFlushDrainsAFullRedis: a Redis at maxmemory with noeviction refuses
 // the exporter's pushes, but a flush still moves every counter out (STAGE's
-// first write, ZPOPMIN, does not allocate, and a script that has written
-// may go on), which is what frees the memory.
+// first write, the EXPIRE of its claim key, is not a deny-oom command, so
+// Redis lets it through, and a script that has written may go on), which is
+// what frees the memory.
 func TestFlushDrainsAFullRedis(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()

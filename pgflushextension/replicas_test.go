@@ -126,8 +126,7 @@ func TestRecoveryWaitsForReplicas(t *testing.T) {
 	env, master, replica, incs := replicatedEnv(t)
 	cutOff(ctx, t, replica)
 	// The dead flusher staged an hour ago (past any grace period) and waited for nothing.
-	res, err := env.redisStore().stage(ctx, newFlushID(time.Now()), 100, time.Now().Add(-time.Hour))
-	require.NoError(t, err)
+	res := env.stageAged(ctx, env.redisStore(), time.Hour)
 	require.Len(t, res.fields, len(incs))
 
 	requireFlushWaits(ctx, t, env, startWaiting(env, 1))

@@ -31,28 +31,40 @@ const (
 // into a new staging hash, atomically.
 //
 //	KEYS[1] pending sorted set, KEYS[2] staging index, KEYS[3] staging hash of this flush id,
-//	KEYS[4] claim marker of this flush id
-//	ARGV[1] batch size, ARGV[2] now (Unix ms), ARGV[3] flush id,
-//	ARGV[4] daily/hourly counter key prefix, ARGV[5] per-user counter key prefix,
-//	ARGV[6] claim marker TTL (seconds)
+//	KEYS[4] claim of this flush id
+//	ARGV[1] batch size, ARGV[2] flush id,
+//	ARGV[3] daily/hourly counter key prefix, ARGV[4] per-user counter key prefix,
+//	ARGV[5] claim TTL (seconds)
 //
-// It returns {expired, taken, {key1, value1, key2, value2, ...}}: taken is the
-// number of members removed from the pending set, expired how many of them had
-// no key any more. ZPOPMIN (ZRANGE 0 n-1 plus ZREM of the same members, oldest
-// first) and the GETDEL of every counter happen in one atomic step, and the
-// exporter's INCRBY + ZADD NX is atomic too, so an
+// It returns {expired, taken, {key1, value1, key2, value2, ...}, rerun}:
+// taken is the number of members removed from the pending set, expired how
+// many of them had no key any more. ZPOPMIN (ZRANGE 0 n-1 plus ZREM of the
+// same members, oldest first) and the GETDEL of every counter happen in one
+// atomic step, and the exporter's INCRBY + ZADD NX is atomic too, so an
 // increment that lands during a flush is either in this batch or re-creates
 // its key and re-adds it to the pending set: it is never orphaned.
 //
+// The flush id's score in the staging index is Redis's clock (TIME), never
+// a collector's: recovery compares it with Redis's clock too (snapshot), so
+// the grace period and the staleness check do not depend on how far the
+// clocks of the staging and the recovering collectors are apart. GETDEL
+// needs Redis 6.2 or later, where scripts are always replicated by their
+// effects, so a script may write after TIME; the script has no shebang
+// flags (no-writes and the like), and TIME reads the clock of the node that
+// serves the prefix's slot in a cluster, the node that runs the whole script.
+//
 // If the flush id was claimed before (go-redis re-sent the script after a
 // lost reply), it stages nothing, renews the claim's TTL and returns
-// {-1, 0, {}}: the caller reads the staging hash instead, which is empty
-// when another flusher recovered and finished the entry meanwhile. The claim outlives the hash: checking the hash
-// alone would let such a re-run stage a new batch under an id the ledger
-// already holds, and that batch would then be skipped as applied. A STAGE
-// that pops nothing claims nothing, so idle ticks leave no keys behind: a
-// re-run of it may then stage under the id, which is safe because nothing
-// can have been applied under an id that staged nothing.
+// {expired, 0, {}, 1} with the expired count of the first run, which the
+// claim (a hash) keeps: the caller reads the staging hash instead, which is
+// empty when another flusher recovered and finished the entry meanwhile. The
+// claim outlives the hash: checking the hash alone would let such a re-run
+// stage a new batch under an id the ledger already holds, and that batch
+// would then be skipped as applied. A STAGE that pops nothing claims
+// nothing, so idle ticks leave no keys behind: a re-run of it may then stage
+// under the id, which is safe because nothing can have been applied under an
+// id that staged nothing. A claim that is not a hash (written by an older
+// version's recovery) reads as 0 expired.
 //
 // Only keys under the two counter prefixes are ever read and deleted: a
 // foreign member cannot delete another application's key (or an exporter
@@ -70,22 +82,35 @@ const (
 // the end of the move. (Declaring only the pending set, STAGE loses counts
 // in TestDistroCountsAcrossSlotMigration.)
 //
-// Renewing the claim is a write on purpose: with wait_replicas, the WAIT
-// after the re-run then covers the first run's GETDELs too, also on servers
-// that move a client's replication offset only when it writes (Redis 7
-// moves it on every command; see redisconn.ScriptRunner).
+// The first write is the EXPIRE of the claim, which Redis does not refuse at
+// maxmemory (it is not a deny-oom command); a script that has written may go
+// on, so a full Redis is still drained. Renewing the claim is a write on
+// purpose: with wait_replicas, the WAIT after the re-run then covers the
+// first run's GETDELs too, also on servers that move a client's replication
+// offset only when it writes (Redis 7 moves it on every command; see
+// redisconn.ScriptRunner).
 var stageScript = redisconn.NewScript(`
-local pending, index, staging = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXPIRE', KEYS[4], ARGV[6]) == 1 then
-  return {-1, 0, {}}
+local pending, index, staging, claim = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXPIRE', claim, ARGV[5]) == 1 then
+  local expired = 0
+  local c = redis.pcall('HGETALL', claim)
+  if type(c) == 'table' and not c.err then
+    for i = 1, #c, 2 do
+      if c[i] == 'expired' then
+        expired = tonumber(c[i + 1]) or 0
+      end
+    end
+  end
+  return {expired, 0, {}, 1}
 end
 local popped = redis.call('ZPOPMIN', pending, ARGV[1])
 local n = #popped / 2
 if n == 0 then
-  return {0, 0, {}}
+  return {0, 0, {}, 0}
 end
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[6])
-local counterPrefix, userPrefix = ARGV[4], ARGV[5]
+redis.call('HSET', claim, 'expired', 0)
+redis.call('EXPIRE', claim, ARGV[5])
+local counterPrefix, userPrefix = ARGV[3], ARGV[4]
 local cl, ul = #counterPrefix, #userPrefix
 local flat, f, expired = {}, 0, 0
 for i = 1, #popped, 2 do
@@ -105,13 +130,17 @@ for i = 1, #popped, 2 do
     expired = expired + 1
   end
 end
+if expired > 0 then
+  redis.call('HSET', claim, 'expired', expired)
+end
 for i = 1, f, 1000 do
   redis.call('HSET', staging, unpack(flat, i, math.min(i + 999, f)))
 end
 if f > 0 then
-  redis.call('ZADD', index, ARGV[2], ARGV[3])
+  local t = redis.call('TIME')
+  redis.call('ZADD', index, t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2])
 end
-return {expired, n, flat}
+return {expired, n, flat, 0}
 `)
 
 // finishScript is CLEANUP (plus the quarantine writes of the batch): after the
@@ -149,16 +178,29 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `)
 
-// claimScript (re)claims a flush id: KEYS[1] its claim marker, ARGV[1] the
-// claim's TTL in seconds. Recovery runs it with wait_replicas before it
-// applies a staging entry that another process staged: the entry's STAGE may
-// not have reached the replicas (its flusher died before its WAIT), and a
-// failover after the PostgreSQL commit would then bring back the counters it
-// took and count them twice. The WAIT after this write covers that STAGE
-// (TestRecoveryWaitsForReplicas).
+// claimScript (re)claims a flush id: KEYS[1] its claim, ARGV[1] the claim's
+// TTL in seconds. Recovery runs it with wait_replicas before it applies a
+// staging entry that another process staged: the entry's STAGE may not have
+// reached the replicas (its flusher died before its WAIT), and a failover
+// after the PostgreSQL commit would then bring back the counters it took and
+// count them twice. The WAIT after this write covers that STAGE
+// (TestRecoveryWaitsForReplicas). An existing claim is only renewed (EXPIRE
+// is a write), which keeps the expired count that STAGE stored in it.
 var claimScript = redisconn.NewScript(`
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'expired', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
 return 1
+`)
+
+// timeScript returns Redis's clock in Unix ms. It runs as a script keyed on
+// the staging index so that a cluster client sends it to the node that
+// serves the prefix's slot, whose clock STAGE reads (a plain TIME has no key
+// and would go to any node).
+var timeScript = redisconn.NewScript(`
+local t = redis.call('TIME')
+return t[1] * 1000 + math.floor(t[2] / 1000)
 `)
 
 // errBadScriptReply is returned when a script reply does not have the expected shape.
@@ -179,14 +221,16 @@ type stageResult struct {
 	expired int
 	// fields holds what was staged; empty if nothing was.
 	fields []stagedField
-	// alreadyStaged reports that the staging hash existed before this run
-	// (a retried script): fields is empty and the caller reads the hash.
+	// alreadyStaged reports that the flush id was claimed before this run
+	// (a retried script): fields is empty and the caller reads the hash;
+	// expired is the first run's count, kept in the claim.
 	alreadyStaged bool
 }
 
 // stagingEntry is a member of the staging index.
 type stagingEntry struct {
-	id      string
+	id string
+	// created is the time of its STAGE, by Redis's clock.
 	created time.Time
 }
 
@@ -200,6 +244,9 @@ type redisSnapshot struct {
 	// report is disabled.
 	atRisk  int64
 	staging []stagingEntry
+	// redisNow is Redis's clock when the snapshot was read: the staging
+	// entries' ages are measured against it, as their scores come from it.
+	redisNow time.Time
 }
 
 // quarantineOp is one write to the quarantine hash.
@@ -227,24 +274,25 @@ func newRedisStore(client redis.UniversalClient, runner *redisconn.ScriptRunner,
 }
 
 // stage runs STAGE for flush id.
-func (s *redisStore) stage(ctx context.Context, id string, batchSize int, now time.Time) (stageResult, error) {
+func (s *redisStore) stage(ctx context.Context, id string, batchSize int) (stageResult, error) {
 	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id)}
-	reply, err := s.runner.Run(ctx, stageScript, keys, batchSize, now.UnixMilli(), id,
+	reply, err := s.runner.Run(ctx, stageScript, keys, batchSize, id,
 		s.counterPrefix, s.userPrefix, int64(stagingClaimTTL/time.Second)).Slice()
 	if err != nil {
 		return stageResult{}, fmt.Errorf("redis stage: %w", err)
 	}
-	if len(reply) != 3 {
+	if len(reply) != 4 {
 		return stageResult{}, fmt.Errorf("redis stage: %w: %d elements", errBadScriptReply, len(reply))
 	}
 	expired, ok1 := reply[0].(int64)
 	taken, ok2 := reply[1].(int64)
 	flat, ok3 := reply[2].([]any)
-	if !ok1 || !ok2 || !ok3 || len(flat)%2 != 0 {
+	rerun, ok4 := reply[3].(int64)
+	if !ok1 || !ok2 || !ok3 || !ok4 || len(flat)%2 != 0 {
 		return stageResult{}, fmt.Errorf("redis stage: %w", errBadScriptReply)
 	}
-	if expired < 0 {
-		return stageResult{alreadyStaged: true}, nil
+	if rerun == 1 {
+		return stageResult{alreadyStaged: true, expired: int(expired)}, nil
 	}
 	res := stageResult{taken: int(taken), expired: int(expired), fields: make([]stagedField, 0, len(flat)/2)}
 	for i := 0; i < len(flat); i += 2 {
@@ -305,14 +353,17 @@ func (s *redisStore) finish(ctx context.Context, id string, quarantine []quarant
 }
 
 // snapshot reads, in one round trip, the pending set's size, its oldest
-// member, how many members are older than riskAge (skipped when riskAge is 0)
-// and the whole staging index.
+// member, how many members are older than riskAge (skipped when riskAge is
+// 0), the whole staging index and Redis's clock. now is this collector's
+// clock: the pending set's scores are the exporters' clocks, and riskAge is
+// measured against it.
 func (s *redisStore) snapshot(ctx context.Context, now time.Time, riskAge time.Duration) (redisSnapshot, error) {
 	var (
-		card    *redis.IntCmd
-		oldest  *redis.ZSliceCmd
-		atRisk  *redis.IntCmd
-		staging *redis.ZSliceCmd
+		card     *redis.IntCmd
+		oldest   *redis.ZSliceCmd
+		atRisk   *redis.IntCmd
+		staging  *redis.ZSliceCmd
+		redisNow *redis.Cmd
 	)
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		card = p.ZCard(ctx, s.schema.PendingKey())
@@ -321,12 +372,17 @@ func (s *redisStore) snapshot(ctx context.Context, now time.Time, riskAge time.D
 			atRisk = p.ZCount(ctx, s.schema.PendingKey(), "-inf", "("+strconv.FormatInt(now.Add(-riskAge).UnixMilli(), 10))
 		}
 		staging = p.ZRangeWithScores(ctx, s.schema.StagingIndexKey(), 0, -1)
+		redisNow = timeScript.Eval(ctx, p, []string{s.schema.StagingIndexKey()})
 		return nil
 	})
 	if err != nil {
 		return redisSnapshot{}, fmt.Errorf("redis read pending and staging: %w", err)
 	}
-	snap := redisSnapshot{pending: card.Val()}
+	ms, err := redisNow.Int64()
+	if err != nil {
+		return redisSnapshot{}, fmt.Errorf("redis read TIME: %w", err)
+	}
+	snap := redisSnapshot{pending: card.Val(), redisNow: time.UnixMilli(ms)}
 	if z := oldest.Val(); len(z) > 0 {
 		snap.oldestPending = time.UnixMilli(int64(z[0].Score))
 	}

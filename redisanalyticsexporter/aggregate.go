@@ -6,13 +6,25 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
 
-// Positions in the script's KEYS (see apply.go): the resource markers
-// follow the batch marker, the counter keys follow the markers.
+// Positions (0-based) in the script's KEYS (see apply.go): the resource
+// markers follow the batch marker, the counter keys follow the markers.
+// encode builds KEYS from these, so they cannot drift from it.
 const (
-	batchKeyIndex    = 1
+	pendingKeyIndex = 0
+	batchKeyIndex   = 1
+	// markerKeysOffset is the index of the first resource marker in KEYS.
 	markerKeysOffset = 2
+)
+
+// Positions (0-based) in the script's ARGV (see apply.go), as encode builds it.
+const (
+	argCounterTTL = iota
+	argNowMillis
+	argBatchMarkerTTL
+	argNumMarkers
+	argDedupWindow
 	// counterArgsOffset is the index of the first increment in ARGV.
-	counterArgsOffset = 5
+	counterArgsOffset
 )
 
 const (
@@ -208,8 +220,6 @@ type aggregator struct {
 	entryPairs []int32
 	markerRes  []int32 // resource index of each marker in KEYS order
 	seenFP     map[resFP]struct{}
-	// counterOffset is the index of the first counter key in keys.
-	counterOffset int
 
 	// Derived by finalize.
 	typeIdx   map[string]int32
@@ -247,7 +257,6 @@ func (a *aggregator) reset() {
 	a.counted = 0
 	a.res = a.res[:0]
 	a.markerRes = a.markerRes[:0]
-	a.counterOffset = 0
 	clear(a.typeIdx)
 	clear(a.types)
 	a.types = a.types[:0]
@@ -411,14 +420,21 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, mark
 	}
 
 	all := string(a.keyBuf)
-	a.keys = append(a.keys, schema.PendingKey(), "")
+	var head [markerKeysOffset]string
+	head[pendingKeyIndex] = schema.PendingKey() // head[batchKeyIndex] waits for setBatchKey
+	a.keys = append(a.keys, head[:]...)
 	markerLen := (len(a.keyBuf) - countersEnd) / max(len(a.markerRes), 1)
 	for j := range a.markerRes {
 		start := countersEnd + j*markerLen
 		a.keys = append(a.keys, all[start:start+markerLen])
 	}
-	a.counterOffset = len(a.keys)
-	a.args = append(a.args, ttlSeconds, nowMillis, markerSeconds, int64(len(a.markerRes)), dedupSeconds)
+	var argHead [counterArgsOffset]any
+	argHead[argCounterTTL] = ttlSeconds
+	argHead[argNowMillis] = nowMillis
+	argHead[argBatchMarkerTTL] = markerSeconds
+	argHead[argNumMarkers] = int64(len(a.markerRes))
+	argHead[argDedupWindow] = dedupSeconds
+	a.args = append(a.args, argHead[:]...)
 	start := 0
 	for i, end := range a.keyEnds {
 		a.keys = append(a.keys, all[start:end])

@@ -99,7 +99,7 @@ func TestAggregatorReuse(t *testing.T) {
 	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
 	a.encode(schema, 10, 20, 30, 40)
-	assert.Len(t, a.keys, a.counterOffset+3)
+	assert.Len(t, a.keys, a.counterKeysStart()+3)
 	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
 
 	a.reset()
@@ -109,13 +109,13 @@ func TestAggregatorReuse(t *testing.T) {
 	a.setBatchKey(schema.BatchKey("b1"))
 	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
 	assert.Equal(t, int64(1), a.counted)
-	require.Len(t, a.keys, a.counterOffset+2)
+	require.Len(t, a.keys, a.counterKeysStart()+2)
 	assert.Equal(t, schema.PendingKey(), a.keys[0])
 	assert.Equal(t, schema.BatchKey("b1"), a.keys[batchKeyIndex])
 	assert.ElementsMatch(t, []string{
 		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: keyschema.HourOf(tsRecord) / 24 * 24}),
 		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: keyschema.HourOf(tsRecord)}),
-	}, a.keys[a.counterOffset:])
+	}, a.keys[a.counterKeysStart():])
 	assert.Equal(t, []any{int64(10), int64(20), int64(30), int64(0), int64(40), int64(1), int64(1)}, a.args)
 }
 
@@ -177,19 +177,19 @@ func FuzzMapping(f *testing.F) {
 		switch {
 		case wantType == "":
 			require.Equal(t, int64(1), a.dropped[reasonMissingEventType])
-			require.Len(t, a.keys, a.counterOffset)
+			require.Len(t, a.keys, a.counterKeysStart())
 			return
 		case !validValue(wantType) || !validValue(wantUser):
 			require.Equal(t, int64(1), a.dropped[reasonInvalidValue])
-			require.Len(t, a.keys, a.counterOffset)
+			require.Len(t, a.keys, a.counterKeysStart())
 			return
 		}
 		wantKeys := 2
 		if wantUser != "" {
 			wantKeys = 3
 		}
-		require.Len(t, a.keys, a.counterOffset+wantKeys)
-		for i, k := range a.keys[a.counterOffset:] {
+		require.Len(t, a.keys, a.counterKeysStart()+wantKeys)
+		for i, k := range a.keys[a.counterKeysStart():] {
 			c, err := schema.Parse(k)
 			require.NoError(t, err, k)
 			require.Equal(t, wantType, c.EventType, k)

@@ -15,8 +15,8 @@ import (
 )
 
 const (
-	// defaultTTL is how long a counter key lives in Redis after its last
-	// increment when no flush moves it out first.
+	// defaultTTL is how long a counter key lives in Redis from its creation,
+	// i.e. its first count after a flush, when no flush moves it out first.
 	defaultTTL = 7 * 24 * time.Hour
 	// minTTL is the smallest accepted ttl: Redis expires keys in whole seconds.
 	minTTL = time.Second
@@ -51,8 +51,10 @@ type Config struct {
 	// KeyPrefix is the first segment of every key this exporter writes; the
 	// pg_flush extension must use the same prefix. default: "analytics"
 	KeyPrefix string `mapstructure:"key_prefix"`
-	// TTL is the expiry set on a counter key at each increment, in case no
-	// flush moves it out. Whole seconds, at least 1 second. default: 168 hours (7 days)
+	// TTL is the expiry set on a counter key when the apply script creates
+	// it, so it runs from the counter's creation, i.e. its first count after a
+	// flush (later increments do not renew it), in case no flush moves it
+	// out. Whole seconds, at least 1 second. default: 168 hours (7 days)
 	TTL time.Duration `mapstructure:"ttl"`
 	// EventNameAttributes are the log record attributes consulted in order
 	// when the record's EventName is empty; the first non-empty string value

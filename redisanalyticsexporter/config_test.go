@@ -30,6 +30,8 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.ClientConfig)
 	assert.Equal(t, keyschema.DefaultPrefix, cfg.KeyPrefix)
 	assert.Equal(t, 7*24*time.Hour, cfg.TTL)
+	assert.Equal(t, 10*time.Minute, cfg.DedupWindow)
+	assert.False(t, cfg.ReleaseRecords)
 	assert.Equal(t, []string{"event.name"}, cfg.EventNameAttributes)
 	assert.Equal(t, []string{"user.id", "enduser.id"}, cfg.UserIDAttributes)
 	assert.Empty(t, cfg.EventTypes)

@@ -16,8 +16,9 @@ import (
 // a request (the collector died after Redis applied it) resends it, and the
 // resend would count again. The exporter counts each ResourceLogs /
 // ResourceSpans entry on its own (request.go), the sending queue merges
-// requests by appending whole entries and never cuts one (the sample config
-// has no max_size), and a resend carries byte-identical entries. So the
+// requests by appending whole entries and cuts one only when it is larger
+// than batch::max_size (the sample config has none), and a resend carries
+// byte-identical entries. So the
 // converter fingerprints each resource entry from the fields that identify
 // an emission, and the apply script sets one marker per entry
 // (keyschema.ResourceKey) with the dedup window as TTL: an entry whose marker

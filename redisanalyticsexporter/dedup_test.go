@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -291,7 +292,7 @@ func TestLostReplyAfterExclusionCountsOnce(t *testing.T) {
 	t.Parallel()
 	client, prefix := testservers.SharedRedis(t)
 	lost := &lostReplyAt{at: 3} // the applying round of the second push
-	le, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
 		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, lost) })
 	ctx := t.Context()
 	require.NoError(t, e.pushLogs(ctx, dedupLogs("x-evt", 2)))
@@ -302,10 +303,37 @@ func TestLostReplyAfterExclusionCountsOnce(t *testing.T) {
 	require.NoError(t, e.push(ctx, batch)) // exporterhelper's retry
 	assert.Equal(t, int32(4), lost.calls.Load(), "the retry found its batch marker")
 	assert.Equal(t, id, batch.batchID)
-	_ = le
 	want := counterKeys(prefix, "x-evt", "", tsRecord, 2)
 	maps.Copy(want, counterKeys(prefix, "y-evt", "", tsRecord, 3))
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+// TestRetryOfCountedResendReportsRecovery: a resend's first attempt fails,
+// and its retry finds every entry counted before, so it has nothing left to
+// apply. Redis answered: the component reports OK again.
+func TestRetryOfCountedResendReportsRecovery(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	rec := &evalRecorder{}
+	host := &statusHost{}
+	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		host, func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+	ctx := t.Context()
+	require.NoError(t, e.pushLogs(ctx, dedupLogs("r-evt", 2, 3)))
+
+	rec.failBefore.Store(1) // the resend's first attempt never reaches Redis
+	resend := e.logsRequest(dedupLogs("r-evt", 2, 3))
+	require.ErrorIs(t, e.push(ctx, resend), errLostReply)
+	require.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError}, host.statuses())
+
+	require.NoError(t, e.push(ctx, resend)) // exporterhelper's retry
+	assert.Len(t, rec.scriptCalls(), 3, "the retry's one call found both entries counted")
+	for _, en := range resend.entries {
+		assert.True(t, en.excluded)
+	}
+	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, host.statuses())
+	want := counterKeys(prefix, "r-evt", "", tsRecord, 5)
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "counted once")
 }
 
 // lostReplyAt is a go-redis hook that loses the reply of the at-th script

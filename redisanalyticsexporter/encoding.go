@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
@@ -14,20 +15,37 @@ import (
 // (sending_queue::storage). The format is versioned; all integers are
 // varints:
 //
-//	version=2, records, number of entries, then per entry:
+//	version=3, body, CRC-32C (Castagnoli) of the version and the body
+//	  (4 bytes, little endian).
+//	body: records, number of entries, then per entry:
 //	  flags (1: fingerprinted, 2: excluded), fingerprint hi and lo (8 bytes
 //	  each, little endian), records, missing, number of pairs, then per
 //	  pair: type (length, bytes), user kind (0 none, 1 string, 2 int), the
 //	  user (length and bytes, or a signed varint); number of counts, then
 //	  per count: pair index, hour (signed), n.
 //
+// Version 2 is the same without the checksum: earlier releases wrote it, and
+// items of it may still wait in a queue on disk, so it is still read.
 // Version 1 (a count carried its type and user) was never released.
 //
-// Unmarshal checks every length and sum against the input, so a corrupt or
-// truncated queue item is an error, never a panic or a wrong count.
+// Unmarshal checks the checksum, then every length and sum against the
+// input, so a corrupt or truncated queue item is an error, never a panic.
+// The checksum catches every change of up to 32 consecutive bits (any one
+// corrupt byte) and all but one in 2^32 of other corruptions, which could
+// otherwise decode to well-formed but wrong counts; a version 2 item has
+// only the length and sum checks.
 type countsEncoding struct{}
 
-const countsEncodingVersion = 2
+const (
+	countsEncodingVersion = 3
+	// countsEncodingV2 is the previous version, read but no longer written.
+	countsEncodingV2 = 2
+	checksumBytes    = 4
+)
+
+// castagnoli is the CRC-32C table; crc32 uses the CPU's CRC32 instruction
+// where there is one.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 const (
 	flagFingerprinted = 1 << iota
@@ -41,7 +59,7 @@ func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]b
 	if !ok {
 		return nil, fmt.Errorf("redis_analytics: cannot encode a request of type %T", r)
 	}
-	buf := make([]byte, 0, req.bytes+16)
+	buf := make([]byte, 0, req.bytes+16+checksumBytes)
 	buf = append(buf, countsEncodingVersion)
 	buf = binary.AppendUvarint(buf, uint64(req.records)) //nolint:gosec // a count, never negative
 	buf = binary.AppendUvarint(buf, uint64(len(req.entries)))
@@ -79,7 +97,7 @@ func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]b
 			buf = binary.AppendUvarint(buf, uint64(c.n)) //nolint:gosec // a count, never negative
 		}
 	}
-	return buf, nil
+	return binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli)), nil
 }
 
 func appendString(buf []byte, s string) []byte {
@@ -105,6 +123,7 @@ type decoder struct {
 var (
 	errTruncated = errors.New("truncated")
 	errRange     = errors.New("value out of range")
+	errChecksum  = errors.New("checksum mismatch")
 )
 
 func (d *decoder) request() (*countsRequest, error) {
@@ -112,7 +131,20 @@ func (d *decoder) request() (*countsRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if version != countsEncodingVersion {
+	switch version {
+	case countsEncodingVersion:
+		// Check the checksum before reading anything, then read the body.
+		body := len(d.data) - checksumBytes
+		if body < d.pos {
+			return nil, errTruncated
+		}
+		stored := binary.LittleEndian.Uint32(d.data[body:])
+		if sum := crc32.Checksum(d.data[:body], castagnoli); sum != stored {
+			return nil, fmt.Errorf("%w: computed %#08x, stored %#08x", errChecksum, sum, stored)
+		}
+		d.data = d.data[:body]
+	case countsEncodingV2:
+	default:
 		return nil, fmt.Errorf("unknown version %d", version)
 	}
 	records, err := d.count()

@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
+	"hash/crc32"
+	"math/rand/v2"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -35,7 +40,7 @@ func TestCountsEncodingRoundTrip(t *testing.T) {
 		{"empty", &countsRequest{entries: []entryCounts{}}},
 		{"entries and drops", testRequest(t,
 			[]logRecord{{"view", "u1", tsRecord}, {"view", "", tsRecord}, {"", "", tsRecord}},
-			[]logRecord{{"a:b%c", "user with spaces {x}", tsRecord.Add(-50 * 24 * 3600e9)}})},
+			[]logRecord{{"a:b%c", "user with spaces {x}", tsRecord.Add(-50 * 24 * time.Hour)}})},
 		{"int user", newConverter().logs(intUser, &m, -3_600_000_000_000)}, // negative hour
 		{"excluded and cut", func() *countsRequest {
 			r := testRequest(t, manyRecords(10, 3, "view"))
@@ -61,22 +66,49 @@ func TestCountsEncodingRoundTrip(t *testing.T) {
 	}
 }
 
+// sealed completes data (a version byte and a body) into a version 3 item
+// with a valid checksum, so that a test reaches the checks behind it.
+func sealed(data []byte) []byte {
+	return binary.LittleEndian.AppendUint32(bytes.Clone(data), crc32.Checksum(data, castagnoli))
+}
+
+// unsealed returns a version 3 item without its checksum.
+func unsealed(item []byte) []byte { return bytes.Clone(item[:len(item)-checksumBytes]) }
+
+// asV2 rewrites a version 3 item as the version 2 item that earlier releases
+// wrote for the same request: no checksum.
+func asV2(item []byte) []byte {
+	v2 := unsealed(item)
+	v2[0] = countsEncodingV2
+	return v2
+}
+
 func TestCountsEncodingRejectsCorruptInput(t *testing.T) {
 	t.Parallel()
 	valid, err := countsEncoding{}.Marshal(t.Context(), testRequest(t, []logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}))
 	require.NoError(t, err)
+	require.Equal(t, byte(countsEncodingVersion), valid[0])
+	body := unsealed(valid) // version and body, without the checksum
 	tests := []struct {
 		name string
 		data []byte
 		want string
 	}{
 		{"nothing", nil, "truncated"},
+		{"only the version", []byte{countsEncodingVersion}, "truncated"},
+		{"no room for the checksum", []byte{countsEncodingVersion, 0, 0}, "truncated"},
 		{"unknown version", append([]byte{9}, valid[1:]...), "unknown version 9"},
-		{"truncated", valid[:len(valid)-1], "truncated"},
-		{"trailing bytes", append(bytes.Clone(valid), 0), "1 trailing bytes"},
-		{"record total", func() []byte { d := bytes.Clone(valid); d[1]++; return d }(), "entries hold 2 records, the request 3"},
 		{"unreleased version 1", append([]byte{1}, valid[1:]...), "unknown version 1"},
-		{"huge entry count", binary.AppendUvarint([]byte{countsEncodingVersion, 0}, 1<<40), "truncated"},
+		{"truncated", valid[:len(valid)-1], "checksum mismatch"},
+		{"trailing byte", append(bytes.Clone(valid), 0), "checksum mismatch"},
+		{"checksum changed", func() []byte { d := bytes.Clone(valid); d[len(d)-1] ^= 1; return d }(), "checksum mismatch"},
+		{"record total changed", func() []byte { d := bytes.Clone(valid); d[1]++; return d }(), "checksum mismatch"},
+		// With a valid checksum (a bug, not a corruption), the body checks still hold.
+		{"sealed trailing bytes", sealed(append(bytes.Clone(body), 0)), "1 trailing bytes"},
+		{"sealed record total", func() []byte { d := bytes.Clone(body); d[1]++; return sealed(d) }(), "entries hold 2 records, the request 3"},
+		{"sealed truncated body", sealed(body[:len(body)-1]), "truncated"},
+		{"sealed huge entry count", sealed(binary.AppendUvarint([]byte{countsEncodingVersion, 0}, 1<<40)), "truncated"},
+		{"sealed unknown flags", func() []byte { d := bytes.Clone(body); d[3] = 0x80; return sealed(d) }(), "unknown entry flags"},
 		{"pair index out of range", func() []byte {
 			r := testRequest(t, []logRecord{{"view", "u1", tsRecord}})
 			r.entries[0].counts[0].pair = 5
@@ -84,7 +116,11 @@ func TestCountsEncodingRejectsCorruptInput(t *testing.T) {
 			require.NoError(t, marshalErr)
 			return d
 		}(), "pair 5 of 1"},
-		{"unknown flags", func() []byte { d := bytes.Clone(valid); d[3] = 0x80; return d }(), "unknown entry flags"},
+		// Version 2 has no checksum: only the body checks catch its corruption.
+		{"v2 truncated", asV2(valid)[:len(body)-1], "truncated"},
+		{"v2 trailing bytes", append(asV2(valid), 0), "1 trailing bytes"},
+		{"v2 record total", func() []byte { d := asV2(valid); d[1]++; return d }(), "entries hold 2 records, the request 3"},
+		{"v2 unknown flags", func() []byte { d := asV2(valid); d[3] = 0x80; return d }(), "unknown entry flags"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,6 +135,80 @@ func TestCountsEncodingRejectsCorruptInput(t *testing.T) {
 	require.ErrorContains(t, err, "cannot encode a request of type")
 }
 
+// TestCountsEncodingRejectsEveryFlippedByte changes each byte of an item in
+// turn, in several ways: every change is refused, by the checksum unless it
+// is the version byte's.
+func TestCountsEncodingRejectsEveryFlippedByte(t *testing.T) {
+	t.Parallel()
+	valid, err := countsEncoding{}.Marshal(t.Context(), testRequest(t,
+		[]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}, {"view", "u2", tsRecord.Add(time.Hour)}},
+		[]logRecord{{"a:b", "", tsRecord}}))
+	require.NoError(t, err)
+	for _, mask := range []byte{0x01, 0x02, 0x10, 0x80, 0xff} {
+		for i := range valid {
+			d := bytes.Clone(valid)
+			d[i] ^= mask
+			_, req, decodeErr := countsEncoding{}.Unmarshal(d)
+			require.ErrorIs(t, decodeErr, errCorruptRequest, "byte %d ^ %#x", i, mask)
+			require.Nil(t, req)
+			switch {
+			case i > 0:
+				require.ErrorIs(t, decodeErr, errChecksum, "byte %d ^ %#x", i, mask)
+			case d[0] == countsEncodingV2: // read as version 2: the checksum is left over
+				require.ErrorContains(t, decodeErr, "4 trailing bytes")
+			default:
+				require.ErrorContains(t, decodeErr, "unknown version")
+			}
+		}
+	}
+}
+
+// v2Item is a queue item as the release before the checksum wrote it (a
+// version 2 Marshal of v2ItemRequest).
+const v2Item = "02030201d713d2b73b4099c137c9ae98bf0aaeaa020101047669657701027531010092a63b0103e82c73724cc467e5f49478d51b4bad2801000103613a62000100b2933b01"
+
+func v2ItemRequest(t *testing.T) *countsRequest {
+	t.Helper()
+	r := testRequest(t, []logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}, []logRecord{{"a:b", "", tsRecord.Add(-50 * 24 * time.Hour)}})
+	r.entries[1].excluded = true
+	return r
+}
+
+// TestCountsEncodingReadsVersion2 reads items that earlier releases left in
+// a persistent queue.
+func TestCountsEncodingReadsVersion2(t *testing.T) {
+	t.Parallel()
+	written, err := hex.DecodeString(v2Item)
+	require.NoError(t, err)
+	roundTrip := func(req *countsRequest) []byte {
+		d, marshalErr := countsEncoding{}.Marshal(t.Context(), req)
+		require.NoError(t, marshalErr)
+		return asV2(d)
+	}
+	tests := []struct {
+		name string
+		data []byte
+		want *countsRequest
+	}{
+		{"written by the previous release", written, v2ItemRequest(t)},
+		{"empty", roundTrip(&countsRequest{entries: []entryCounts{}}), &countsRequest{entries: []entryCounts{}}},
+		{"many records", roundTrip(testRequest(t, manyRecords(50, 7, "x"))), testRequest(t, manyRecords(50, 7, "x"))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, got, decodeErr := countsEncoding{}.Unmarshal(tt.data)
+			require.NoError(t, decodeErr)
+			sameCounts(t, tt.want, got.(*countsRequest))
+		})
+	}
+	// What is written now is version 3: the same body, then the checksum.
+	now, err := countsEncoding{}.Marshal(t.Context(), v2ItemRequest(t))
+	require.NoError(t, err)
+	assert.Equal(t, written[1:], now[1:len(now)-checksumBytes])
+	assert.Equal(t, byte(countsEncodingVersion), now[0])
+}
+
 // FuzzCountsEncoding: Unmarshal never panics on arbitrary input, and what it
 // accepts encodes and decodes to the same counts.
 func FuzzCountsEncoding(f *testing.F) {
@@ -108,11 +218,13 @@ func FuzzCountsEncoding(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(data)
+		f.Add(asV2(data))
 	}
 	seed(&countsRequest{})
 	seed(testRequest(f, []logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}, []logRecord{{"buy", "", tsRecord}}))
 	seed(testRequest(f, manyRecords(50, 7, "x")))
-	f.Add([]byte{countsEncodingVersion, 0, 1})
+	f.Add(sealed([]byte{countsEncodingVersion, 0, 1}))
+	f.Add([]byte{countsEncodingV2, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, got, err := countsEncoding{}.Unmarshal(data)
 		if err != nil {
@@ -133,4 +245,65 @@ func FuzzCountsEncoding(f *testing.F) {
 		require.NoError(t, err)
 		sameCounts(t, req, back.(*countsRequest))
 	})
+}
+
+// FuzzCountsEncodingFlippedByte encodes a random request and changes one
+// byte of the item: the item is refused.
+func FuzzCountsEncodingFlippedByte(f *testing.F) {
+	f.Add(uint64(1), uint16(3), uint32(0), byte(1))
+	f.Add(uint64(2), uint16(40), uint32(17), byte(0x80))
+	f.Add(uint64(3), uint16(0), uint32(5), byte(0xff))
+	f.Add(uint64(4), uint16(500), uint32(1<<20), byte(0x41))
+	f.Fuzz(func(t *testing.T, seed uint64, n uint16, pos uint32, mask byte) {
+		if mask == 0 {
+			return
+		}
+		rng := rand.New(rand.NewPCG(seed, 11))
+		records := make([]logRecord, n%600)
+		for i := range records {
+			typ := []string{"", "view", "buy:now"}[rng.IntN(3)]
+			records[i] = logRecord{typ, "u" + strconv.Itoa(rng.IntN(9)), tsRecord.Add(time.Duration(rng.IntN(30)) * time.Hour)}
+		}
+		req := testRequest(t, records, records[:len(records)/2])
+		if rng.IntN(2) == 0 {
+			req.entries[0].excluded = true
+		}
+		data, err := countsEncoding{}.Marshal(t.Context(), req)
+		require.NoError(t, err)
+		i := int(pos % uint32(len(data))) //nolint:gosec // below len(data)
+		data[i] ^= mask
+		_, got, err := countsEncoding{}.Unmarshal(data)
+		require.ErrorIs(t, err, errCorruptRequest, "byte %d of %d ^ %#x", i, len(data), mask)
+		require.Nil(t, got)
+	})
+}
+
+// BenchmarkCountsEncoding measures what a persistent sending queue adds per
+// request: Marshal when the request is queued, Unmarshal when it is read
+// back (the batch of BenchmarkAggregate, converted).
+func BenchmarkCountsEncoding(b *testing.B) {
+	m := newMapper(createDefaultConfig().(*Config))
+	for _, users := range []int{100, 10_000} {
+		req := newConverter().logs(realisticLogs(users), &m, tsNow.UnixNano())
+		data, err := countsEncoding{}.Marshal(b.Context(), req)
+		require.NoError(b, err)
+		b.Run("marshal/users="+strconv.Itoa(users), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := (countsEncoding{}).Marshal(b.Context(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("unmarshal/users="+strconv.Itoa(users), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, _, err := (countsEncoding{}).Unmarshal(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -197,6 +197,11 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Req
 	var res applyResult
 	for round := 1; ; round++ {
 		if agg.counted == 0 {
+			if round > 1 {
+				// Redis answered the previous round: every remaining entry
+				// was counted before. A success like any other.
+				e.reportRecovery()
+			}
 			e.recordDrops(ctx, agg)
 			return nil
 		}
@@ -314,8 +319,10 @@ func (e *redisAnalyticsExporter) currentHost() component.Host {
 	return e.host
 }
 
-// commandCounter counts every command sent on the exporter's client (EVALSHA,
-// and EVAL after a NOSCRIPT) in the redis_commands metric.
+// commandCounter counts every command sent on the exporter's client in the
+// redis_commands metric: each script call's EVALSHA, plus WAIT when
+// wait_replicas > 0 (the pipeline of both counts two), plus EVAL (and its
+// WAIT) after a NOSCRIPT.
 type commandCounter struct{ e *redisAnalyticsExporter }
 
 func (commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }

@@ -32,3 +32,7 @@ func (e *redisAnalyticsExporter) logsRequestCtx(ctx context.Context, ld plog.Log
 func (e *redisAnalyticsExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
 	return e.push(ctx, e.logsRequestCtx(ctx, ld))
 }
+
+// counterKeysStart is the index of the first counter key in the encoded KEYS:
+// after the pending set, the batch marker and the resource markers.
+func (a *aggregator) counterKeysStart() int { return markerKeysOffset + len(a.markerRes) }

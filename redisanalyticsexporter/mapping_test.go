@@ -36,7 +36,7 @@ func counters(t testing.TB, cfg *Config, fill func(*aggregator, *mapper, int64),
 	a.finalize(&m)
 	a.encode(schema, 60, now.UnixMilli(), 60, 600)
 	got := make(map[string]int64)
-	for i, key := range a.keys[a.counterOffset:] {
+	for i, key := range a.keys[a.counterKeysStart():] {
 		_, dup := got[key]
 		require.False(t, dup, "key %q appears twice in one push", key)
 		got[key] = a.incrs[i]

@@ -95,10 +95,12 @@ func (r *countsRequest) ItemsCount() int { return r.records }
 func (r *countsRequest) BytesSize() int { return r.bytes }
 
 // MergeSplit appends other's entries to r and, when maxSize is set, splits
-// the result into requests of at most maxSize (items or bytes). It fills each
-// request up to maxSize, so only the last one is smaller. An entry cut in two
-// loses its fingerprint: its halves are counted at least once, not exactly
-// once, on a resend (the README's max_size caveat).
+// the result into requests of at most maxSize (items or bytes). Entries stay
+// whole where they fit: one that does not fit the room left in a request
+// starts the next one, so a request may stay below maxSize. Only an entry
+// larger than maxSize is cut, filling requests up to maxSize. An entry cut in
+// two loses its fingerprint: its pieces are counted at least once, not
+// exactly once, on a resend (the README's max_size caveat).
 func (r *countsRequest) MergeSplit(_ context.Context, maxSize int, szt exporterhelper.RequestSizerType, other xexporterhelper.Request) ([]xexporterhelper.Request, error) {
 	if other != nil {
 		o, ok := other.(*countsRequest)
@@ -178,9 +180,14 @@ func (en *entryCounts) bytesSize() int64 {
 	return n
 }
 
-// add places en, whole when it fits, else cut at the request boundaries.
+// add places en whole when it fits the current request, else whole in a new
+// request when it fits one (an entry cut in two loses its fingerprint), and
+// cuts only an entry larger than max, filling the current request first.
 func (s *splitter) add(en *entryCounts) {
-	if sz := s.entrySize(en); sz <= s.room() {
+	if sz := s.entrySize(en); sz <= s.max {
+		if sz > s.room() {
+			s.close()
+		}
 		s.put(*en, sz)
 		return
 	}

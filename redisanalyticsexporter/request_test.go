@@ -144,14 +144,105 @@ func TestMergeSplit(t *testing.T) {
 					}
 					require.Equal(t, 1, counts)
 				}
-				if i < len(parts)-1 && tt.sizer == exporterhelper.RequestSizerTypeItems {
-					assert.Equal(t, tt.maxSize, size(p), "only the last request is smaller")
+				if i < len(parts)-1 && tt.sizer == exporterhelper.RequestSizerTypeItems && size(p) < tt.maxSize {
+					// A request closes early only for a whole entry that did
+					// not fit the room left: it starts the next request.
+					next := parts[i+1].entries[0]
+					assert.Greater(t, size(p)+int(next.records), tt.maxSize, "request %d closed early", i)
+					assert.LessOrEqual(t, int(next.records), tt.maxSize, "request %d closed early", i)
 				}
 			}
 			if tt.wantWhole {
 				assert.True(t, whole)
 				assert.Equal(t, wantBytes, parts[0].BytesSize())
 			}
+		})
+	}
+}
+
+// entriesRequest builds one resource entry per size, each of that many
+// records of its own event type, three users and two hours.
+func entriesRequest(t testing.TB, sizes ...int) *countsRequest {
+	t.Helper()
+	groups := make([][]logRecord, len(sizes))
+	for i, n := range sizes {
+		groups[i] = manyRecords(n, 3, "type-"+strconv.Itoa(i))
+	}
+	return testRequest(t, groups...)
+}
+
+// wholeEntries counts the entries of reqs that kept their fingerprint, by
+// fingerprint: an entry the split did not cut.
+func wholeEntries(reqs ...*countsRequest) map[resFP]int {
+	whole := map[resFP]int{}
+	for _, r := range reqs {
+		for _, en := range r.entries {
+			if en.fingerprinted {
+				whole[en.fp]++
+			}
+		}
+	}
+	return whole
+}
+
+// TestMergeSplitKeepsEntriesThatFit: an entry no larger than max_size is
+// never cut (it starts a new request when the current one has too little
+// room left), so it keeps its fingerprint; only larger entries are cut.
+func TestMergeSplitKeepsEntriesThatFit(t *testing.T) {
+	t.Parallel()
+	bytesOf := func(sizes ...int) []int {
+		out := make([]int, len(sizes))
+		for i, en := range entriesRequest(t, sizes...).entries {
+			out[i] = int(en.bytesSize())
+		}
+		return out
+	}
+	eb := bytesOf(200, 200, 200) // three entries of about the same byte size
+	tests := []struct {
+		name    string
+		entries []int // records per entry
+		maxSize int
+		sizer   exporterhelper.RequestSizerType
+		// wantSizes are the sizes of the requests returned (under sizer).
+		wantSizes []int
+		// wantCut lists the entries larger than maxSize, which alone are cut.
+		wantCut []int
+	}{
+		{name: "each entry in its own request", entries: []int{200, 200, 200}, maxSize: 300, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{200, 200, 200}},
+		{name: "entries share a request while they fit", entries: []int{100, 200, 250, 40}, maxSize: 300, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{300, 290}},
+		{name: "an entry of exactly max_size", entries: []int{10, 300, 1}, maxSize: 300, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{10, 300, 1}},
+		{name: "only the larger entry is cut", entries: []int{100, 700, 50, 260}, maxSize: 300, sizer: exporterhelper.RequestSizerTypeItems, wantSizes: []int{300, 300, 250, 260}, wantCut: []int{1}},
+		{name: "bytes: each entry in its own request", entries: []int{200, 200, 200}, maxSize: eb[0] + eb[1]/2, sizer: exporterhelper.RequestSizerTypeBytes, wantSizes: eb},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			in := entriesRequest(t, tt.entries...)
+			for _, en := range in.entries {
+				require.True(t, en.fingerprinted)
+			}
+			wantEvents, wantMissing := requestTotals(in)
+			wantWhole := wholeEntries(in)
+			for _, i := range tt.wantCut {
+				delete(wantWhole, in.entries[i].fp)
+			}
+			out, err := in.MergeSplit(t.Context(), tt.maxSize, tt.sizer, nil)
+			require.NoError(t, err)
+			parts := make([]*countsRequest, len(out))
+			sizes := make([]int, len(out))
+			for i, r := range out {
+				parts[i] = r.(*countsRequest)
+				sizes[i] = r.ItemsCount()
+				if tt.sizer == exporterhelper.RequestSizerTypeBytes {
+					sizes[i] = r.BytesSize()
+				}
+				assert.LessOrEqual(t, sizes[i], tt.maxSize)
+			}
+			assert.Equal(t, tt.wantSizes, sizes)
+			assert.Equal(t, wantWhole, wholeEntries(parts...), "entries that fit kept whole, with their fingerprint")
+			gotEvents, gotMissing := requestTotals(parts...)
+			assert.Equal(t, wantEvents, gotEvents)
+			assert.Equal(t, wantMissing, gotMissing)
 		})
 	}
 }
@@ -210,6 +301,17 @@ func FuzzMergeSplit(f *testing.F) {
 		if bytes {
 			sizer = exporterhelper.RequestSizerTypeBytes
 		}
+		// Every entry that fits max_size on its own comes out whole, with its
+		// fingerprint; no piece of a cut entry has one.
+		wantWhole := map[resFP]int{}
+		s := splitter{max: int64(maxSize), itemsSizer: !bytes}
+		for _, r := range []*countsRequest{a, b} {
+			for i := range r.entries {
+				if en := &r.entries[i]; en.fingerprinted && (maxSize == 0 || s.entrySize(en) <= s.max) {
+					wantWhole[en.fp]++
+				}
+			}
+		}
 		out, err := a.MergeSplit(t.Context(), int(maxSize), sizer, b)
 		require.NoError(t, err)
 		require.NotEmpty(t, out)
@@ -226,5 +328,6 @@ func FuzzMergeSplit(f *testing.F) {
 		gotEvents, gotMissing := requestTotals(parts...)
 		require.Equal(t, wantEvents, gotEvents)
 		require.Equal(t, wantMissing, gotMissing)
+		require.Equal(t, wantWhole, wholeEntries(parts...), "entries that fit max_size are not cut")
 	})
 }

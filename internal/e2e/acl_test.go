@@ -24,7 +24,7 @@ import (
 const (
 	aclRules = "-@all +ping +info +evalsha +eval +wait " +
 		"+zcard +zrange +zcount +hgetall " +
-		"+getdel +incrby +decrby +hincrby +set +hset +expire +exists +type +del +unlink +zadd +zpopmin +zrem"
+		"+getdel +incrby +decrby +hincrby +set +hset +expire +exists +type +del +unlink +zadd +zpopmin +zrem +time"
 	// aclClusterRules: what a Redis Cluster client needs on top (the slot map,
 	// and COMMAND, which go-redis reads to route commands).
 	aclClusterRules = "+cluster|slots +command"

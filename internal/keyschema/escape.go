@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// errBadEscape is returned by Unescape for a '%' not followed by two hex digits.
+// errBadEscape is returned by Unescape for a '%' not followed by two
+// upper-case hex digits, or escaping a byte that Escape leaves raw.
 var errBadEscape = errors.New("malformed %-escape")
 
 const hexDigits = "0123456789ABCDEF"
@@ -43,8 +44,11 @@ func Escape(s string) string {
 	return s
 }
 
-// Unescape reverses Escape. It rejects malformed escapes and raw bytes that
-// Escape would have encoded, so every accepted segment has exactly one origin.
+// Unescape reverses Escape. It rejects malformed escapes, escapes of bytes
+// that Escape leaves raw (such as "%41" for "A") and raw bytes that Escape
+// would have encoded, so every accepted segment is the escaped form of the
+// value it returns: Escape(Unescape(seg)) == seg, and each value has exactly
+// one spelling.
 func Unescape(seg string) (string, error) {
 	if !strings.ContainsRune(seg, '%') {
 		for i := 0; i < len(seg); i++ {
@@ -67,7 +71,11 @@ func Unescape(seg string) (string, error) {
 			if !okHi || !okLo {
 				return "", fmt.Errorf("%w at offset %d", errBadEscape, i)
 			}
-			out = append(out, hi<<4|lo)
+			b = hi<<4 | lo
+			if !needsEscape(b) {
+				return "", fmt.Errorf("%w at offset %d: byte 0x%02x is never escaped", errBadEscape, i, b)
+			}
+			out = append(out, b)
 			i += 2
 		case needsEscape(b):
 			return "", fmt.Errorf("raw byte 0x%02x must be escaped", b)

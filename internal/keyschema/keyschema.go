@@ -175,7 +175,8 @@ func (s Schema) AppendKey(dst []byte, c Counter) []byte {
 }
 
 // Parse returns the counter that key names. It accepts exactly the keys that
-// AppendKey produces.
+// AppendKey produces: for every key it accepts, Key of the result is that key
+// again, so no two keys name the same counter.
 func (s Schema) Parse(key string) (Counter, error) {
 	var (
 		c    Counter

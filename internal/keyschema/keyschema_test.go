@@ -77,6 +77,11 @@ func TestParseRejects(t *testing.T) {
 		"analytics:counter:a%3:2024-01-01",
 		"analytics:counter:a%:2024-01-01",
 		"analytics:counter:a b:2024-01-01",
+		"analytics:counter:%41:2024-01-01",           // "A", which Escape leaves raw
+		"analytics:counter:page%5Fview:2024-01-01",   // "_"
+		"analytics:counter:%C3%A9t%C3%A9:2024-01-01", // UTF-8 stays raw
+		"analytics:user:%41:a:2024-01-01",
+		"analytics:user:u:%7E:2024-01-01",
 		"analytics:user:u:a:2024-01-01:05",
 		"analytics:user:u:2024-01-01",
 		"analytics:pending",
@@ -84,6 +89,44 @@ func TestParseRejects(t *testing.T) {
 	} {
 		_, err := s.Parse(key)
 		assert.Error(t, err, key)
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		seg     string
+		want    string
+		wantErr string
+	}{
+		{seg: "", want: ""},
+		{seg: "page_view", want: "page_view"},
+		{seg: "a%3Ab", want: "a:b"},
+		{seg: "%25%7B%7D%20%00%7F%0A", want: "%{} \x00\x7f\n"},
+		{seg: "été", want: "été"},
+		{seg: "%41", wantErr: "byte 0x41 is never escaped"},
+		{seg: "x%5F", wantErr: "byte 0x5f is never escaped"},
+		{seg: "%2D", wantErr: "byte 0x2d is never escaped"},
+		{seg: "%C3%A9", wantErr: "byte 0xc3 is never escaped"},
+		{seg: "%80", wantErr: "byte 0x80 is never escaped"},
+		{seg: "%3a", wantErr: "malformed %-escape at offset 0"},
+		{seg: "ab%3", wantErr: "malformed %-escape at offset 2"},
+		{seg: "%", wantErr: "malformed %-escape"},
+		{seg: "a:b", wantErr: "raw byte 0x3a must be escaped"},
+		{seg: "%3Aa b", wantErr: "raw byte 0x20 must be escaped"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.seg, func(t *testing.T) {
+			t.Parallel()
+			got, err := Unescape(tt.seg)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.seg, Escape(got), "the one spelling of the value")
+		})
 	}
 }
 
@@ -187,6 +230,50 @@ func FuzzEscapeRoundTrip(f *testing.F) {
 			if esc[i] == ':' || esc[i] == '{' || esc[i] == '}' || esc[i] <= ' ' {
 				t.Fatalf("escaped %q still holds byte %q", esc, esc[i])
 			}
+		}
+	})
+}
+
+// FuzzUnescapeRoundTrip: a segment that Unescape accepts is the escaped
+// form of what it returns, byte for byte.
+func FuzzUnescapeRoundTrip(f *testing.F) {
+	for _, seed := range []string{"", "page_view", "a%3Ab", "%41", "%3a", "%25%25", "%C3%A9", "été", "%7B%7D", "%", "a b"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, seg string) {
+		v, err := Unescape(seg)
+		if err != nil {
+			return
+		}
+		if esc := Escape(v); esc != seg {
+			t.Fatalf("Unescape(%q) = %q, which escapes to %q", seg, v, esc)
+		}
+	})
+}
+
+// FuzzParseRoundTrip: a key that Parse accepts is the key AppendKey builds
+// for the counter it returns, byte for byte, so that no two keys name one
+// counter.
+func FuzzParseRoundTrip(f *testing.F) {
+	for _, seed := range []string{
+		"analytics:counter:page_view:2024-03-09",
+		"analytics:counter:page_view:2024-03-09:14",
+		"analytics:user:x%3Ay:a%3Ab:2024-03-09",
+		"analytics:counter:%41:2024-01-01",
+		"analytics:user::a:2024-01-01",
+		"analytics:counter:t:0000-01-01",
+		"analytics:counter:%7Bslot%7D:9999-12-31:23",
+	} {
+		f.Add(seed)
+	}
+	s := mustSchema(f, DefaultPrefix)
+	f.Fuzz(func(t *testing.T, key string) {
+		c, err := s.Parse(key)
+		if err != nil {
+			return
+		}
+		if again := s.Key(c); again != key {
+			t.Fatalf("Parse(%q) = %+v, whose key is %q", key, c, again)
 		}
 	})
 }

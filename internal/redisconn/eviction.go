@@ -24,9 +24,9 @@ type Eviction struct {
 // markers, staging entries), so an evicted key loses counts, or counts them
 // twice, without a trace. With noeviction, a full Redis refuses writes
 // instead: the exporter retries and clients wait, while pg_flush still
-// drains it (STAGE's first write, ZPOPMIN, is allowed under OOM, and a
-// script that has written may go on). A server that refuses INFO is not
-// reported.
+// drains it (STAGE's first write, the EXPIRE of its claim key, is not a
+// deny-oom command and is allowed under OOM, and a script that has written
+// may go on). A server that refuses INFO is not reported.
 func Evicting(ctx context.Context, client redis.UniversalClient) ([]Eviction, error) {
 	cc, ok := client.(*redis.ClusterClient)
 	if !ok {

@@ -90,7 +90,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ExporterRedisAnalyticsRedisCommands, err = builder.meter.Int64Counter(
 		"otelcol_exporter_redis_analytics_redis_commands",
-		metric.WithDescription("Number of Redis commands sent (one EVALSHA per push that has something to count, plus an EVAL when Redis lost its script cache). [Development]"),
+		metric.WithDescription("Number of Redis commands sent to apply counters. Each script call is one EVALSHA (a push makes one call, one more per round when it holds a resend, none when it has nothing to count), plus a WAIT when wait_replicas > 0, plus an EVAL (and its WAIT) after a NOSCRIPT reply when Redis lost its script cache. [Development]"),
 		metric.WithUnit("{command}"),
 	)
 	errs = errors.Join(errs, err)

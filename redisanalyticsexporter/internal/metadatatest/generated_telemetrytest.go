@@ -87,7 +87,7 @@ func AssertEqualExporterRedisAnalyticsKeysWritten(t *testing.T, tt *componenttes
 func AssertEqualExporterRedisAnalyticsRedisCommands(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_exporter_redis_analytics_redis_commands",
-		Description: "Number of Redis commands sent (one EVALSHA per push that has something to count, plus an EVAL when Redis lost its script cache). [Development]",
+		Description: "Number of Redis commands sent to apply counters. Each script call is one EVALSHA (a push makes one call, one more per round when it holds a resend, none when it has nothing to count), plus a WAIT when wait_replicas > 0, plus an EVAL (and its WAIT) after a NOSCRIPT reply when Redis lost its script cache. [Development]",
 		Unit:        "{command}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
