@@ -19,7 +19,6 @@ const (
 // Positions (0-based) in the script's ARGV (see apply.go), as encode builds it.
 const (
 	argCounterTTL = iota
-	argNowMillis
 	argBatchMarkerTTL
 	argNumMarkers
 	argDedupWindow
@@ -56,8 +55,10 @@ type pair struct {
 	hours []hourCount
 	// overflowN counts the events whose hour went to aggregator.overflow.
 	overflowN int64
-	// hash is hashPair(key), the pair's map key, folded into the resource
-	// fingerprints.
+	// anonymousN counts the events of entries without a fingerprint (no
+	// identity, dedup.go): they are counted at least once.
+	anonymousN int64
+	// hash is hashPair(key), the pair's map key.
 	hash uint64
 	// Set by finalize.
 	dropped bool
@@ -89,8 +90,7 @@ type userBucket struct {
 const recentPairs = 2
 
 // pairCounter counts events per (type, user) pair and hour. The per-event
-// path looks the pair up by its hash (hashPair, which the resource
-// fingerprint needs anyway) in a map keyed by that uint64, checks the key,
+// path looks the pair up by its hash (hashPair) in a map keyed by that uint64, checks the key,
 // and scans the pair's few hours; events of one of the last few pairs skip
 // the map. A uint64 key hashes and compares in a few instructions, where a
 // (type, user) key hashes both strings again. The map stays small (types ×
@@ -102,6 +102,8 @@ type pairCounter struct {
 	collided map[pairKey]int32
 	pairs    []pair // pairs[:len] are in use; the rest keep their memory
 	overflow map[pairHour]int64
+	// total is the number of events counted by add.
+	total int64
 	// The last pairs counted, replaced round robin (see count).
 	recent     [recentPairs]recentPair
 	recentLen  int
@@ -129,6 +131,13 @@ func (pc *pairCounter) reset() {
 	}
 	pc.pairs = pc.pairs[:0]
 	clear(pc.overflow)
+	pc.total = 0
+}
+
+// add counts one event.
+func (pc *pairCounter) add(ev event) {
+	pc.count(pairKey{typ: ev.typ, user: ev.user}, ev.hour, 1)
+	pc.total++
 }
 
 // reusable reports whether the counter is small enough to keep pooled.
@@ -210,8 +219,10 @@ type aggregator struct {
 
 	// dropped counts records per drop reason.
 	dropped [numDropReasons]int64
-	// counted is the number of records that reach a counter.
-	counted int64
+	// counted is the number of records that reach a counter; anonymous
+	// those of them without a resend marker (dedup.go).
+	counted   int64
+	anonymous int64
 
 	// Resource-entry deduplication (dedup.go). res is indexed like the
 	// request's entries.
@@ -254,7 +265,7 @@ func newAggregator() *aggregator {
 func (a *aggregator) reset() {
 	a.pairCounter.reset()
 	a.dropped = [numDropReasons]int64{}
-	a.counted = 0
+	a.counted, a.anonymous = 0, 0
 	a.res = a.res[:0]
 	a.markerRes = a.markerRes[:0]
 	clear(a.typeIdx)
@@ -297,7 +308,11 @@ func (a *aggregator) fold(req *countsRequest) {
 			a.entryPairs = append(a.entryPairs, a.pairIndex(k, hashPair(k)))
 		}
 		for _, c := range en.counts {
-			a.countPairHour(a.entryPairs[c.pair], c.hour, c.n)
+			idx := a.entryPairs[c.pair]
+			a.countPairHour(idx, c.hour, c.n)
+			if !en.fingerprinted {
+				a.pairs[idx].anonymousN += c.n
+			}
 		}
 		a.res = append(a.res, resEntry{fp: en.fp, mapped: en.records - en.missing, ok: en.fingerprinted})
 	}
@@ -319,6 +334,7 @@ func (a *aggregator) finalize(m *mapper) {
 			continue
 		}
 		a.counted += total
+		a.anonymous += p.anonymousN
 		a.days = a.days[:0]
 		for _, hc := range p.hours {
 			a.addHour(p, hc.hour, hc.n)
@@ -390,11 +406,11 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 
 // encode builds the script's KEYS and ARGV (see apply.go): KEYS =
 // [pending, batch marker, resource markers..., counter keys...], ARGV = [ttl,
-// now, marker ttl, number of resource markers, dedup window, increments...].
+// marker ttl, number of resource markers, dedup window, increments...].
 // The resource markers are those chosen by selectMarkers. The batch marker
 // key is left empty for setBatchKey. All counter keys are substrings of one string, so
 // they cost one allocation per push. The slices stay valid until reset.
-func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, markerSeconds, dedupSeconds int64) {
+func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, markerSeconds, dedupSeconds int64) {
 	appendKey := func(c keyschema.Counter, n int64) {
 		a.keyBuf = schema.AppendKey(a.keyBuf, c)
 		a.keyEnds = append(a.keyEnds, len(a.keyBuf))
@@ -430,7 +446,6 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, mark
 	}
 	var argHead [counterArgsOffset]any
 	argHead[argCounterTTL] = ttlSeconds
-	argHead[argNowMillis] = nowMillis
 	argHead[argBatchMarkerTTL] = markerSeconds
 	argHead[argNumMarkers] = int64(len(a.markerRes))
 	argHead[argDedupWindow] = dedupSeconds
@@ -445,17 +460,6 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, nowMillis, mark
 
 // setBatchKey fills in the batch marker key of the encoded KEYS.
 func (a *aggregator) setBatchKey(key string) { a.keys[batchKeyIndex] = key }
-
-// mix64 is the splitmix64 finalizer: every input bit affects every output bit,
-// so summing per-key hashes does not let increments cancel out.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xBF58476D1CE4E5B9
-	x ^= x >> 27
-	x *= 0x94D049BB133111EB
-	x ^= x >> 31
-	return x
-}
 
 func floorMod(a, b int64) int64 {
 	m := a % b

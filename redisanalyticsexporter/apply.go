@@ -22,38 +22,39 @@ const abortPrefix = "ANALYTICS_ABORT"
 //	KEYS[3…2+m]    resource markers, one per fingerprinted resource entry (dedup.go)
 //	KEYS[3+m…]     counter keys, each distinct
 //	ARGV[1]        counter TTL in seconds
-//	ARGV[2]        now, Unix milliseconds
-//	ARGV[3]        batch marker TTL in seconds
-//	ARGV[4]        m, the number of resource markers
-//	ARGV[5]        resource marker TTL in seconds (the dedup window)
-//	ARGV[6…]       increment of counter KEYS[i] in ARGV[i+3-m]
+//	ARGV[2]        batch marker TTL in seconds
+//	ARGV[3]        m, the number of resource markers
+//	ARGV[4]        resource marker TTL in seconds (the dedup window)
+//	ARGV[5…]       increment of counter KEYS[i] in ARGV[i+2-m]
 //
-// Its first write sets the batch marker with SET NX. It returns 0 when the
-// marker existed, i.e. the batch id was applied before (a retry whose first
-// reply was lost, or whose WAIT for replicas failed), and changes nothing
-// but the marker's TTL. Otherwise, when any resource marker exists, it
-// deletes the batch marker again and returns the array of the (1-based)
-// positions j of the markers KEYS[2+j] that exist, changing nothing but
-// their TTLs: the caller drops those entries (already counted) and calls
-// again with the same batch id.
+// It answers with an array whose first element says what it did:
 //
-// SET is the first write because it may allocate: Redis refuses such a
-// command inside a script when it was at maxmemory (with noeviction) as the
-// script started, but only as the script's first write, since it cannot
-// stop a script half-way. So a full Redis refuses the whole push with an
-// OOM error (retried) before it changes anything; a first write that cannot
-// allocate (EXPIRE) would let every later command through and grow Redis
-// past maxmemory.
+//	{0}            the batch marker existed: the batch id was applied before
+//	               (a retry whose first reply was lost, or whose WAIT for
+//	               replicas failed); nothing changed but the marker's TTL.
+//	{1, lost}      applied. lost is the number of counter keys it created
+//	               whose pending-set entry already existed: such a key
+//	               expired (ttl) before a flush moved it, and its count is
+//	               gone.
+//	{2, j…}        some resource markers exist: the (1-based) positions j of
+//	               the markers KEYS[2+j] that do. It deleted the batch marker
+//	               again and changed nothing but their TTLs: the caller drops
+//	               those entries (already counted) and calls again with the
+//	               same batch id.
 //
-// Those two paths still write (EXPIRE) on purpose: with wait_replicas, the
-// WAIT that follows the script waits for the replication offset of this
-// connection, which then lies past the writes that counted the batch or the
-// entries, even when they came from another connection or another
-// collector. Redis 7 already moves a client's offset on every command;
-// servers that move it only on writes would otherwise acknowledge such a
-// retry without knowing whether any replica has its counts.
-// Otherwise it sets every resource marker, applies the counters and returns
-// 1.
+// Its first write sets the batch marker with SET NX, because that may
+// allocate: Redis refuses such a command inside a script when it was at
+// maxmemory (with noeviction) as the script started, but only as the
+// script's first write, since it cannot stop a script half-way. So a full
+// Redis refuses the whole push with an OOM error (retried) before it changes
+// anything; a first write that cannot allocate (EXPIRE) would let every
+// later command through and grow Redis past maxmemory.
+//
+// The {0} and {2, …} paths still write (EXPIRE) on purpose: with
+// wait_replicas, the WAIT that follows the script waits for the replication
+// offset of this connection, which then lies past the writes that counted
+// the batch or the entries, even when they came from another connection or
+// another collector.
 //
 // Scripts run atomically but do not roll back, so a failed INCRBY (WRONGTYPE,
 // overflow) is undone by hand, markers included: the batch is all or nothing.
@@ -63,36 +64,37 @@ const abortPrefix = "ANALYTICS_ABORT"
 // Only a key this script created gets its TTL and its pending-set entry: a
 // counter key that already exists is always pending already, because this
 // script adds it in the step that creates it and the flusher's STAGE removes
-// the pending entry in the step that deletes the key. Skipping EXPIRE and
-// ZADD for existing keys halves the script's work for counters that several
-// batches hit between two flushes. The TTL therefore runs from a counter's
-// creation (the first count after a flush), which is what bounds its life.
+// the pending entry in the step that deletes the key. So ZADD NX adding fewer
+// members than keys were created means keys expired while pending. The
+// pending score is Redis' clock (TIME), like the flusher's staging ages, so a
+// collector with a skewed clock cannot hide counters from the flusher's
+// at-risk check.
 const applySource = `
 local ptype = redis.call('TYPE', KEYS[1])['ok']
 if ptype ~= 'none' and ptype ~= 'zset' then
   return redis.error_reply('` + abortPrefix + ` ' .. KEYS[1] .. ': pending set holds a ' .. ptype)
 end
-if not redis.call('SET', KEYS[2], '1', 'EX', ARGV[3], 'NX') then
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  return 0
+if not redis.call('SET', KEYS[2], '1', 'EX', ARGV[2], 'NX') then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return {0}
 end
-local m = tonumber(ARGV[4])
-local dups = {}
+local m = tonumber(ARGV[3])
+local dups = {2}
 for j = 1, m do
-  if redis.call('EXPIRE', KEYS[2 + j], ARGV[5]) == 1 then
+  if redis.call('EXPIRE', KEYS[2 + j], ARGV[4]) == 1 then
     dups[#dups + 1] = j
   end
 end
-if #dups > 0 then
+if #dups > 1 then
   redis.call('DEL', KEYS[2])
   return dups
 end
 for j = 1, m do
-  redis.call('SET', KEYS[2 + j], '1', 'EX', ARGV[5])
+  redis.call('SET', KEYS[2 + j], '1', 'EX', ARGV[4])
 end
 local n = #KEYS
 local first = 3 + m
-local off = 3 - m
+local off = 2 - m
 local created = {}
 for i = first, n do
   local r = redis.pcall('INCRBY', KEYS[i], ARGV[i + off])
@@ -111,22 +113,26 @@ for i = first, n do
   end
   created[i] = (r == tonumber(ARGV[i + off]))
 end
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local members = {}
+local numCreated, added = 0, 0
 for i = first, n do
   if created[i] then
     redis.call('EXPIRE', KEYS[i], ARGV[1])
-    members[#members + 1] = ARGV[2]
+    numCreated = numCreated + 1
+    members[#members + 1] = now
     members[#members + 1] = KEYS[i]
     if #members >= 1000 then
-      redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+      added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(members))
       members = {}
     end
   end
 end
 if #members > 0 then
-  redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+  added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(members))
 end
-return 1
+return {1, numCreated - added}
 `
 
 // applyOutcome is what the script did with a batch.
@@ -146,7 +152,12 @@ type applyResult struct {
 	// dups holds the 0-based positions, among the resource markers, of the
 	// markers that exist (outcomeDuplicateResources only).
 	dups []int
+	// expired is the number of counter keys created by this batch that had
+	// expired before a flush moved them (outcomeApplied only).
+	expired int64
 }
+
+var errUnexpectedReply = errors.New("redis apply counters: unexpected script result")
 
 // runApply sends the script (EVALSHA, falling back to EVAL on NOSCRIPT,
 // followed by WAIT with wait_replicas) and classifies its error: see
@@ -156,30 +167,39 @@ func runApply(ctx context.Context, runner *redisconn.ScriptRunner, script *redis
 	if err != nil {
 		return applyResult{}, classifyRedisError(err)
 	}
-	switch v := res.(type) {
-	case int64:
-		switch v {
-		case 1:
-			return applyResult{outcome: outcomeApplied}, nil
-		case 0:
-			return applyResult{outcome: outcomeDeduplicated}, nil
-		default:
+	return parseApplyReply(res)
+}
+
+// parseApplyReply reads the script's answer (see applySource).
+func parseApplyReply(res any) (applyResult, error) {
+	unexpected := consumererror.NewPermanent(fmt.Errorf("%w %v", errUnexpectedReply, res))
+	arr, ok := res.([]any)
+	if !ok || len(arr) == 0 {
+		return applyResult{}, unexpected
+	}
+	nums := make([]int64, len(arr))
+	for i, x := range arr {
+		if nums[i], ok = x.(int64); !ok {
+			return applyResult{}, unexpected
 		}
-	case []any:
-		dups := make([]int, 0, len(v))
-		for _, x := range v {
-			j, ok := x.(int64)
-			if !ok || j < 1 {
-				return applyResult{}, consumererror.NewPermanent(fmt.Errorf("redis apply counters: unexpected script result %v", res))
+	}
+	switch {
+	case nums[0] == 0 && len(nums) == 1:
+		return applyResult{outcome: outcomeDeduplicated}, nil
+	case nums[0] == 1 && len(nums) == 2 && nums[1] >= 0:
+		return applyResult{outcome: outcomeApplied, expired: nums[1]}, nil
+	case nums[0] == 2 && len(nums) > 1:
+		dups := make([]int, 0, len(nums)-1)
+		for _, j := range nums[1:] {
+			if j < 1 {
+				return applyResult{}, unexpected
 			}
 			dups = append(dups, int(j-1))
 		}
-		if len(dups) > 0 {
-			return applyResult{outcome: outcomeDuplicateResources, dups: dups}, nil
-		}
+		return applyResult{outcome: outcomeDuplicateResources, dups: dups}, nil
 	default:
+		return applyResult{}, unexpected
 	}
-	return applyResult{}, consumererror.NewPermanent(fmt.Errorf("redis apply counters: unexpected script result %v", res))
 }
 
 // classifyRedisError marks the errors that would recur for the same batch as

@@ -34,6 +34,8 @@ func defaultEventNameAttributes() []string { return []string{"event.name"} }
 
 func defaultUserIDAttributes() []string { return []string{"user.id", "enduser.id"} }
 
+func defaultRecordIDAttributes() []string { return []string{"log.record.uid"} }
+
 // Config is the redis_analytics exporter configuration.
 type Config struct {
 	// TimeoutConfig bounds each push attempt (`timeout`). default: 5 seconds
@@ -67,11 +69,18 @@ type Config struct {
 	// EventTypes is an allowlist of event types; other types are dropped and
 	// counted. Empty means every type is counted. default: [] (all types)
 	EventTypes []string `mapstructure:"event_types"`
-	// DedupWindow is how long the exporter remembers each counted resource
-	// entry (ResourceLogs or ResourceSpans) to skip a client's resend of it:
-	// it must cover a collector restart plus the client's retry delay (a
-	// resend arriving later counts again). Whole seconds, at least 1 minute.
-	// default: 10 minutes
+	// RecordIDAttributes are the log record attributes consulted in order for
+	// the record's identity, which lets the exporter recognize a client's
+	// resend (a string, bytes or int value; spans are identified by their
+	// TraceID and SpanID). A record without one is counted at least once.
+	// Empty means every log record is counted at least once.
+	// default: ["log.record.uid"]
+	RecordIDAttributes []string `mapstructure:"record_id_attributes"`
+	// DedupWindow is how long the exporter remembers the identified records
+	// of each counted resource entry (ResourceLogs or ResourceSpans) to skip a
+	// client's resend of them: it must cover a collector restart plus the
+	// client's retry delay (a resend arriving later counts again). Whole
+	// seconds, at least 1 minute. default: 10 minutes
 	DedupWindow time.Duration `mapstructure:"dedup_window"`
 	// ReleaseRecords empties each request once its records are counted, so
 	// that they can be garbage-collected while the request waits in the
@@ -110,6 +119,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, validateNames("event_name_attributes", c.EventNameAttributes, false)...)
 	errs = append(errs, validateNames("user_id_attributes", c.UserIDAttributes, false)...)
+	errs = append(errs, validateNames("record_id_attributes", c.RecordIDAttributes, false)...)
 	errs = append(errs, validateNames("event_types", c.EventTypes, true)...)
 	return errors.Join(errs...)
 }

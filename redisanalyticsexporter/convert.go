@@ -12,43 +12,70 @@ import (
 // countsRequest). Converters are pooled; one conversion uses one from one
 // goroutine.
 type converter struct {
-	pairCounter
+	// identified counts the records of the current resource entry that carry
+	// an identity (dedup.go), anonymous the others.
+	identified pairCounter
+	anonymous  pairCounter
+	ids        identities
 }
 
-func newConverter() *converter { return &converter{pairCounter: newPairCounter()} }
-
-// addEvent counts one event and returns the hash of its (type, user) pair,
-// which the resource fingerprint folds in.
-func (c *converter) addEvent(ev event) uint64 {
-	idx := c.count(pairKey{typ: ev.typ, user: ev.user}, ev.hour, 1)
-	return c.pairs[idx].hash
+func newConverter() *converter {
+	return &converter{identified: newPairCounter(), anonymous: newPairCounter()}
 }
 
-// takeEntry returns the entry counted so far and empties the counter.
-func (c *converter) takeEntry(fp *fpState, records, missing int64) entryCounts {
-	n := len(c.overflow)
-	for i := range c.pairs {
-		n += len(c.pairs[i].hours)
+func (c *converter) reset() {
+	c.identified.reset()
+	c.anonymous.reset()
+	c.ids.reset()
+}
+
+// reusable reports whether the converter is small enough to keep pooled.
+func (c *converter) reusable() bool {
+	return c.identified.reusable() && c.anonymous.reusable() && cap(c.ids.buf) <= maxPooledIDBytes
+}
+
+// maxPooledIDBytes bounds the identity buffer a pooled converter keeps.
+const maxPooledIDBytes = 1 << 20
+
+// takeEntries appends the resource entry counted so far to req, as up to
+// two entries: the identified records with their fingerprint, and the
+// anonymous ones with the records that have no event type (missing). It
+// empties the converter.
+func (c *converter) takeEntries(req *countsRequest, missing int64) {
+	if c.ids.n > 0 {
+		en := takeCounts(&c.identified, c.ids.n)
+		en.fp, en.fingerprinted = c.ids.sum(), true
+		req.addEntry(en)
 	}
-	en := entryCounts{records: records, missing: missing}
-	if fp.ok && records > missing {
-		en.fp, en.fingerprinted = fp.sum(), true
+	if anonymous := c.anonymous.total; anonymous > 0 || missing > 0 {
+		en := takeCounts(&c.anonymous, anonymous+missing)
+		en.missing = missing
+		req.addEntry(en)
 	}
+	c.reset()
+}
+
+// takeCounts returns pc's counts as an entry of the given number of records.
+func takeCounts(pc *pairCounter, records int64) entryCounts {
+	n := len(pc.overflow)
+	for i := range pc.pairs {
+		n += len(pc.pairs[i].hours)
+	}
+	en := entryCounts{records: records}
 	if n > 0 {
-		en.pairs = make([]pairKey, len(c.pairs))
+		en.pairs = make([]pairKey, len(pc.pairs))
 		en.counts = make([]eventCount, 0, n)
 	}
-	for i := range c.pairs {
-		p := &c.pairs[i]
+	for i := range pc.pairs {
+		p := &pc.pairs[i]
 		en.pairs[i] = p.key
 		for _, hc := range p.hours {
 			en.counts = append(en.counts, eventCount{pair: int32(i), hour: hc.hour, n: hc.n})
 		}
 	}
-	for ph, cnt := range c.overflow { // rare: pairs with more than maxPairHours hours
+	for ph, cnt := range pc.overflow { // rare: pairs with more than maxPairHours hours
 		en.counts = append(en.counts, eventCount{pair: ph.pair, hour: ph.hour, n: cnt})
 	}
-	c.reset()
 	return en
 }
 
@@ -86,12 +113,10 @@ func (c *converter) logs(ld plog.Logs, m *mapper, nowNanos int64) *countsRequest
 	for i := range rls.Len() {
 		rl := rls.At(i)
 		resUser := m.resourceUser(rl.Resource())
-		fp := newFPState(resUser)
-		var records, missing int64
+		var missing int64
 		sls := rl.ScopeLogs()
 		for j := range sls.Len() {
 			lrs := sls.At(j).LogRecords()
-			records += int64(lrs.Len())
 			for k := range lrs.Len() {
 				lr := lrs.At(k)
 				ev, ok := m.logEvent(lr, resUser, nowNanos)
@@ -99,10 +124,14 @@ func (c *converter) logs(ld plog.Logs, m *mapper, nowNanos int64) *countsRequest
 					missing++
 					continue
 				}
-				fp.addLog(lr, c.addEvent(ev))
+				if c.ids.addLog(lr, m.recordIDAttrs) {
+					c.identified.add(ev)
+				} else {
+					c.anonymous.add(ev)
+				}
 			}
 		}
-		req.addEntry(c.takeEntry(&fp, records, missing))
+		c.takeEntries(req, missing)
 	}
 	return req
 }
@@ -114,12 +143,10 @@ func (c *converter) traces(td ptrace.Traces, m *mapper, nowNanos int64) *countsR
 	for i := range rss.Len() {
 		rs := rss.At(i)
 		resUser := m.resourceUser(rs.Resource())
-		fp := newFPState(resUser)
-		var records, missing int64
+		var missing int64
 		sss := rs.ScopeSpans()
 		for j := range sss.Len() {
 			spans := sss.At(j).Spans()
-			records += int64(spans.Len())
 			for k := range spans.Len() {
 				span := spans.At(k)
 				ev, ok := m.spanEvent(span, resUser, nowNanos)
@@ -127,10 +154,14 @@ func (c *converter) traces(td ptrace.Traces, m *mapper, nowNanos int64) *countsR
 					missing++
 					continue
 				}
-				fp.addSpan(span, c.addEvent(ev))
+				if c.ids.addSpan(span) {
+					c.identified.add(ev)
+				} else {
+					c.anonymous.add(ev)
+				}
 			}
 		}
-		req.addEntry(c.takeEntry(&fp, records, missing))
+		c.takeEntries(req, missing)
 	}
 	return req
 }

@@ -5,35 +5,43 @@ import (
 	"encoding/hex"
 	"math/bits"
 
+	"github.com/zeebo/xxh3"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// Resource-entry deduplication.
+// Resend detection by identity.
 //
-// OTLP has no idempotency key, so a client that did not get the response to
-// a request (the collector died after Redis applied it) resends it, and the
-// resend would count again. The exporter counts each ResourceLogs /
-// ResourceSpans entry on its own (request.go), the sending queue merges
-// requests by appending whole entries and cuts one only when it is larger
-// than batch::max_size (the sample config has none), and a resend carries
-// byte-identical entries. So the
-// converter fingerprints each resource entry from the fields that identify
-// an emission, and the apply script sets one marker per entry
-// (keyschema.ResourceKey) with the dedup window as TTL: an entry whose marker
-// exists is excluded from the push and counted as dropped, reason duplicate.
+// OTLP has no idempotency key per request, so a client that did not get the
+// response to a request (the collector died after Redis applied it) resends
+// it, and the resend would count again. Content cannot tell a resend from
+// two identical emissions (the same page viewed twice in one millisecond,
+// a gateway batching many browsers' events), so only records that carry an
+// identity take part:
 //
-// The fingerprint is deterministic across processes (fixed constants, no
-// random seed such as hash/maphash's): the resend reaches a new collector
-// process.
+//   - a span, by its TraceID and SpanID (an all-zero SpanID is no identity);
+//   - a log record, by the first of record_id_attributes it holds with a
+//     non-empty string, bytes or int value (default: log.record.uid, the
+//     OpenTelemetry attribute for exactly this).
 //
-// An entry gets no fingerprint, and stays at-least-once, when one of its
-// counted records has no identity of its own: a log record with neither
-// Timestamp nor ObservedTimestamp (it takes the conversion's clock, and distinct
-// requests may look identical), or a span with an all-zero SpanID.
+// The converter splits each resource entry (ResourceLogs or ResourceSpans)
+// into its identified records, fingerprinted together with xxh3-128 over
+// their identities in order, and the rest, which get no fingerprint. The
+// apply script sets one marker per fingerprinted entry
+// (keyschema.ResourceKey), living dedup_window: an entry whose marker exists
+// was counted before and is dropped (reason duplicate). Records without an
+// identity are counted at least once: a crash between the Redis apply and
+// the answer counts their resend again (the events_without_identity
+// metric counts them).
+//
+// A resend is recognized when it carries the same identified records in the
+// same order within one resource entry, which is what SDK and collector
+// retries send; two entries of one request with the same fingerprint are
+// one entry sent twice (the queue merged a request with its own resend).
 
-// resFP is the 128-bit content fingerprint of one resource entry.
+// resFP is the 128-bit identity fingerprint of one resource entry's
+// identified records.
 type resFP struct{ hi, lo uint64 }
 
 // appendHex appends the fingerprint as 32 hex digits (the marker key's suffix).
@@ -54,100 +62,83 @@ type resEntry struct {
 	excluded bool
 }
 
-// Arbitrary odd 64-bit constants (digits of pi and e) keying the mixing.
+// Tags that start each identity in the hashed bytes, so that identities of
+// different kinds or lengths never run together.
 const (
-	fpK1 = 0x243F6A8885A308D3
-	fpK2 = 0x13198A2E03707345
-	fpK3 = 0xA4093822299F31D1
-	fpK4 = 0x082EFA98EC4E6C89
-	fpK5 = 0x452821E638D01377
-	fpK6 = 0xBE5466CF34E90C6D
-	fpK7 = 0xC0AC29B7C97C50DD
-	fpK8 = 0x3F84D5B5B5470917
-	fpP1 = 0xD6E8FEB86659FD93
-	fpP2 = 0x9E3779B97F4A7C15
+	idTagSpan  = 's'
+	idTagStr   = 'l'
+	idTagBytes = 'b'
+	idTagInt   = 'i'
 )
 
-// mum is the 64×64→128-bit multiply folded to 64 bits (as in wyhash): every
-// input bit affects the result, at the cost of one multiplication.
-func mum(a, b uint64) uint64 {
-	hi, lo := bits.Mul64(a, b)
-	return hi ^ lo
+// identities collects the identities of one resource entry's identified
+// records; its fingerprint is xxh3-128 over them.
+type identities struct {
+	buf []byte
+	n   int64
 }
 
-// fpState accumulates one resource entry's fingerprint, record by record.
-type fpState struct {
-	h1, h2  uint64
-	records uint64
-	ok      bool
-}
+func (ids *identities) reset() { ids.buf, ids.n = ids.buf[:0], 0 }
 
-func newFPState(resUser userRef) fpState {
-	u := hashUser(resUser)
-	return fpState{h1: u ^ fpK1, h2: u ^ fpK2, ok: true}
-}
-
-// fold adds one record hash. h1 is an order-sensitive chain through a
-// 128-bit multiply, h2 a polynomial hash: the two halves fail independently.
-func (f *fpState) fold(r uint64) {
-	f.h1 = mum(f.h1^r, fpP1)
-	f.h2 = f.h2*fpP2 + r
-	f.records++
-}
-
-func (f *fpState) sum() resFP {
-	return resFP{hi: mix64(f.h1 ^ mix64(f.records^fpK3)), lo: mix64(f.h2 + f.records*fpK4)}
-}
-
-// addLog folds one log record whose event has pair hash ph. A record with no
-// timestamp at all has no identity: the entry gets no fingerprint.
-func (f *fpState) addLog(lr plog.LogRecord, ph uint64) {
-	ts, obs := validNanos(lr.Timestamp()), validNanos(lr.ObservedTimestamp())
-	if ts == 0 && obs == 0 {
-		f.ok = false
-		return
-	}
-	tid, sid := lr.TraceID(), lr.SpanID()
-	var body uint64
-	if b := lr.Body(); b.Type() == pcommon.ValueTypeStr {
-		body = hashString(b.Str())
-	}
-	// Seven words in three independent multiplies: the body hash rides with
-	// the span id, the severity with the pair hash (both hashes are uniform).
-	r := mum(uint64(ts)^fpK1, uint64(obs)^fpK2) //nolint:gosec // bit mixing, sign irrelevant
-	r ^= mum(binary.LittleEndian.Uint64(tid[:8])^fpK3, binary.LittleEndian.Uint64(tid[8:])^fpK4)
-	r ^= mum(binary.LittleEndian.Uint64(sid[:])^body^fpK5, ph^uint64(lr.SeverityNumber())^fpK6) //nolint:gosec // bit mixing, sign irrelevant
-	f.fold(r)
-}
-
-// addSpan folds one span whose event has pair hash ph.
-func (f *fpState) addSpan(span ptrace.Span, ph uint64) {
+// addSpan adds a span's identity; false when its SpanID is all zero.
+func (ids *identities) addSpan(span ptrace.Span) bool {
 	sid := span.SpanID()
 	if sid.IsEmpty() {
-		f.ok = false
-		return
+		return false
 	}
 	tid := span.TraceID()
-	r := mum(uint64(span.StartTimestamp())^fpK1, binary.LittleEndian.Uint64(tid[:8])^fpK3)
-	r ^= mum(binary.LittleEndian.Uint64(tid[8:])^fpK4, binary.LittleEndian.Uint64(sid[:])^ph^fpK5)
-	f.fold(r)
+	ids.buf = append(ids.buf, idTagSpan)
+	ids.buf = append(ids.buf, tid[:]...)
+	ids.buf = append(ids.buf, sid[:]...)
+	ids.n++
+	return true
 }
 
-// hashPair hashes an event type with its user id; the aggregator computes it
-// once per (type, user) pair, not per record.
-func hashPair(k pairKey) uint64 {
-	return mum(hashString(k.typ)^fpK7, hashUser(k.user)^fpK8)
-}
-
-func hashUser(u userRef) uint64 {
-	switch u.kind {
-	case userStr:
-		return hashString(u.str) ^ fpK5
-	case userInt:
-		return mix64(uint64(u.num) ^ fpK6) //nolint:gosec // bit mixing, sign irrelevant
-	default:
-		return fpK7
+// addLog adds a log record's identity, the first of names it holds with a
+// usable value; false when it has none.
+func (ids *identities) addLog(lr plog.LogRecord, names []string) bool {
+	attrs := lr.Attributes()
+	if attrs.Len() == 0 {
+		return false
 	}
+	for _, name := range names {
+		v, ok := attrs.Get(name)
+		if !ok { // never call methods on the zero Value Get returns
+			continue
+		}
+		switch v.Type() {
+		case pcommon.ValueTypeStr:
+			if s := v.Str(); s != "" {
+				ids.appendBytes(idTagStr, s)
+				return true
+			}
+		case pcommon.ValueTypeBytes:
+			if b := v.Bytes(); b.Len() > 0 {
+				ids.appendBytes(idTagBytes, string(b.AsRaw()))
+				return true
+			}
+		case pcommon.ValueTypeInt:
+			ids.buf = append(ids.buf, idTagInt)
+			ids.buf = binary.LittleEndian.AppendUint64(ids.buf, uint64(v.Int())) //nolint:gosec // bit pattern, sign irrelevant
+			ids.n++
+			return true
+		default:
+		}
+	}
+	return false
+}
+
+func (ids *identities) appendBytes(tag byte, s string) {
+	ids.buf = append(ids.buf, tag)
+	ids.buf = binary.AppendUvarint(ids.buf, uint64(len(s)))
+	ids.buf = append(ids.buf, s...)
+	ids.n++
+}
+
+// sum is the fingerprint of the identities added since the last reset.
+func (ids *identities) sum() resFP {
+	h := xxh3.Hash128(ids.buf)
+	return resFP{hi: h.Hi, lo: h.Lo}
 }
 
 // selectMarkers picks the resource entries that get a marker: fingerprinted
@@ -173,38 +164,30 @@ func (a *aggregator) selectMarkers() []int32 {
 	return dups
 }
 
-// hashString is a deterministic 64-bit string hash in the style of wyhash:
-// the words read determine the string together with its length, and each
-// 16 bytes cost one 128-bit multiply. Log bodies and event names are short,
-// where it is several times faster than a general-purpose hash.
-func hashString(s string) uint64 {
-	n := len(s)
-	var a, b uint64
-	h := mum(uint64(n)^fpK1, fpK2)
-	switch {
-	case n > 16:
-		for p := s; len(p) > 16; p = p[16:] {
-			h = mum(le64(p)^fpK3^h, le64(p[8:])^fpK6)
-		}
-		a, b = le64(s[n-16:]), le64(s[n-8:]) // the tail, overlapping the last block
-	case n >= 8:
-		a, b = le64(s), le64(s[n-8:])
-	case n >= 4:
-		a, b = uint64(le32(s)), uint64(le32(s[n-4:]))
-	case n > 0:
-		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
+// hashPair hashes an event type with its user id: the pair counter's map
+// key (aggregate.go).
+func hashPair(k pairKey) uint64 {
+	h := xxh3.HashString(k.typ)
+	switch k.user.kind {
+	case userStr:
+		return mum(h^pairKUser, xxh3.HashString(k.user.str)^pairKStr)
+	case userInt:
+		return mum(h^pairKUser, uint64(k.user.num)^pairKInt) //nolint:gosec // bit mixing, sign irrelevant
 	default:
+		return h
 	}
-	return mum(a^fpK4^h, b^fpK5)
 }
 
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-}
+// Odd constants (digits of pi) that keep the user kinds apart in hashPair.
+const (
+	pairKUser = 0x243F6A8885A308D3
+	pairKStr  = 0x13198A2E03707345
+	pairKInt  = 0xA4093822299F31D1
+)
 
-func le32(s string) uint32 {
-	_ = s[3]
-	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+// mum is the 64×64→128-bit multiply folded to 64 bits: every input bit
+// affects the result.
+func mum(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
 }

@@ -28,9 +28,8 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
 )
 
-// dedupLogs builds one resource entry per group, each record with a
-// distinct timestamp (tsRecord plus its index in ns), trace and span id,
-// severity and body, as an SDK emits them.
+// dedupLogs builds one resource entry per group, each record with its own
+// log.record.uid (group and index), as an SDK that sets it emits them.
 func dedupLogs(typ string, groups ...int) plog.Logs {
 	ld := plog.NewLogs()
 	for g, n := range groups {
@@ -42,21 +41,22 @@ func dedupLogs(typ string, groups ...int) plog.Logs {
 			lr := lrs.AppendEmpty()
 			lr.SetEventName(typ)
 			lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord.Add(time.Duration(g*1000 + i))))
-			lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(tsRecord.Add(time.Second)))
-			lr.SetTraceID([16]byte{1, byte(g), byte(i)})
-			lr.SetSpanID([8]byte{2, byte(g), byte(i)})
-			lr.SetSeverityNumber(plog.SeverityNumberInfo)
-			lr.Body().SetStr("event " + strconv.Itoa(i))
+			lr.Attributes().PutStr("log.record.uid", typ+"-"+strconv.Itoa(g)+"-"+strconv.Itoa(i))
 			lr.Attributes().PutStr("user.id", "u"+strconv.Itoa(i%2))
 		}
 	}
 	return ld
 }
 
-// resourceFPs aggregates ld and returns each resource entry's fingerprint
-// (the zero resFP when it has none).
+// resourceFPs aggregates ld and returns each entry's fingerprint (the zero
+// resFP when it has none). The converter splits a resource entry into its
+// identified and its anonymous records.
 func resourceFPs(ld plog.Logs) []resFP {
-	m := newMapper(createDefaultConfig().(*Config))
+	return resourceFPsWith(createDefaultConfig().(*Config), ld)
+}
+
+func resourceFPsWith(cfg *Config, ld plog.Logs) []resFP {
+	m := newMapper(cfg)
 	a := newAggregator()
 	a.addLogs(ld, &m, tsNow.UnixNano())
 	out := make([]resFP, len(a.res))
@@ -74,8 +74,10 @@ func TestResourceFingerprintLogs(t *testing.T) {
 	require.Len(t, base, 2)
 	assert.NotEqual(t, resFP{}, base[0])
 	assert.NotEqual(t, base[0], base[1])
-	assert.Equal(t, base, resourceFPs(dedupLogs("view", 3, 5)), "same content, independently built: same fingerprints")
+	assert.Equal(t, base, resourceFPs(dedupLogs("view", 3, 5)), "same identities, independently built: same fingerprints")
 	assert.Equal(t, "x:c7e0f1a2b3c4d5e6f708192a3b4c5d6e", string(resFP{0xc7e0f1a2b3c4d5e6, 0xf708192a3b4c5d6e}.appendHex([]byte("x:"))))
+	// Pinned: the markers of a collector and of its restarted successor must agree.
+	assert.Equal(t, resFP{0xd6f02fbebb58d01c, 0xafead953ba04fca1}, base[0], "stable across processes and releases")
 
 	// The fingerprint does not depend on the other entries of the request
 	// (the queue merges requests by appending entries).
@@ -83,18 +85,26 @@ func TestResourceFingerprintLogs(t *testing.T) {
 	dedupLogs("click", 2).ResourceLogs().MoveAndAppendTo(merged.ResourceLogs())
 	assert.Equal(t, base, resourceFPs(merged)[:2])
 
-	changes := map[string]func(lr plog.LogRecord){
-		"timestamp":          func(lr plog.LogRecord) { lr.SetTimestamp(lr.Timestamp() + 1) },
-		"observed timestamp": func(lr plog.LogRecord) { lr.SetObservedTimestamp(lr.ObservedTimestamp() + 1) },
-		"event type":         func(lr plog.LogRecord) { lr.SetEventName("other") },
-		"user":               func(lr plog.LogRecord) { lr.Attributes().PutStr("user.id", "someone") },
-		"int user":           func(lr plog.LogRecord) { lr.Attributes().PutInt("user.id", 1) },
-		"trace id":           func(lr plog.LogRecord) { lr.SetTraceID([16]byte{9}) },
-		"span id":            func(lr plog.LogRecord) { lr.SetSpanID([8]byte{9}) },
-		"severity":           func(lr plog.LogRecord) { lr.SetSeverityNumber(plog.SeverityNumberWarn) },
-		"body":               func(lr plog.LogRecord) { lr.Body().SetStr("event x") },
+	// Only the identities decide; the content does not.
+	sameIdentity := map[string]func(lr plog.LogRecord){
+		"timestamp":     func(lr plog.LogRecord) { lr.SetTimestamp(lr.Timestamp() + 1) },
+		"body":          func(lr plog.LogRecord) { lr.Body().SetStr("other") },
+		"user":          func(lr plog.LogRecord) { lr.Attributes().PutStr("user.id", "someone") },
+		"trace id":      func(lr plog.LogRecord) { lr.SetTraceID([16]byte{9}) },
+		"other attr":    func(lr plog.LogRecord) { lr.Attributes().PutStr("url.path", "/x") },
+		"severity text": func(lr plog.LogRecord) { lr.SetSeverityText("WARN") },
 	}
-	for name, change := range changes {
+	for name, change := range sameIdentity {
+		ld := dedupLogs("view", 3, 5)
+		change(ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(2))
+		assert.Equal(t, base, resourceFPs(ld), name)
+	}
+	otherIdentity := map[string]func(lr plog.LogRecord){
+		"uid":       func(lr plog.LogRecord) { lr.Attributes().PutStr("log.record.uid", "other") },
+		"int uid":   func(lr plog.LogRecord) { lr.Attributes().PutInt("log.record.uid", 7) },
+		"bytes uid": func(lr plog.LogRecord) { lr.Attributes().PutEmptyBytes("log.record.uid").FromRaw([]byte{1, 2}) },
+	}
+	for name, change := range otherIdentity {
 		ld := dedupLogs("view", 3, 5)
 		change(ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(2))
 		got := resourceFPs(ld)
@@ -105,20 +115,46 @@ func TestResourceFingerprintLogs(t *testing.T) {
 	ld := dedupLogs("view", 3, 5)
 	ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(0).CopyTo(
 		ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().AppendEmpty())
-	assert.NotEqual(t, base[1], resourceFPs(ld)[1], "one more (identical) record")
-	ld = dedupLogs("view", 3, 5)
-	ld.ResourceLogs().At(1).Resource().Attributes().PutStr("user.id", "other")
-	assert.NotEqual(t, base[1], resourceFPs(ld)[1], "resource user")
+	assert.NotEqual(t, base[1], resourceFPs(ld)[1], "one more record")
 
-	// A counted record without any timestamp: no fingerprint for its entry.
+	// A record without an identity goes to an anonymous entry of its own;
+	// the identified records keep their fingerprint minus that record.
 	ld = dedupLogs("view", 3, 5)
-	lr := ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(4)
-	lr.SetTimestamp(0)
-	lr.SetObservedTimestamp(0)
-	assert.Equal(t, []resFP{base[0], {}}, resourceFPs(ld))
-	// Only ObservedTimestamp is enough.
-	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(tsRecord))
-	assert.NotEqual(t, resFP{}, resourceFPs(ld)[1])
+	ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(4).Attributes().Remove("log.record.uid")
+	got := resourceFPs(ld)
+	require.Len(t, got, 3)
+	assert.Equal(t, base[0], got[0])
+	assert.NotEqual(t, resFP{}, got[1])
+	assert.NotEqual(t, base[1], got[1])
+	assert.Equal(t, resFP{}, got[2], "anonymous: no fingerprint")
+	// An empty uid is no identity either.
+	ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().At(4).Attributes().PutStr("log.record.uid", "")
+	assert.Equal(t, got, resourceFPs(ld))
+}
+
+func TestRecordIDAttributes(t *testing.T) {
+	t.Parallel()
+	ld := plog.NewLogs()
+	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for _, id := range []string{"e1", "e2"} {
+		lr := lrs.AppendEmpty()
+		lr.SetEventName("view")
+		lr.Attributes().PutStr("event.id", id)
+	}
+	assert.Equal(t, []resFP{{}}, resourceFPs(ld), "event.id is not an identity by default")
+
+	cfg := createDefaultConfig().(*Config)
+	cfg.RecordIDAttributes = []string{"log.record.uid", "event.id"}
+	fp := resourceFPsWith(cfg, ld)
+	require.Len(t, fp, 1)
+	assert.NotEqual(t, resFP{}, fp[0])
+
+	// The first attribute of the list that a record holds wins.
+	lrs.At(0).Attributes().PutStr("log.record.uid", "u1")
+	assert.NotEqual(t, fp, resourceFPsWith(cfg, ld))
+
+	cfg.RecordIDAttributes = nil
+	assert.Equal(t, []resFP{{}}, resourceFPsWith(cfg, ld), "no attributes: every log record is anonymous")
 }
 
 // dedupTraces builds one resource entry per group of spans with ids.
@@ -159,10 +195,15 @@ func TestResourceFingerprintSpans(t *testing.T) {
 	require.Len(t, base, 2)
 	assert.NotEqual(t, resFP{}, base[1])
 	assert.Equal(t, base, spanFPs(dedupTraces("view", 2, 4)))
+	for name, change := range map[string]func(sp ptrace.Span){
+		"start": func(sp ptrace.Span) { sp.SetStartTimestamp(sp.StartTimestamp() + 1) },
+		"user":  func(sp ptrace.Span) { sp.Attributes().PutStr("enduser.id", "someone") },
+	} {
+		td := dedupTraces("view", 2, 4)
+		change(td.ResourceSpans().At(1).ScopeSpans().At(0).Spans().At(3))
+		assert.Equal(t, base, spanFPs(td), "same ids: "+name)
+	}
 	changes := map[string]func(sp ptrace.Span){
-		"start":    func(sp ptrace.Span) { sp.SetStartTimestamp(sp.StartTimestamp() + 1) },
-		"name":     func(sp ptrace.Span) { sp.SetName("other") },
-		"user":     func(sp ptrace.Span) { sp.Attributes().PutStr("enduser.id", "someone") },
 		"trace id": func(sp ptrace.Span) { sp.SetTraceID([16]byte{9}) },
 		"span id":  func(sp ptrace.Span) { sp.SetSpanID([8]byte{9}) },
 	}
@@ -176,7 +217,11 @@ func TestResourceFingerprintSpans(t *testing.T) {
 	}
 	td := dedupTraces("view", 2, 4)
 	td.ResourceSpans().At(1).ScopeSpans().At(0).Spans().At(3).SetSpanID([8]byte{})
-	assert.Equal(t, []resFP{base[0], {}}, spanFPs(td), "an all-zero span id: no fingerprint")
+	got := spanFPs(td)
+	require.Len(t, got, 3, "an all-zero span id: the span goes to an anonymous entry")
+	assert.Equal(t, base[0], got[0])
+	assert.NotEqual(t, resFP{}, got[1])
+	assert.Equal(t, resFP{}, got[2])
 }
 
 // appendEntries appends copies of src's resource entries to dst, as the
@@ -250,23 +295,31 @@ func TestResendOfResourceEntriesCountsOnce(t *testing.T) {
 	}, opts...)
 }
 
-func TestResendWithoutTimestampsCountsTwice(t *testing.T) {
+// TestResendWithoutIdentityCountsTwice: records without an identity are
+// counted at least once, the identified ones of the same entry exactly once.
+func TestResendWithoutIdentityCountsTwice(t *testing.T) {
 	t.Parallel()
 	client, prefix := testservers.SharedRedis(t)
-	now, _ := fixedClock(tsNow)
-	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
-		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.now = now })
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), metadatatest.NewSettings(tel),
+		componenttest.NewNopHost(), func(*redisAnalyticsExporter) {})
 	req := func() plog.Logs {
-		ld := plog.NewLogs()
-		lr := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
-		lr.SetEventName("tick")
-		lr.Body().SetStr("same")
+		ld := dedupLogs("ided", 3)
+		lr := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().AppendEmpty()
+		lr.SetEventName("anon")
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
 		return ld
 	}
 	require.NoError(t, le.ConsumeLogs(t.Context(), req()))
-	require.NoError(t, le.ConsumeLogs(t.Context(), req()))
-	want := counterKeys(prefix, "tick", "", tsNow, 2)
-	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "documented limit: at-least-once")
+	require.NoError(t, le.ConsumeLogs(t.Context(), req())) // a resend
+	want := counterKeys(prefix, "ided", "", tsRecord, 3)
+	maps.Copy(want, counterKeys(prefix, "anon", "", tsRecord, 2))
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "documented: at-least-once without an identity")
+	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+	metadatatest.AssertEqualExporterRedisAnalyticsEventsWithoutIdentity(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"))},
+	}, opts...)
 }
 
 func TestResendOfSpansCountsOnce(t *testing.T) {
@@ -361,28 +414,4 @@ func (l *lostReplyAt) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return err
 	}
-}
-
-func TestHashString(t *testing.T) {
-	t.Parallel()
-	seen := map[uint64]string{}
-	long := "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxyz0123456789"
-	for i := 0; i <= len(long); i++ {
-		for _, s := range []string{long[:i], long[i:], "x" + long[:i]} {
-			h := hashString(s)
-			if prev, dup := seen[h]; dup {
-				assert.Equal(t, prev, s, "collision")
-			}
-			seen[h] = s
-			assert.Equal(t, h, hashString(string([]byte(s))), "deterministic")
-		}
-	}
-	// A one-bit change anywhere changes the hash.
-	for i := range len(long) {
-		b := []byte(long)
-		b[i] ^= 1
-		assert.NotEqual(t, hashString(long), hashString(string(b)), i)
-	}
-	// Pinned: the markers of a collector and of its restarted successor must agree.
-	assert.Equal(t, uint64(0xfc5e32801657ef9e), hashString("analytics event"), "stable across processes and releases")
 }

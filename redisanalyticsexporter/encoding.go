@@ -24,23 +24,19 @@ import (
 //	  user (length and bytes, or a signed varint); number of counts, then
 //	  per count: pair index, hour (signed), n.
 //
-// Version 2 is the same without the checksum: earlier releases wrote it, and
-// items of it may still wait in a queue on disk, so it is still read.
-// Version 1 (a count carried its type and user) was never released.
+// Versions 1 and 2 were never released and are not read. The fingerprint is
+// the identity fingerprint of dedup.go.
 //
 // Unmarshal checks the checksum, then every length and sum against the
 // input, so a corrupt or truncated queue item is an error, never a panic.
 // The checksum catches every change of up to 32 consecutive bits (any one
 // corrupt byte) and all but one in 2^32 of other corruptions, which could
-// otherwise decode to well-formed but wrong counts; a version 2 item has
-// only the length and sum checks.
+// otherwise decode to well-formed but wrong counts.
 type countsEncoding struct{}
 
 const (
 	countsEncodingVersion = 3
-	// countsEncodingV2 is the previous version, read but no longer written.
-	countsEncodingV2 = 2
-	checksumBytes    = 4
+	checksumBytes         = 4
 )
 
 // castagnoli is the CRC-32C table; crc32 uses the CPU's CRC32 instruction
@@ -143,7 +139,6 @@ func (d *decoder) request() (*countsRequest, error) {
 			return nil, fmt.Errorf("%w: computed %#08x, stored %#08x", errChecksum, sum, stored)
 		}
 		d.data = d.data[:body]
-	case countsEncodingV2:
 	default:
 		return nil, fmt.Errorf("unknown version %d", version)
 	}

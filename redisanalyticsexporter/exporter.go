@@ -127,11 +127,45 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 	e.mu.Lock()
 	e.client, e.runner, e.host = client, runner, host
 	e.mu.Unlock()
+	e.checkFlushers(host)
 	e.logger.Info("Connected to Redis",
 		zap.String("redis", e.cfg.ClientConfig.Describe()),
 		zap.String("key_prefix", e.cfg.KeyPrefix),
 		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
 	return nil
+}
+
+// minTTLIntervals is how many flush intervals the counter TTL must span at
+// least: a counter then survives a few failed or skipped flushes.
+const minTTLIntervals = 10
+
+// checkFlushers warns when the pg_flush extensions of this collector cannot
+// move this exporter's counters before they expire: none uses its key_prefix,
+// or the ttl is not comfortably longer than the flush interval. A flusher in
+// another collector is not visible here.
+func (e *redisAnalyticsExporter) checkFlushers(host component.Host) {
+	var flushers, samePrefix int
+	for id, ext := range host.GetExtensions() {
+		f, ok := ext.(keyschema.Flusher)
+		if !ok {
+			continue
+		}
+		flushers++
+		s := f.FlusherSettings()
+		if s.KeyPrefix != e.cfg.KeyPrefix {
+			continue
+		}
+		samePrefix++
+		if e.cfg.TTL < minTTLIntervals*s.Interval {
+			e.logger.Warn("ttl is not comfortably longer than the flush interval: counters may expire before a flush moves them",
+				zap.Duration("ttl", e.cfg.TTL), zap.String("flusher", id.String()), zap.Duration("interval", s.Interval),
+				zap.Duration("recommended_min_ttl", minTTLIntervals*s.Interval))
+		}
+	}
+	if flushers > 0 && samePrefix == 0 {
+		e.logger.Warn("No pg_flush extension of this collector uses this exporter's key_prefix: its counters are flushed only by another collector, or expire",
+			zap.String("key_prefix", e.cfg.KeyPrefix))
+	}
 }
 
 // shutdown closes the client. It is safe without start and when called twice.
@@ -186,7 +220,7 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Req
 		return errNotStarted
 	}
 	if req.batchID == "" {
-		req.batchID, req.firstAttemptMillis = newBatchID(), e.now().UnixMilli()
+		req.batchID = newBatchID()
 	}
 
 	agg, _ := e.aggregators.Get().(*aggregator)
@@ -227,10 +261,19 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Req
 	e.reportRecovery()
 	e.recordDrops(ctx, agg)
 	e.telemetry.ExporterRedisAnalyticsEvents.Add(ctx, agg.counted, e.attrs.signal)
+	if agg.anonymous > 0 {
+		e.telemetry.ExporterRedisAnalyticsEventsWithoutIdentity.Add(ctx, agg.anonymous, e.attrs.signal)
+	}
 	if res.outcome == outcomeDeduplicated {
 		e.telemetry.ExporterRedisAnalyticsBatchesDeduplicated.Add(ctx, 1)
 	} else {
 		e.telemetry.ExporterRedisAnalyticsKeysWritten.Record(ctx, int64(agg.numKeys()))
+	}
+	if res.expired > 0 {
+		e.telemetry.ExporterRedisAnalyticsCountersExpired.Add(ctx, res.expired)
+		e.logger.Error("Counters expired in Redis before pg_flush moved them; their counts are lost. "+
+			"Make ttl much longer than the flush interval and check that pg_flush runs with the same key_prefix",
+			zap.Int64("counters", res.expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
 	}
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.String("batch_id", req.batchID), zap.Int64("events", agg.counted),
@@ -284,7 +327,7 @@ func (e *redisAnalyticsExporter) aggregate(agg *aggregator, req *countsRequest) 
 		}
 	}
 	agg.finalize(&e.mapper)
-	agg.encode(e.schema, e.ttlSeconds, req.firstAttemptMillis, e.markerSeconds, e.dedupSeconds)
+	agg.encode(e.schema, e.ttlSeconds, e.markerSeconds, e.dedupSeconds)
 }
 
 func (e *redisAnalyticsExporter) release(agg *aggregator) {

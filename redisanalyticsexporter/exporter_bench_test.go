@@ -92,7 +92,7 @@ func BenchmarkAggregate(b *testing.B) {
 				a.fold(req)
 				_ = a.selectMarkers()
 				a.finalize(&m)
-				a.encode(schema, 3600, now.UnixMilli(), 370, 600)
+				a.encode(schema, 3600, 370, 600)
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")

@@ -39,6 +39,7 @@ func createDefaultConfig() component.Config {
 		DedupWindow:         defaultDedupWindow,
 		EventNameAttributes: defaultEventNameAttributes(),
 		UserIDAttributes:    defaultUserIDAttributes(),
+		RecordIDAttributes:  defaultRecordIDAttributes(),
 	}
 }
 

@@ -25,9 +25,10 @@ const (
 	// reasonInvalidValue: the event type or user id is not valid UTF-8, holds a
 	// NUL byte (PostgreSQL text cannot store it) or is longer than 512 bytes.
 	reasonInvalidValue
-	// reasonDuplicate: the record's resource entry (ResourceLogs or
-	// ResourceSpans) was counted before, within the dedup window: a client
-	// resent a request whose response it did not receive (see dedup.go).
+	// reasonDuplicate: the identified records of the record's resource entry
+	// (ResourceLogs or ResourceSpans) were counted before, within the dedup
+	// window: a client resent a request whose response it did not receive
+	// (see dedup.go).
 	reasonDuplicate
 	numDropReasons
 )
@@ -78,6 +79,9 @@ type event struct {
 type mapper struct {
 	eventNameAttrs []string
 	userIDAttrs    []string
+	// recordIDAttrs name the log record attributes that identify a record
+	// (dedup.go).
+	recordIDAttrs []string
 	// allowed is the event_types allowlist; nil counts every type.
 	allowed map[string]struct{}
 }
@@ -86,6 +90,7 @@ func newMapper(cfg *Config) mapper {
 	m := mapper{
 		eventNameAttrs: cfg.EventNameAttributes,
 		userIDAttrs:    cfg.UserIDAttributes,
+		recordIDAttrs:  cfg.RecordIDAttributes,
 	}
 	if len(cfg.EventTypes) > 0 {
 		m.allowed = make(map[string]struct{}, len(cfg.EventTypes))

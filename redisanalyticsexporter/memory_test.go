@@ -31,7 +31,7 @@ func TestPushWhenRedisIsFull(t *testing.T) {
 
 	require.NoError(t, admin.ConfigSet(ctx, "maxmemory", "1").Err()) // every write now exceeds it
 	second := sampleLogs()
-	setBodies(second, "second push")
+	setRecordIDs(second, "second push")
 	keysBefore := admin.DBSize(ctx).Val()
 	err := e.pushLogs(ctx, second)
 	require.ErrorContains(t, err, "OOM command not allowed")

@@ -68,7 +68,7 @@ func TestFailoverKeepsWhatWaitReplicasAcknowledged(t *testing.T) {
 			// Cut the replica off (a network partition), then push.
 			require.NoError(t, replica.Client(t).ReplicaOf(ctx, "NO", "ONE").Err())
 			second := sampleLogs()
-			setBodies(second, "second push")
+			setRecordIDs(second, "second push")
 			err := e.pushLogs(ctx, second)
 			if tt.wantAcked {
 				require.NoError(t, err)
@@ -154,7 +154,7 @@ func TestSentinelFailoversKeepAcknowledgedCounts(t *testing.T) {
 	// logs each new error on the way.
 	pushUntilAcknowledged := func(batch string) {
 		ld := sampleLogs()
-		setBodies(ld, batch)
+		setRecordIDs(ld, batch)
 		req := e.logsRequestCtx(ctx, ld)
 		start, last := time.Now(), ""
 		require.Eventually(t, func() bool {

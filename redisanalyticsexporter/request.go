@@ -35,9 +35,6 @@ type countsRequest struct {
 	// replayed from a persistent queue after a restart is a new batch, and
 	// the resource markers recognize what it already counted.
 	batchID string
-	// firstAttemptMillis is the first attempt's clock: the pending score of
-	// the keys it creates, the same in every retry.
-	firstAttemptMillis int64
 }
 
 // entryCounts is one resource entry (ResourceLogs or ResourceSpans) counted.

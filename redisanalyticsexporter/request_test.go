@@ -14,10 +14,14 @@ import (
 
 // testRequest converts records grouped in resource entries (see newLogs),
 // as the exporter's converter does.
+// testRequest converts groups of records, each record with its own
+// log.record.uid (one fingerprinted entry per group).
 func testRequest(t testing.TB, groups ...[]logRecord) *countsRequest {
 	t.Helper()
 	m := newMapper(createDefaultConfig().(*Config))
-	return newConverter().logs(newLogs(groups...), &m, tsNow.UnixNano())
+	ld := newLogs(groups...)
+	setRecordIDs(ld, t.Name())
+	return newConverter().logs(ld, &m, tsNow.UnixNano())
 }
 
 // typeUserHour is a (type, user) pair in one hour.
@@ -52,23 +56,47 @@ func manyRecords(n, users int, typ string) []logRecord {
 
 func TestConvertCountsPerEntry(t *testing.T) {
 	t.Parallel()
-	req := testRequest(t,
+	m := newMapper(createDefaultConfig().(*Config))
+	req := newConverter().logs(newLogs(
 		[]logRecord{{"view", "u1", tsRecord}, {"view", "u1", tsRecord}, {"", "", tsRecord}},
-		[]logRecord{{"buy", "", tsRecord}})
+		[]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
 	assert.Equal(t, 4, req.ItemsCount())
 	require.Len(t, req.entries, 2)
 	first := req.entries[0]
 	assert.Equal(t, int64(3), first.records)
 	assert.Equal(t, int64(1), first.missing)
-	assert.True(t, first.fingerprinted)
+	assert.False(t, first.fingerprinted, "no identities")
 	require.Len(t, first.counts, 1)
 	require.Len(t, first.pairs, 1)
 	c := first.counts[0]
 	assert.Equal(t, pairKey{typ: "view", user: userRef{str: "u1", kind: userStr}}, first.pairs[c.pair])
 	assert.Equal(t, int64(2), c.n)
 	assert.Equal(t, int64(1), req.entries[1].records)
-	assert.NotEqual(t, first.fp, req.entries[1].fp)
 	assert.Positive(t, req.BytesSize())
+}
+
+// TestConvertSplitsIdentifiedRecords: a resource entry with identified and
+// anonymous records becomes two entries, only the first fingerprinted.
+func TestConvertSplitsIdentifiedRecords(t *testing.T) {
+	t.Parallel()
+	ld := dedupLogs("view", 3)
+	lrs := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+	lrs.AppendEmpty().SetEventName("anon")
+	lrs.AppendEmpty().Attributes().PutStr("log.record.uid", "no event type")
+	e := &redisAnalyticsExporter{cfg: createDefaultConfig().(*Config), now: func() time.Time { return tsNow }}
+	e.mapper = newMapper(e.cfg)
+	e.converters.New = func() any { return newConverter() }
+	r, err := e.convertLogs(t.Context(), ld)
+	require.NoError(t, err)
+	req := r.(*countsRequest)
+	assert.Equal(t, 5, req.ItemsCount())
+	require.Len(t, req.entries, 2)
+	assert.True(t, req.entries[0].fingerprinted)
+	assert.Equal(t, int64(3), req.entries[0].records)
+	assert.Zero(t, req.entries[0].missing)
+	assert.False(t, req.entries[1].fingerprinted)
+	assert.Equal(t, int64(2), req.entries[1].records)
+	assert.Equal(t, int64(1), req.entries[1].missing)
 }
 
 func TestMergeSplit(t *testing.T) {

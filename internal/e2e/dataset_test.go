@@ -95,16 +95,13 @@ func logsBatch(n, seed int, exp *expected) plog.Logs {
 			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
 		}
 	}
-	// Like an SDK's, every counted record is a distinct emission: its body
-	// names the batch and the record. The exporter deduplicates resource
-	// entries by content, so two batches must not hold identical entries
-	// unless one is a resend of the other.
+	// Like an SDK that sets log.record.uid, every record carries its own
+	// identity (batch and position): the exporter recognizes a resend of a
+	// batch by it, and counts each distinct batch.
 	for r := range ld.ResourceLogs().Len() {
 		lrs := ld.ResourceLogs().At(r).ScopeLogs().At(0).LogRecords()
 		for i := range lrs.Len() {
-			if lr := lrs.At(i); lr.Body().Type() == pcommon.ValueTypeEmpty {
-				lr.Body().SetStr("batch " + strconv.Itoa(seed) + " record " + strconv.Itoa(r) + "/" + strconv.Itoa(i))
-			}
+			lrs.At(i).Attributes().PutStr("log.record.uid", "batch-"+strconv.Itoa(seed)+"-"+strconv.Itoa(r)+"-"+strconv.Itoa(i))
 		}
 	}
 	return ld

@@ -58,6 +58,7 @@ func mixedRequest(id, logs, spans int) (*request, error) {
 		lr := ld.ResourceLogs().At(1).ScopeLogs().At(0).LogRecords().AppendEmpty()
 		lr.SetEventName(probeType(id))
 		lr.SetTimestamp(pcommon.NewTimestampFromTime(base))
+		lr.Attributes().PutStr("log.record.uid", probeType(id))
 		r.path = "/v1/logs"
 		r.body, err = plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
 	} else {

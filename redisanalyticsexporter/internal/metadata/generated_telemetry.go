@@ -23,15 +23,17 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                                     metric.Meter
-	mu                                        sync.Mutex
-	registrations                             []metric.Registration
-	ExporterRedisAnalyticsBatchesDeduplicated metric.Int64Counter
-	ExporterRedisAnalyticsEvents              metric.Int64Counter
-	ExporterRedisAnalyticsEventsDropped       metric.Int64Counter
-	ExporterRedisAnalyticsKeysWritten         metric.Int64Histogram
-	ExporterRedisAnalyticsRedisCommands       metric.Int64Counter
-	ExporterRedisAnalyticsRedisErrors         metric.Int64Counter
+	meter                                       metric.Meter
+	mu                                          sync.Mutex
+	registrations                               []metric.Registration
+	ExporterRedisAnalyticsBatchesDeduplicated   metric.Int64Counter
+	ExporterRedisAnalyticsCountersExpired       metric.Int64Counter
+	ExporterRedisAnalyticsEvents                metric.Int64Counter
+	ExporterRedisAnalyticsEventsDropped         metric.Int64Counter
+	ExporterRedisAnalyticsEventsWithoutIdentity metric.Int64Counter
+	ExporterRedisAnalyticsKeysWritten           metric.Int64Histogram
+	ExporterRedisAnalyticsRedisCommands         metric.Int64Counter
+	ExporterRedisAnalyticsRedisErrors           metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -69,6 +71,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{batch}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ExporterRedisAnalyticsCountersExpired, err = builder.meter.Int64Counter(
+		"otelcol_exporter_redis_analytics_counters_expired",
+		metric.WithDescription("Number of counter keys the exporter re-created after they had expired (ttl) before pg_flush moved them; the counts they held are lost. [Development]"),
+		metric.WithUnit("{key}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ExporterRedisAnalyticsEvents, err = builder.meter.Int64Counter(
 		"otelcol_exporter_redis_analytics_events",
 		metric.WithDescription("Number of events (log records and spans) counted into Redis counters. [Development]"),
@@ -78,6 +86,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	builder.ExporterRedisAnalyticsEventsDropped, err = builder.meter.Int64Counter(
 		"otelcol_exporter_redis_analytics_events_dropped",
 		metric.WithDescription("Number of log records and spans not counted, by reason. [Development]"),
+		metric.WithUnit("{event}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterRedisAnalyticsEventsWithoutIdentity, err = builder.meter.Int64Counter(
+		"otelcol_exporter_redis_analytics_events_without_identity",
+		metric.WithDescription("Number of events counted without a resend marker, because the record has no identity (no SpanID, none of record_id_attributes). They are counted at least once; a crash between the Redis apply and the answer counts their resend again. [Development]"),
 		metric.WithUnit("{event}"),
 	)
 	errs = errors.Join(errs, err)

@@ -37,6 +37,22 @@ func AssertEqualExporterRedisAnalyticsBatchesDeduplicated(t *testing.T, tt *comp
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualExporterRedisAnalyticsCountersExpired(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_redis_analytics_counters_expired",
+		Description: "Number of counter keys the exporter re-created after they had expired (ttl) before pg_flush moved them; the counts they held are lost. [Development]",
+		Unit:        "{key}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_redis_analytics_counters_expired")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualExporterRedisAnalyticsEvents(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_exporter_redis_analytics_events",
@@ -65,6 +81,22 @@ func AssertEqualExporterRedisAnalyticsEventsDropped(t *testing.T, tt *componentt
 		},
 	}
 	got, err := tt.GetMetric("otelcol_exporter_redis_analytics_events_dropped")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualExporterRedisAnalyticsEventsWithoutIdentity(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_exporter_redis_analytics_events_without_identity",
+		Description: "Number of events counted without a resend marker, because the record has no identity (no SpanID, none of record_id_attributes). They are counted at least once; a crash between the Redis apply and the answer counts their resend again. [Development]",
+		Unit:        "{event}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_exporter_redis_analytics_events_without_identity")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

@@ -20,18 +20,26 @@ func TestSetupTelemetry(t *testing.T) {
 	require.NoError(t, err)
 	defer tb.Shutdown()
 	tb.ExporterRedisAnalyticsBatchesDeduplicated.Add(context.Background(), 1)
+	tb.ExporterRedisAnalyticsCountersExpired.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsEvents.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsEventsDropped.Add(context.Background(), 1)
+	tb.ExporterRedisAnalyticsEventsWithoutIdentity.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsKeysWritten.Record(context.Background(), 1)
 	tb.ExporterRedisAnalyticsRedisCommands.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsRedisErrors.Add(context.Background(), 1)
 	AssertEqualExporterRedisAnalyticsBatchesDeduplicated(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterRedisAnalyticsCountersExpired(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterRedisAnalyticsEvents(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterRedisAnalyticsEventsDropped(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterRedisAnalyticsEventsWithoutIdentity(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterRedisAnalyticsKeysWritten(t, testTel,
