@@ -152,20 +152,39 @@ func validateNames(key string, names []string, eventTypes bool) []error {
 // retry_on_failure::max_elapsed_time, and the last attempt runs for at most
 // one timeout (counted twice for the attempt in flight when the window opens),
 // plus a minute of slack for clock and scheduling delays.
+//
+// max_elapsed_time 0 (retry until Redis answers, as durability mode (b)
+// does) has no last retry, and a marker that outlived every retry would
+// never expire; every applied batch leaves one. The marker then covers one
+// hour of outage (unboundedRetryWindow): if the reply of an applied batch is
+// lost as an outage begins, the retry comes at most one backoff delay
+// ((1 + randomization_factor) × max_interval) and two timeouts (an attempt
+// hanging in the outage, then the retry) after Redis answers again, and
+// finds the marker if Redis answered within the hour. After a longer outage
+// that retry counts the batch again, unless its resource markers
+// (dedup_window) are still there. Only the batches in flight as the outage
+// began (at most num_consumers per pipeline) are at risk. The cost decides
+// the hour: a marker takes about 160 bytes (MEMORY USAGE 104 plus its expiry
+// entry), one per batch, about 5 batches/s under light traffic (one per
+// flush_timeout) and events/s ÷ min_size at saturation (20/s measured at
+// 160k events/s): 3–12 MB for an hour, 70–280 MB for a day (README,
+// Durability modes).
 func (c *Config) batchMarkerTTL() time.Duration {
 	const (
 		slack = time.Minute
-		// unboundedRetryWindow stands in for max_elapsed_time 0 (retry
-		// forever): a retry that succeeds later than this after its first
-		// attempt may count a batch twice if an earlier reply was lost.
+		// unboundedRetryWindow is the outage that max_elapsed_time 0 (retry
+		// forever) covers without counting a batch twice (see above).
 		unboundedRetryWindow = time.Hour
 	)
-	window := time.Duration(0)
-	if c.RetryConfig.Enabled {
-		window = c.RetryConfig.MaxElapsedTime
-		if window <= 0 {
-			window = unboundedRetryWindow
-		}
+	if !c.RetryConfig.Enabled {
+		return 2*c.TimeoutConfig.Timeout + slack
 	}
-	return window + 2*c.TimeoutConfig.Timeout + slack
+	if c.RetryConfig.MaxElapsedTime > 0 {
+		return c.RetryConfig.MaxElapsedTime + 2*c.TimeoutConfig.Timeout + slack
+	}
+	// The longest backoff delay: the first delay is initial_interval, later
+	// ones at most max_interval, each randomized by up to ±randomization_factor.
+	interval := max(c.RetryConfig.InitialInterval, c.RetryConfig.MaxInterval)
+	backoff := time.Duration(float64(interval) * (1 + c.RetryConfig.RandomizationFactor))
+	return unboundedRetryWindow + backoff + 2*c.TimeoutConfig.Timeout + slack
 }

@@ -161,7 +161,19 @@ func TestBatchMarkerTTL(t *testing.T) {
 
 	cfg.RetryConfig.Enabled = true
 	cfg.RetryConfig.MaxElapsedTime = 0 // retry forever
-	assert.Equal(t, time.Hour+time.Minute, cfg.batchMarkerTTL())
+	// one hour of outage + the longest backoff (1.5 × 30s max_interval) + 1 minute
+	assert.Equal(t, time.Hour+45*time.Second+time.Minute, cfg.batchMarkerTTL())
+
+	// Durability mode (b), testdata/bench/persistent-queue.yaml: the retry
+	// after a one-hour outage (at most 1.5 × 5s after Redis is back, plus two
+	// 5s timeouts) still finds the marker.
+	cfg.TimeoutConfig.Timeout = 5 * time.Second
+	cfg.RetryConfig.InitialInterval = 100 * time.Millisecond
+	cfg.RetryConfig.MaxInterval = 5 * time.Second
+	assert.Equal(t, time.Hour+7500*time.Millisecond+10*time.Second+time.Minute, cfg.batchMarkerTTL())
+
+	cfg.RetryConfig.InitialInterval = time.Minute // longer than max_interval: the first delay
+	assert.Equal(t, time.Hour+90*time.Second+10*time.Second+time.Minute, cfg.batchMarkerTTL())
 }
 
 // TestSampleExporterConfig reads the sample config's exporter settings as the
