@@ -29,8 +29,19 @@ const (
 	// about 15 ms per 10000 counters, 0.2 s at 100000).
 	maxBatchSize = 100_000
 	// ledgerRetentionFactor: "ledger_retention" must cover this many ticks
-	// (interval + timeout) so that a staging entry left by an outage is
-	// re-applied long before the ledger row that guards it is pruned.
+	// (interval + timeout). Pruning never deletes the ledger row of a flush
+	// id still in the staging index, so no staging entry outlives its row
+	// however long it waits (an outage of PostgreSQL, say). What the
+	// retention must still cover is the time during which a staging entry
+	// can come back to a flusher after its CLEANUP (see pruneLedger in
+	// upsert.go): its row is kept for ledger_retention after the entry's
+	// last apply. That is at most two ticks' "timeout" for a flusher that
+	// read the staging index before the CLEANUP, and the time Redis takes
+	// to lose an acknowledged CLEANUP (a failover to a replica that missed
+	// it: seconds, about a minute with Sentinel's defaults). Ten ticks is a
+	// wide margin for the first; the second does not shrink with the tick,
+	// so a retention of minutes (allowed with very short ticks) narrows it:
+	// the default, 7 days, leaves it wide.
 	ledgerRetentionFactor = 10
 )
 
@@ -68,10 +79,10 @@ type Config struct {
 	// 0 disables the report. default: 168 hours (7 days)
 	CounterTTL time.Duration `mapstructure:"counter_ttl"`
 	// LedgerRetention is how long a flush id is kept in
-	// analytics_flush_ledger. It must be longer than any staging entry can live:
-	// an entry older than 90% of it is no longer applied automatically (logged
-	// at Error) because its ledger row may be gone. At least 10 times
-	// interval + timeout. default: 168 hours (7 days)
+	// analytics_flush_ledger after it was last applied, or found applied, by
+	// a flusher; a flush id still in the staging index is never pruned,
+	// however old. At least 10 times interval + timeout.
+	// default: 168 hours (7 days)
 	LedgerRetention time.Duration `mapstructure:"ledger_retention"`
 	// MaxConns is the maximum size of the PostgreSQL connection pool. default: 4
 	MaxConns int32 `mapstructure:"max_conns"`

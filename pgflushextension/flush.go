@@ -24,11 +24,6 @@ const (
 	keyElapsed     = "elapsed"
 )
 
-// staleFraction: a staging entry older than this fraction of
-// "ledger_retention" is not applied automatically, because the ledger row
-// that would make a repeated apply a no-op may already have been pruned.
-const staleFraction = 0.9
-
 // stageFraction is the part of a tick's time (its "timeout", or less when
 // its context ends sooner) during which it starts new work: recovering a
 // staging entry or staging a batch. The rest is left to the batches already
@@ -37,10 +32,6 @@ const staleFraction = 0.9
 // (logged at Warn, status unchanged) instead of having its transactions
 // rolled back at the deadline and reporting a failure.
 const stageFraction = 0.75
-
-// errStaleStaging is reported while a staging entry is too old to be applied
-// automatically; it needs an operator (see README.md).
-var errStaleStaging = errors.New("staging entry older than 90% of ledger_retention is not applied automatically")
 
 // flushStats describes one flush tick.
 type flushStats struct {
@@ -51,10 +42,9 @@ type flushStats struct {
 	stagingEntries   int
 
 	// recovered counts staging entries applied (or found already applied)
-	// by recovery; stale the ones skipped as too old; deferred the ones
-	// left for the next tick because this one was out of time.
+	// by recovery; deferred the ones left for the next tick because this
+	// one was out of time.
 	recovered int
-	stale     int
 	deferred  int
 	// outOfTime: the tick stopped staging at its stage deadline (see
 	// stageFraction) while counters were still pending.
@@ -159,7 +149,7 @@ func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats
 			zap.Int("expired", st.expired))
 	}
 	if ctx.Err() == nil {
-		n, err := pruneLedger(ctx, f.pool, f.cfg.LedgerRetention)
+		n, err := f.pruneLedger(ctx, snap.staging)
 		if err != nil {
 			f.logger.Warn("ledger pruning failed; retried next tick", zap.Error(err))
 		}
@@ -168,15 +158,31 @@ func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats
 	return errors.Join(errs...)
 }
 
+// pruneLedger deletes the ledger rows older than "ledger_retention" whose
+// flush ids are not in staged, the staging index as this tick's snapshot
+// read it (see pruneLedger in upsert.go): a staging entry keeps its ledger
+// row for as long as it waits, so however old it is, it is applied at most
+// once. Reusing the snapshot costs no round trip to a Redis that may be
+// down.
+func (f *flusher) pruneLedger(ctx context.Context, staged []stagingEntry) (int64, error) {
+	ids := make([]string, len(staged))
+	for i, e := range staged {
+		ids[i] = e.id
+	}
+	return pruneLedger(ctx, f.pool, f.cfg.LedgerRetention, ids)
+}
+
 // recoverStaging applies the staging entries that this instance left
 // unfinished and those older than the grace period (left by a dead or stuck
 // flusher). An entry applied concurrently by two flushers is serialized by the
 // ledger's primary key: the second one blocks until the first commits, then
 // finds the flush id and writes nothing. Ages are measured by Redis's clock
-// (redisNow), which stamped the entries. No entry is started after stageBy:
-// the rest are counted as deferred and left for the next tick.
+// (redisNow), which stamped the entries. However old an entry is, it is
+// applied: the ledger keeps the row of every staged flush id (pruneLedger),
+// so an entry whose batch was committed is found applied and only cleaned
+// up. No entry is started after stageBy: the rest are counted as deferred
+// and left for the next tick.
 func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Time, entries []stagingEntry, st *flushStats) error {
-	staleAge := time.Duration(float64(f.cfg.LedgerRetention) * staleFraction)
 	inIndex := make(map[string]struct{}, len(entries))
 	var errs []error
 	for _, e := range entries {
@@ -185,12 +191,6 @@ func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Tim
 		age := redisNow.Sub(e.created)
 		if !own && age < f.grace {
 			continue // another flusher is (probably) still working on it
-		}
-		if age >= staleAge {
-			st.stale++
-			f.logger.Error("staging entry is too old to be applied automatically: its ledger row may have been pruned; check analytics_flush_ledger for the flush id, then apply or delete the staging hash by hand",
-				zap.String(keyFlushID, e.id), zap.String("staging_key", f.schema.StagingKey(e.id)), zap.Duration("age", age))
-			continue
 		}
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("recover staging: %w", err))
@@ -236,9 +236,6 @@ func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Tim
 		}
 	}
 	f.ownMu.Unlock()
-	if st.stale > 0 {
-		errs = append(errs, fmt.Errorf("%w (%d entries)", errStaleStaging, st.stale))
-	}
 	return errors.Join(errs...)
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
@@ -629,30 +630,29 @@ func TestShutdownWithoutStart(t *testing.T) {
 	require.NoError(t, f.Shutdown(t.Context()))
 }
 
-func TestStagingEntryTooOldIsNotApplied(t *testing.T) {
+// TestOldStagingEntryIsApplied: a staging entry far older than
+// ledger_retention whose batch was never committed (PostgreSQL was down all
+// that time, say) is recovered like any other: applied once, no operator.
+func TestOldStagingEntryIsApplied(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	env := newTestEnv(t)
 	f := env.start(env.config())
-	require.NoError(t, env.write(ctx, awkwardIncrements()...))
-	// Staged 160 h ago: past 90% of the 168 h ledger retention.
-	env.stageAged(ctx, f.store, 160*time.Hour)
+	incs := awkwardIncrements()
+	require.NoError(t, env.write(ctx, incs...))
+	want := totals{}
+	want.add(incs...)
+	// Staged 200 h ago by a flusher that died: past the 168 h retention.
+	env.stageAged(ctx, f.store, 200*time.Hour)
 
 	st, err := f.flush(ctx)
-	require.ErrorIs(t, err, errStaleStaging)
-	assert.Equal(t, 1, st.stale)
-	assert.Empty(t, env.readTotals(ctx))
-	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val(), "left for the operator")
-	assert.Len(t, f.logs.FilterMessageSnippet("too old to be applied automatically").All(), 1)
-
-	// The operator's way out once the ledger was checked: drop the entry.
-	ids, err := env.rdb.ZRange(ctx, env.schema.StagingIndexKey(), 0, -1).Result()
 	require.NoError(t, err)
-	require.Len(t, ids, 1)
-	require.NoError(t, env.rdb.Del(ctx, env.schema.StagingKey(ids[0])).Err())
-	require.NoError(t, env.rdb.ZRem(ctx, env.schema.StagingIndexKey(), ids[0]).Err())
-	_, err = f.flush(ctx)
-	require.NoError(t, err)
+	assert.Equal(t, 1, st.recovered)
+	assert.Equal(t, len(incs), st.counters)
+	assert.Equal(t, want, env.readTotals(ctx))
+	assert.Equal(t, 1, env.ledgerRows(ctx))
+	env.requireRedisEmpty(ctx)
+	assert.Empty(t, f.logs.FilterLevelExact(zapcore.ErrorLevel).All())
 }
 
 func TestLedgerPruned(t *testing.T) {
@@ -661,13 +661,17 @@ func TestLedgerPruned(t *testing.T) {
 	env := newTestEnv(t)
 	f := env.start(env.config())
 	_, err := env.db.Exec(ctx, `INSERT INTO analytics_flush_ledger VALUES
-		('old', now() - interval '169 hours', 1), ('recent', now() - interval '167 hours', 1)`)
+		('old', now() - interval '169 hours', 1), ('recent', now() - interval '167 hours', 1),
+		('old-staged', now() - interval '169 hours', 1)`)
 	require.NoError(t, err)
+	// 'old-staged' is still in the staging index (within the grace period:
+	// not recovered by this tick).
+	require.NoError(t, env.rdb.ZAdd(ctx, env.schema.StagingIndexKey(), redisZ(env.redisTime(ctx), "old-staged")).Err())
 	st, err := f.flush(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), st.pruned)
 	var ids []string
-	rows, err := env.db.Query(ctx, `SELECT flush_id FROM analytics_flush_ledger`)
+	rows, err := env.db.Query(ctx, `SELECT flush_id FROM analytics_flush_ledger ORDER BY flush_id`)
 	require.NoError(t, err)
 	for rows.Next() {
 		var id string
@@ -675,7 +679,7 @@ func TestLedgerPruned(t *testing.T) {
 		ids = append(ids, id)
 	}
 	require.NoError(t, rows.Err())
-	assert.Equal(t, []string{"recent"}, ids)
+	assert.Equal(t, []string{"old-staged", "recent"}, ids, "a staged flush id keeps its row, however old")
 }
 
 func TestStageScriptRetryIsNoop(t *testing.T) {

@@ -268,6 +268,49 @@ func (e *testEnv) ledgerRows(ctx context.Context) int {
 	return n
 }
 
+// ledgerHas reports whether the flush ledger holds flush id.
+func (e *testEnv) ledgerHas(ctx context.Context, id string) bool {
+	e.t.Helper()
+	var n int
+	require.NoError(e.t, e.db.QueryRow(ctx, `SELECT count(*) FROM analytics_flush_ledger WHERE flush_id = $1`, id).Scan(&n))
+	return n == 1
+}
+
+// ledgerRowOlderThan reports whether the ledger row of flush id was last
+// applied more than age ago, by PostgreSQL's clock (which stamps and prunes
+// the ledger). Safe to call from an Eventually condition.
+func (e *testEnv) ledgerRowOlderThan(ctx context.Context, id string, age time.Duration) bool {
+	var older bool
+	err := e.db.QueryRow(ctx, `SELECT applied_at < now() - $2::int8 * INTERVAL '1 microsecond'
+FROM analytics_flush_ledger WHERE flush_id = $1`, id, age.Microseconds()).Scan(&older)
+	return err == nil && older
+}
+
+// commitWithoutCleanup runs a tick of f whose CLEANUP fails right after the
+// PostgreSQL commit (the tick's context ends there), as when Redis goes away
+// at that moment, and then forgets the flush id as a flusher that died
+// would: the batch is committed and its staging entry left for recovery
+// after the grace period. It returns the flush id.
+func (e *testEnv) commitWithoutCleanup(ctx context.Context, f *started) string {
+	e.t.Helper()
+	tickCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f.failpoint = func(step string) {
+		if step == stepAfterCommit {
+			cancel()
+		}
+	}
+	_, err := f.flush(tickCtx)
+	f.failpoint = nil // the tick is over: no goroutine of it reads the failpoint
+	require.ErrorIs(e.t, err, context.Canceled)
+	ids, err := e.rdb.ZRange(ctx, e.schema.StagingIndexKey(), 0, -1).Result()
+	require.NoError(e.t, err)
+	require.Len(e.t, ids, 1, "committed, not cleaned up")
+	require.True(e.t, e.ledgerHas(ctx, ids[0]), "committed")
+	f.removeOwn(ids[0])
+	return ids[0]
+}
+
 // keys lists the Redis keys under the env's prefix.
 func (e *testEnv) keys(ctx context.Context) []string {
 	e.t.Helper()

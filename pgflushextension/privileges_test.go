@@ -18,15 +18,17 @@ import (
 
 // leastPrivilegeGrants are the privileges a flusher's role needs once the
 // tables exist (README, Least-privilege role; TestREADMEListsTheGrants keeps
-// the two in step). The upserts read the row they update; the ledger's
-// pruning reads applied_at.
+// the two in step). The upserts read the row they update; recovering a
+// batch already applied refreshes its ledger row; the ledger's pruning reads
+// applied_at.
 const leastPrivilegeGrants = `GRANT SELECT, INSERT, UPDATE ON analytics_daily, analytics_hourly, analytics_user_daily TO flusher;
-GRANT SELECT, INSERT, DELETE ON analytics_flush_ledger TO flusher;`
+GRANT SELECT, INSERT, UPDATE, DELETE ON analytics_flush_ledger TO flusher;`
 
 // TestFlushAsLeastPrivilegedRole: with the tables created by their owner,
 // pg_flush flushes exactly as a role that holds only leastPrivilegeGrants
-// (create_schema: false), ledger pruning included; the same role cannot
-// start with create_schema: true, and says why.
+// (create_schema: false), recovery of a batch already applied and ledger
+// pruning included; the same role cannot start with create_schema: true,
+// and says why.
 func TestFlushAsLeastPrivilegedRole(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -53,12 +55,23 @@ func TestFlushAsLeastPrivilegedRole(t *testing.T) {
 	f := env.start(cfg)
 	env.flushAwkwardExactly(ctx, f)
 
+	// A batch committed whose CLEANUP failed: its recovery finds it applied
+	// and refreshes its ledger row.
+	require.NoError(t, env.write(ctx, awkwardIncrements()...))
+	env.commitWithoutCleanup(ctx, f)
+	f.grace = 0
+	st, err := f.flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, st.recovered)
+	assert.Zero(t, st.counters)
+	env.requireRedisEmpty(ctx)
+
 	// Pruning deletes as the flusher: age the ledger rows past retention.
 	_, err = owner.Exec(ctx, "UPDATE analytics_flush_ledger SET applied_at = applied_at - interval '30 days'")
 	require.NoError(t, err)
-	st, err := f.flush(ctx)
+	st, err = f.flush(ctx)
 	require.NoError(t, err)
-	assert.Positive(t, st.pruned)
+	assert.Equal(t, int64(2), st.pruned)
 
 	cfg = env.config()
 	cfg.CreateSchema = true

@@ -46,12 +46,12 @@ const (
 //
 // The flush id's score in the staging index is Redis's clock (TIME), never
 // a collector's: recovery compares it with Redis's clock too (snapshot), so
-// the grace period and the staleness check do not depend on how far the
-// clocks of the staging and the recovering collectors are apart. GETDEL
-// needs Redis 6.2 or later, where scripts are always replicated by their
-// effects, so a script may write after TIME; the script has no shebang
-// flags (no-writes and the like), and TIME reads the clock of the node that
-// serves the prefix's slot in a cluster, the node that runs the whole script.
+// the grace period does not depend on how far the clocks of the staging and
+// the recovering collectors are apart. GETDEL needs Redis 6.2 or later,
+// where scripts are always replicated by their effects, so a script may
+// write after TIME; the script has no shebang flags (no-writes and the
+// like), and TIME reads the clock of the node that serves the prefix's slot
+// in a cluster, the node that runs the whole script.
 //
 // If the flush id was claimed before (go-redis re-sent the script after a
 // lost reply), it stages nothing, renews the claim's TTL and returns

@@ -234,10 +234,22 @@ func upsertUnnest(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) 
 	return tag.RowsAffected(), nil
 }
 
+// The ledger. applied_at is the time of the last transaction that applied
+// the flush id or found it applied: it is when the flush id was last known
+// to be staged. A row is pruned once that is older than ledger_retention and
+// its flush id is not in the staging index ($2, as the pruning tick read it
+// from Redis), so a staging entry never outlives its ledger row however long
+// it waits, and the row outlives the entry's CLEANUP by ledger_retention.
 const (
 	insertLedgerSQL = `INSERT INTO analytics_flush_ledger (flush_id, applied_at, counters) VALUES ($1, now(), $2)
 ON CONFLICT (flush_id) DO NOTHING`
-	pruneLedgerSQL = `DELETE FROM analytics_flush_ledger WHERE applied_at < now() - $1::int8 * INTERVAL '1 microsecond'`
+	// refreshLedgerSQL runs when insertLedgerSQL found the flush id: it
+	// moves applied_at to now (and puts the row back in the unexpected case
+	// that it was deleted in between; the batch was applied either way).
+	refreshLedgerSQL = `INSERT INTO analytics_flush_ledger (flush_id, applied_at, counters) VALUES ($1, now(), $2)
+ON CONFLICT (flush_id) DO UPDATE SET applied_at = EXCLUDED.applied_at`
+	pruneLedgerSQL = `DELETE FROM analytics_flush_ledger
+WHERE applied_at < now() - $1::int8 * INTERVAL '1 microsecond' AND flush_id <> ALL($2::text[])`
 )
 
 // applyResult is the outcome of one committed apply.
@@ -287,6 +299,15 @@ func applyOnce(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id st
 		}
 		fp.reach(stepAfterLedger)
 		if tag.RowsAffected() == 0 {
+			// Applied before (a recovery after a lost CLEANUP, or two
+			// flushers on one entry). Refreshing applied_at keeps the row
+			// for ledger_retention after this entry's CLEANUP, whenever
+			// the batch was first applied: a flusher that read the entry
+			// before that CLEANUP, or a Redis failover that loses it, may
+			// still bring the entry back to a flusher (see pruneLedger).
+			if _, err := tx.Exec(ctx, refreshLedgerSQL, id, counters); err != nil {
+				return fmt.Errorf("refresh ledger: %w", err)
+			}
 			res.alreadyApplied = true
 			return nil
 		}
@@ -321,10 +342,28 @@ func retryableApplyError(err error) bool {
 	return pgconn.SafeToRetry(err)
 }
 
-// pruneLedger deletes ledger rows older than retention (the index on
-// applied_at keeps it cheap) and returns how many it deleted.
-func pruneLedger(ctx context.Context, pool *pgxpool.Pool, retention time.Duration) (int64, error) {
-	tag, err := pool.Exec(ctx, pruneLedgerSQL, retention.Microseconds())
+// pruneLedger deletes the ledger rows last applied more than retention ago
+// (the index on applied_at keeps it cheap), except those of the flush ids in
+// staged, and returns how many it deleted.
+//
+// staged is the whole staging index, read from Redis earlier in the same
+// tick (its snapshot), so less than a tick's "timeout" before the DELETE.
+// No entry that a flusher may still apply loses its row:
+//   - an entry in staged keeps it;
+//   - an entry staged after the read is applied after it, so its row is
+//     younger than the time since the read (less than "timeout", far
+//     below retention);
+//   - an entry cleaned up before the read was applied (inserted or
+//     refreshed) just before its CLEANUP, and it can come back to a
+//     flusher only for a short while after it: a flusher that read the
+//     staging index before the CLEANUP applies it within its tick, and a
+//     Redis failover that loses the CLEANUP happens within seconds. Its
+//     row is kept for retention after that apply.
+func pruneLedger(ctx context.Context, pool *pgxpool.Pool, retention time.Duration, staged []string) (int64, error) {
+	if staged == nil {
+		staged = []string{} // ALL over NULL would be NULL: no row deleted
+	}
+	tag, err := pool.Exec(ctx, pruneLedgerSQL, retention.Microseconds(), staged)
 	if err != nil {
 		return 0, fmt.Errorf("postgres prune ledger: %w", err)
 	}
