@@ -187,6 +187,12 @@ func (f *flusher) tick(ctx context.Context) {
 // Shutdown stops the loop, runs a final flush bounded by ctx and "timeout"
 // (extensions stop after the pipelines, so it sees the last exported batch),
 // then closes the connections. It is safe without Start and when called twice.
+//
+// A final flush that runs out of time (ctx ends, or "timeout", in a backlog)
+// is no failure: what it did not move stays in Redis, where the next flusher
+// moves it, and Shutdown returns nil. It is logged at Error, though, with the
+// number of counters still pending and of staging entries left, because the
+// counts reach PostgreSQL only when a flusher runs again.
 func (f *flusher) Shutdown(ctx context.Context) error {
 	f.mu.Lock()
 	if f.closed {
@@ -205,12 +211,17 @@ func (f *flusher) Shutdown(ctx context.Context) error {
 	f.wg.Wait()
 
 	start := time.Now()
-	st, err := f.flush(ctx)
-	if err != nil {
+	st, err := f.runFlush(ctx)
+	switch {
+	case err != nil:
 		f.logger.Error("final flush failed; the counts stay in Redis and the next flusher recovers them",
-			append(st.logFields(), zap.Error(err))...)
+			append(append(st.logFields(), f.leftInRedisFields(ctx)...), zap.Error(err))...)
 		err = fmt.Errorf("pg_flush final flush: %w", err)
-	} else {
+	case st.leftBehind():
+		f.logger.Error("pg_flush stopped before its final flush moved everything: the counters still pending and the staging entries left stay in Redis, and the next flusher moves them (raise the Shutdown time or timeout, or flush more often)",
+			append(append(st.logFields(), f.leftInRedisFields(ctx)...),
+				zap.Duration("timeout", f.cfg.Timeout), zap.Duration(keyElapsed, time.Since(start)))...)
+	default:
 		f.logger.Info("pg_flush stopped after a final flush",
 			append(st.logFields(), zap.Duration(keyElapsed, time.Since(start)))...)
 	}
@@ -219,6 +230,18 @@ func (f *flusher) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("pg_flush close redis: %w", cerr))
 	}
 	return err
+}
+
+// leftInRedisFields returns the log fields of what a final flush left in
+// Redis: the pending counters (ZCARD of the pending set) and the staging
+// entries, every flusher's. They are read under ctx, which may be over by
+// then: the fields then carry the read error instead.
+func (f *flusher) leftInRedisFields(ctx context.Context) []zap.Field {
+	pending, staging, err := f.store.leftInRedis(ctx)
+	if err != nil {
+		return []zap.Field{zap.NamedError("left_in_redis_error", err)}
+	}
+	return []zap.Field{zap.Int64(keyPendingLeft, pending), zap.Int64(keyStagingLeft, staging)}
 }
 
 // newPool builds the PostgreSQL pool and pings it: a new pool has made no

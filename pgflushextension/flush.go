@@ -22,6 +22,9 @@ const (
 	keyCounters    = "counters"
 	keyQuarantined = "quarantined"
 	keyElapsed     = "elapsed"
+	// keyPendingLeft and keyStagingLeft: what a final flush left in Redis.
+	keyPendingLeft = "pending_left"
+	keyStagingLeft = "staging_entries_left"
 )
 
 // stageFraction is the part of a tick's time (its "timeout", or less when
@@ -62,6 +65,10 @@ type flushStats struct {
 	pruned      int64
 }
 
+// leftBehind reports whether the tick ran out of time before it moved what
+// it had to: counters pending at its start, or staging entries to recover.
+func (s *flushStats) leftBehind() bool { return s.outOfTime || s.deferred > 0 }
+
 func (s *flushStats) logFields() []zap.Field {
 	return []zap.Field{
 		zap.Int("batches", s.batches),
@@ -82,14 +89,32 @@ func newFlushID(now time.Time) string {
 	return strconv.FormatInt(now.UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
 }
 
-// flush runs one tick, bounded by "timeout": recovery of left-over staging
-// entries, then STAGE/APPLY/CLEANUP batches until what was pending at the
-// start is drained, then ledger pruning. Ticks of one instance never overlap.
+// flush runs one tick of the loop (see runFlush); a tick that runs out of
+// time in a backlog finishes what it staged, warns and succeeds, and the
+// next tick continues.
+func (f *flusher) flush(ctx context.Context) (flushStats, error) {
+	st, err := f.runFlush(ctx)
+	if err == nil && st.leftBehind() {
+		f.logger.Warn("flush timeout reached with counters still pending; this tick applied what it had staged and the next tick continues (a backlog: raise timeout or batch_size, or flush more often if it persists)",
+			zap.Duration("timeout", f.cfg.Timeout),
+			zap.Int("batches", st.batches),
+			zap.Int(keyCounters, st.counters),
+			zap.Int("recovered", st.recovered),
+			zap.Int("deferred_staging_entries", st.deferred),
+			zap.Int64("pending_at_start", st.pending))
+	}
+	return st, err
+}
+
+// runFlush runs one tick, bounded by "timeout": recovery of left-over
+// staging entries, then STAGE/APPLY/CLEANUP batches until what was pending
+// at the start is drained, then ledger pruning. Ticks of one instance never
+// overlap. The caller reports the outcome.
 //
 // New work starts only until the stage deadline (stageFraction of the
 // tick's time): a tick that runs out of time in a backlog finishes what it
-// staged, warns and succeeds; the next tick continues.
-func (f *flusher) flush(ctx context.Context) (flushStats, error) {
+// staged and reports it in flushStats.leftBehind.
+func (f *flusher) runFlush(ctx context.Context) (flushStats, error) {
 	f.flushMu.Lock()
 	defer f.flushMu.Unlock()
 	start := time.Now()
@@ -134,15 +159,6 @@ func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats
 		if err := f.stageBatches(ctx, stageBy, snap.pending, st); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if len(errs) == 0 && (st.outOfTime || st.deferred > 0) {
-		f.logger.Warn("flush timeout reached with counters still pending; this tick applied what it had staged and the next tick continues (a backlog: raise timeout or batch_size, or flush more often if it persists)",
-			zap.Duration("timeout", f.cfg.Timeout),
-			zap.Int("batches", st.batches),
-			zap.Int(keyCounters, st.counters),
-			zap.Int("recovered", st.recovered),
-			zap.Int("deferred_staging_entries", st.deferred),
-			zap.Int64("pending_at_start", st.pending))
 	}
 	if st.expired > 0 {
 		f.logger.Error("pending counters had expired in Redis before they were flushed; their counts are lost (raise the exporter's ttl or flush more often)",

@@ -352,6 +352,21 @@ func (s *redisStore) finish(ctx context.Context, id string, quarantine []quarant
 	return nil
 }
 
+// leftInRedis returns, in one round trip, the number of pending counters
+// and of staging entries.
+func (s *redisStore) leftInRedis(ctx context.Context) (pending, staging int64, err error) {
+	var card, index *redis.IntCmd
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		card = p.ZCard(ctx, s.schema.PendingKey())
+		index = p.ZCard(ctx, s.schema.StagingIndexKey())
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("redis count pending and staging: %w", err)
+	}
+	return card.Val(), index.Val(), nil
+}
+
 // snapshot reads, in one round trip, the pending set's size, its oldest
 // member, how many members are older than riskAge (skipped when riskAge is
 // 0), the whole staging index and Redis's clock. now is this collector's

@@ -1,7 +1,9 @@
 package pgflushextension
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,4 +108,105 @@ func TestTickStuckPastTimeoutFails(t *testing.T) {
 	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, f.host.statuses())
 	assert.Equal(t, want, env.readTotals(ctx))
 	env.requireRedisEmpty(ctx)
+}
+
+// backlog writes n per-user counters (in batches of 1000) and returns their
+// totals.
+func (e *testEnv) backlog(ctx context.Context, n int) totals {
+	e.t.Helper()
+	incs := make([]increment, 0, n)
+	for i := range n {
+		incs = append(incs, increment{userDaily(fmt.Sprintf("u%05d", i), "click", day1), int64(i%7 + 1)})
+	}
+	for i := 0; i < n; i += 1000 {
+		require.NoError(e.t, e.write(ctx, incs[i:min(i+1000, n)]...))
+	}
+	want := totals{}
+	want.add(incs...)
+	return want
+}
+
+// TestFinalFlushOutOfTimeLogsWhatIsLeft: a final flush whose Shutdown
+// context ends before it has moved everything (a backlog of pending
+// counters, staging entries of a dead flusher) ends in time and returns nil:
+// nothing is lost. It logs at Error, once, how many counters are still
+// pending and how many staging entries are left (no Warn, no Info "stopped
+// after a final flush"). The next flusher moves them, exactly.
+func TestFinalFlushOutOfTimeLogsWhatIsLeft(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// deadEntries: staging entries a dead flusher left (past the grace
+		// period) before the backlog was written.
+		deadEntries int
+		// slowRecovery: the first recovery stalls until after the stage
+		// deadline (a host that stalls), so the other entries are left.
+		slowRecovery bool
+		backlog      int
+		wantStaging  int64
+	}{
+		// 10000 batches of 5: several times what a tick moves in 1.5 s
+		// (about 3300 counters on a 2-core host under the race detector).
+		{name: "pending backlog", backlog: 50_000},
+		{name: "staging entries left", deadEntries: 3, slowRecovery: true, backlog: 100, wantStaging: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			env := newTestEnv(t)
+			want := totals{}
+			for i := range tt.deadEntries {
+				incs := []increment{{daily(fmt.Sprintf("dead%d", i), day1), int64(i + 1)}}
+				require.NoError(t, env.write(ctx, incs...))
+				want.add(incs...)
+				env.stageAged(ctx, env.redisStore(), time.Hour)
+			}
+			mergeTotals(want, env.backlog(ctx, tt.backlog))
+
+			cfg := env.config() // timeout 30 s: the Shutdown context ends first
+			cfg.BatchSize = 5
+			f := env.start(cfg)
+			shutdownCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if tt.slowRecovery {
+				deadline, _ := shutdownCtx.Deadline()
+				var once sync.Once
+				f.failpoint = func(step string) {
+					if step == stepRecoveryRead {
+						// A stall, not a wait for a condition: the tick's
+						// stage deadline (3/4 of its 2 s) passes meanwhile.
+						once.Do(func() { time.Sleep(time.Until(deadline.Add(-400 * time.Millisecond))) })
+					}
+				}
+			}
+			start := time.Now()
+			require.NoError(t, f.Shutdown(shutdownCtx), "nothing is lost: no error")
+			assert.Less(t, time.Since(start), 2*time.Second, "the final flush ended before the Shutdown deadline")
+
+			pending := env.rdb.ZCard(ctx, env.schema.PendingKey()).Val()
+			staging := env.rdb.ZCard(ctx, env.schema.StagingIndexKey()).Val()
+			assert.Positive(t, pending, "the backlog outlasts the final flush")
+			assert.Equal(t, tt.wantStaging, staging)
+			logged := f.logs.FilterMessageSnippet("pg_flush stopped before its final flush moved everything").All()
+			require.Len(t, logged, 1)
+			assert.Equal(t, zapcore.ErrorLevel, logged[0].Level)
+			fields := logged[0].ContextMap()
+			assert.Equal(t, pending, fields[keyPendingLeft])
+			assert.Equal(t, staging, fields[keyStagingLeft])
+			assert.Contains(t, logged[0].Message, "stay in Redis, and the next flusher moves them")
+			assert.Empty(t, f.logs.FilterMessage("pg_flush stopped after a final flush").All())
+			assert.Empty(t, f.logs.FilterLevelExact(zapcore.WarnLevel).All(), "no Warn about the next tick: there is none")
+			assert.Len(t, f.logs.FilterLevelExact(zapcore.ErrorLevel).All(), 1)
+
+			// The next flusher moves the rest, exactly once.
+			cfg = env.config()
+			next := env.start(cfg)
+			st, err := next.flush(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, int(staging), st.recovered)
+			assert.Equal(t, want, env.readTotals(ctx), "nothing lost or counted twice")
+			env.requireRedisEmpty(ctx)
+		})
+	}
 }
