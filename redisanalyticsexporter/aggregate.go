@@ -6,20 +6,21 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
 
-// Positions (0-based) in the script's KEYS (see apply.go): the resource
-// markers follow the batch marker, the counter keys follow the markers.
-// encode builds KEYS from these, so they cannot drift from it.
+// Positions (0-based) in the script's KEYS (see apply.go): the batch markers
+// (one per request of the group) follow the pending set, the resource
+// markers follow the batch markers, the counter keys follow the resource
+// markers. encode builds KEYS from these, so they cannot drift from it.
 const (
-	pendingKeyIndex = 0
-	batchKeyIndex   = 1
-	// markerKeysOffset is the index of the first resource marker in KEYS.
-	markerKeysOffset = 2
+	// batchKeysOffset is the index of the first batch marker in KEYS; the
+	// pending set is KEYS[0].
+	batchKeysOffset = 1
 )
 
 // Positions (0-based) in the script's ARGV (see apply.go), as encode builds it.
 const (
 	argCounterTTL = iota
 	argBatchMarkerTTL
+	argNumBatches
 	argNumMarkers
 	argDedupWindow
 	// counterArgsOffset is the index of the first increment in ARGV.
@@ -224,9 +225,10 @@ type aggregator struct {
 	counted   int64
 	anonymous int64
 
-	// Resource-entry deduplication (dedup.go). res is indexed like the
-	// request's entries.
-	res []resEntry
+	// Resource-entry deduplication (dedup.go). res holds the entries of
+	// every request folded, in order; refs says where each one comes from.
+	res  []resEntry
+	refs []entryRef
 	// entryPairs maps the pairs of the entry being folded to a.pairs.
 	entryPairs []int32
 	markerRes  []int32 // resource index of each marker in KEYS order
@@ -266,7 +268,7 @@ func (a *aggregator) reset() {
 	a.pairCounter.reset()
 	a.dropped = [numDropReasons]int64{}
 	a.counted, a.anonymous = 0, 0
-	a.res = a.res[:0]
+	a.res, a.refs = a.res[:0], a.refs[:0]
 	a.markerRes = a.markerRes[:0]
 	clear(a.typeIdx)
 	clear(a.types)
@@ -288,12 +290,20 @@ func (a *aggregator) reusable() bool {
 // numKeys is the number of distinct counter keys derived by finalize.
 func (a *aggregator) numKeys() int { return len(a.daily) + len(a.hourly) + len(a.userDaily) }
 
-// fold adds the counts of every entry of req; excluded entries count as
-// duplicates.
-func (a *aggregator) fold(req *countsRequest) {
+// entryRef locates an entry folded into the aggregator: request member
+// (its position in the group) and entry index.
+type entryRef struct {
+	member int32
+	entry  int32
+}
+
+// fold adds the counts of every entry of req, the group's request member;
+// excluded entries count as duplicates.
+func (a *aggregator) fold(req *countsRequest, member int) {
 	for i := range req.entries {
 		en := &req.entries[i]
-		if en.excluded {
+		a.refs = append(a.refs, entryRef{member: int32(member), entry: int32(i)}) //nolint:gosec // bounded by the group's size
+		if en.excluded || en.sameAsEarlier {
 			a.dropped[reasonDuplicate] += en.records
 			a.res = append(a.res, resEntry{excluded: true})
 			continue
@@ -405,12 +415,12 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 }
 
 // encode builds the script's KEYS and ARGV (see apply.go): KEYS =
-// [pending, batch marker, resource markers..., counter keys...], ARGV = [ttl,
-// marker ttl, number of resource markers, dedup window, increments...].
-// The resource markers are those chosen by selectMarkers. The batch marker
-// key is left empty for setBatchKey. All counter keys are substrings of one string, so
+// [pending, batch markers..., resource markers..., counter keys...], ARGV =
+// [ttl, batch marker ttl, number of batch markers, number of resource
+// markers, dedup window, increments...]. The resource markers are those
+// chosen by selectMarkers. All counter keys are substrings of one string, so
 // they cost one allocation per push. The slices stay valid until reset.
-func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, markerSeconds, dedupSeconds int64) {
+func (a *aggregator) encode(schema keyschema.Schema, batchKeys []string, ttlSeconds, markerSeconds, dedupSeconds int64) {
 	appendKey := func(c keyschema.Counter, n int64) {
 		a.keyBuf = schema.AppendKey(a.keyBuf, c)
 		a.keyEnds = append(a.keyEnds, len(a.keyBuf))
@@ -436,9 +446,8 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, markerSeconds, 
 	}
 
 	all := string(a.keyBuf)
-	var head [markerKeysOffset]string
-	head[pendingKeyIndex] = schema.PendingKey() // head[batchKeyIndex] waits for setBatchKey
-	a.keys = append(a.keys, head[:]...)
+	a.keys = append(a.keys, schema.PendingKey())
+	a.keys = append(a.keys, batchKeys...)
 	markerLen := (len(a.keyBuf) - countersEnd) / max(len(a.markerRes), 1)
 	for j := range a.markerRes {
 		start := countersEnd + j*markerLen
@@ -447,6 +456,7 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, markerSeconds, 
 	var argHead [counterArgsOffset]any
 	argHead[argCounterTTL] = ttlSeconds
 	argHead[argBatchMarkerTTL] = markerSeconds
+	argHead[argNumBatches] = int64(len(batchKeys))
 	argHead[argNumMarkers] = int64(len(a.markerRes))
 	argHead[argDedupWindow] = dedupSeconds
 	a.args = append(a.args, argHead[:]...)
@@ -457,9 +467,6 @@ func (a *aggregator) encode(schema keyschema.Schema, ttlSeconds, markerSeconds, 
 		start = end
 	}
 }
-
-// setBatchKey fills in the batch marker key of the encoded KEYS.
-func (a *aggregator) setBatchKey(key string) { a.keys[batchKeyIndex] = key }
 
 func floorMod(a, b int64) int64 {
 	m := a % b

@@ -100,14 +100,14 @@ func TestAggregatorReuse(t *testing.T) {
 
 	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 10, 30, 40)
+	a.encode(schema, []string{""}, 10, 30, 40)
 	assert.Len(t, a.keys, a.counterKeysStart()+3)
 	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
 
 	a.reset()
 	a.addLogs(newLogs([]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 10, 30, 40)
+	a.encode(schema, []string{""}, 10, 30, 40)
 	a.setBatchKey(schema.BatchKey("b1"))
 	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
 	assert.Equal(t, int64(1), a.counted)
@@ -118,7 +118,7 @@ func TestAggregatorReuse(t *testing.T) {
 		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: keyschema.HourOf(tsRecord) / 24 * 24}),
 		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: keyschema.HourOf(tsRecord)}),
 	}, a.keys[a.counterKeysStart():])
-	assert.Equal(t, []any{int64(10), int64(30), int64(0), int64(40), int64(1), int64(1)}, a.args)
+	assert.Equal(t, []any{int64(10), int64(30), int64(1), int64(0), int64(40), int64(1), int64(1)}, a.args)
 }
 
 func TestAggregatorReusable(t *testing.T) {
@@ -174,7 +174,7 @@ func FuzzMapping(f *testing.F) {
 		a := newAggregator()
 		a.addLogs(ld, &m, tsNow.UnixNano())
 		a.finalize(&m)
-		a.encode(schema, 1, 3, 4)
+		a.encode(schema, []string{""}, 1, 3, 4)
 
 		switch {
 		case wantType == "":

@@ -15,51 +15,53 @@ import (
 // increment: the batch changed nothing and retrying it would fail the same way.
 const abortPrefix = "ANALYTICS_ABORT"
 
-// applySource is the only way counters are written. One call applies one push:
+// applySource is the only way counters are written. One call applies a
+// group of b pushes (group commit, committer.go), each with its batch marker:
 //
-//	KEYS[1]        pending sorted set (counter key -> Unix ms it first became pending)
-//	KEYS[2]        batch marker of this push's batch id
-//	KEYS[3…2+m]    resource markers, one per fingerprinted resource entry (dedup.go)
-//	KEYS[3+m…]     counter keys, each distinct
-//	ARGV[1]        counter TTL in seconds
-//	ARGV[2]        batch marker TTL in seconds
-//	ARGV[3]        m, the number of resource markers
-//	ARGV[4]        resource marker TTL in seconds (the dedup window)
-//	ARGV[5…]       increment of counter KEYS[i] in ARGV[i+2-m]
+//	KEYS[1]              pending sorted set (counter key -> Unix ms it first became pending)
+//	KEYS[2…1+b]          batch markers, one per push of the group (its batch id)
+//	KEYS[2+b…1+b+m]      resource markers, one per fingerprinted resource entry (dedup.go)
+//	KEYS[2+b+m…]         counter keys, each distinct
+//	ARGV[1]              counter TTL in seconds
+//	ARGV[2]              batch marker TTL in seconds
+//	ARGV[3]              b, the number of batch markers (at least 1)
+//	ARGV[4]              m, the number of resource markers
+//	ARGV[5]              resource marker TTL in seconds (the dedup window)
+//	ARGV[6…]             increments, in the order of the counter keys
 //
 // It answers with an array whose first element says what it did:
 //
-//	{0}            the batch marker existed: the batch id was applied before
-//	               (a retry whose first reply was lost, or whose WAIT for
-//	               replicas failed); nothing changed but the marker's TTL.
+//	{0, i…}        the batch markers KEYS[1+i] exist: those pushes were applied
+//	               before (a retry whose first reply was lost, or whose WAIT
+//	               for replicas failed). It changed nothing but their TTLs;
+//	               the caller answers those pushes and calls again without
+//	               them.
 //	{1, lost}      applied. lost is the number of counter keys it created
 //	               whose pending-set entry already existed: such a key
 //	               expired (ttl) before a flush moved it, and its count is
 //	               gone.
-//	{2, j…}        some resource markers exist: the (1-based) positions j of
-//	               the markers KEYS[2+j] that do. It deleted the batch marker
-//	               again and changed nothing but their TTLs: the caller drops
-//	               those entries (already counted) and calls again with the
-//	               same batch id.
+//	{2, j…}        the resource markers KEYS[1+b+j] exist. It changed nothing
+//	               but their TTLs: the caller drops those entries (already
+//	               counted) and calls again with the same batch ids.
 //
-// Its first write sets the batch marker with SET NX, because that may
+// Its first write sets the first batch marker with SET NX, because that may
 // allocate: Redis refuses such a command inside a script when it was at
 // maxmemory (with noeviction) as the script started, but only as the
 // script's first write, since it cannot stop a script half-way. So a full
-// Redis refuses the whole push with an OOM error (retried) before it changes
-// anything; a first write that cannot allocate (EXPIRE) would let every
-// later command through and grow Redis past maxmemory.
+// Redis refuses the whole group with an OOM error (retried) before it
+// changes anything; a first write that cannot allocate (EXPIRE) would let
+// every later command through and grow Redis past maxmemory.
 //
-// The {0} and {2, …} paths still write (EXPIRE) on purpose: with
+// The {0, …} and {2, …} paths still write (EXPIRE) on purpose: with
 // wait_replicas, the WAIT that follows the script waits for the replication
 // offset of this connection, which then lies past the writes that counted
 // the batch or the entries, even when they came from another connection or
 // another collector.
 //
 // Scripts run atomically but do not roll back, so a failed INCRBY (WRONGTYPE,
-// overflow) is undone by hand, markers included: the batch is all or nothing.
-// The pending set's type is checked first, so the later ZADD cannot fail
-// half-way. unpack() is chunked below Lua's C stack limit.
+// overflow) is undone by hand, markers included: the group is all or
+// nothing. The pending set's type is checked first, so the later ZADD cannot
+// fail half-way. unpack() is chunked below Lua's C stack limit.
 //
 // Only a key this script created gets its TTL and its pending-set entry: a
 // counter key that already exists is always pending already, because this
@@ -74,14 +76,28 @@ local ptype = redis.call('TYPE', KEYS[1])['ok']
 if ptype ~= 'none' and ptype ~= 'zset' then
   return redis.error_reply('` + abortPrefix + ` ' .. KEYS[1] .. ': pending set holds a ' .. ptype)
 end
-if not redis.call('SET', KEYS[2], '1', 'EX', ARGV[2], 'NX') then
+local b = tonumber(ARGV[3])
+local m = tonumber(ARGV[4])
+local firstSet = redis.call('SET', KEYS[2], '1', 'EX', ARGV[2], 'NX')
+local applied = {0}
+if not firstSet then
   redis.call('EXPIRE', KEYS[2], ARGV[2])
-  return {0}
+  applied[#applied + 1] = 1
 end
-local m = tonumber(ARGV[3])
+for i = 2, b do
+  if redis.call('EXPIRE', KEYS[1 + i], ARGV[2]) == 1 then
+    applied[#applied + 1] = i
+  end
+end
+if #applied > 1 then
+  if firstSet then
+    redis.call('DEL', KEYS[2])
+  end
+  return applied
+end
 local dups = {2}
 for j = 1, m do
-  if redis.call('EXPIRE', KEYS[2 + j], ARGV[4]) == 1 then
+  if redis.call('EXPIRE', KEYS[1 + b + j], ARGV[5]) == 1 then
     dups[#dups + 1] = j
   end
 end
@@ -89,12 +105,15 @@ if #dups > 1 then
   redis.call('DEL', KEYS[2])
   return dups
 end
+for i = 2, b do
+  redis.call('SET', KEYS[1 + i], '1', 'EX', ARGV[2])
+end
 for j = 1, m do
-  redis.call('SET', KEYS[2 + j], '1', 'EX', ARGV[4])
+  redis.call('SET', KEYS[1 + b + j], '1', 'EX', ARGV[5])
 end
 local n = #KEYS
-local first = 3 + m
-local off = 2 - m
+local first = 2 + b + m
+local off = 6 - first
 local created = {}
 for i = first, n do
   local r = redis.pcall('INCRBY', KEYS[i], ARGV[i + off])
@@ -106,7 +125,7 @@ for i = first, n do
         redis.call('DECRBY', KEYS[j], ARGV[j + off])
       end
     end
-    for j = 2, 2 + m do
+    for j = 2, 1 + b + m do
       redis.call('DEL', KEYS[j])
     end
     return redis.error_reply('` + abortPrefix + ` ' .. KEYS[i] .. ': ' .. r.err)
@@ -140,18 +159,20 @@ type applyOutcome uint8
 
 const (
 	outcomeApplied applyOutcome = iota + 1
-	outcomeDeduplicated
+	// outcomeAppliedBefore: some batch markers exist; nothing was written.
+	// applyResult.positions lists them.
+	outcomeAppliedBefore
 	// outcomeDuplicateResources: some resource markers exist; nothing was
-	// written. applyResult.dups lists their positions.
+	// written. applyResult.positions lists them.
 	outcomeDuplicateResources
 )
 
 // applyResult is the script's answer.
 type applyResult struct {
 	outcome applyOutcome
-	// dups holds the 0-based positions, among the resource markers, of the
-	// markers that exist (outcomeDuplicateResources only).
-	dups []int
+	// positions holds the 0-based positions, among the batch markers or the
+	// resource markers, of the markers that exist.
+	positions []int
 	// expired is the number of counter keys created by this batch that had
 	// expired before a flush moved them (outcomeApplied only).
 	expired int64
@@ -184,19 +205,21 @@ func parseApplyReply(res any) (applyResult, error) {
 		}
 	}
 	switch {
-	case nums[0] == 0 && len(nums) == 1:
-		return applyResult{outcome: outcomeDeduplicated}, nil
 	case nums[0] == 1 && len(nums) == 2 && nums[1] >= 0:
 		return applyResult{outcome: outcomeApplied, expired: nums[1]}, nil
-	case nums[0] == 2 && len(nums) > 1:
-		dups := make([]int, 0, len(nums)-1)
+	case (nums[0] == 0 || nums[0] == 2) && len(nums) > 1:
+		positions := make([]int, 0, len(nums)-1)
 		for _, j := range nums[1:] {
 			if j < 1 {
 				return applyResult{}, unexpected
 			}
-			dups = append(dups, int(j-1))
+			positions = append(positions, int(j-1))
 		}
-		return applyResult{outcome: outcomeDuplicateResources, dups: dups}, nil
+		outcome := outcomeAppliedBefore
+		if nums[0] == 2 {
+			outcome = outcomeDuplicateResources
+		}
+		return applyResult{outcome: outcome, positions: positions}, nil
 	default:
 		return applyResult{}, unexpected
 	}

@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configoptional"
-	"go.opentelemetry.io/collector/config/configretry"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
@@ -25,8 +24,18 @@ func TestCreateDefaultConfig(t *testing.T) {
 	cfg, ok := NewFactory().CreateDefaultConfig().(*Config)
 	require.True(t, ok)
 	assert.Equal(t, exporterhelper.NewDefaultTimeoutConfig(), cfg.TimeoutConfig)
-	assert.Equal(t, configoptional.Some(exporterhelper.NewDefaultQueueConfig()), cfg.QueueConfig)
-	assert.Equal(t, configretry.NewDefaultBackOffConfig(), cfg.RetryConfig)
+	// The defaults are the durable, low-latency mode: acknowledged after
+	// Redis, no linger (the committer batches), requests never too large.
+	require.True(t, cfg.QueueConfig.HasValue())
+	queue := cfg.QueueConfig.Get()
+	assert.True(t, queue.WaitForResult)
+	assert.False(t, queue.Batch.HasValue(), "no exporterhelper batching: it lingers while the client waits")
+	assert.Equal(t, exporterhelper.RequestSizerTypeRequests, queue.Sizer)
+	assert.Empty(t, queue.StorageID)
+	assert.Equal(t, 100*time.Millisecond, cfg.RetryConfig.InitialInterval)
+	assert.Equal(t, 30*time.Second, cfg.RetryConfig.MaxElapsedTime)
+	assert.True(t, cfg.RetryConfig.Enabled)
+	assert.Equal(t, []string{"log.record.uid"}, cfg.RecordIDAttributes)
 	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.ClientConfig)
 	assert.Equal(t, keyschema.DefaultPrefix, cfg.KeyPrefix)
 	assert.Equal(t, 7*24*time.Hour, cfg.TTL)
@@ -66,7 +75,7 @@ func TestUnmarshalConfig(t *testing.T) {
 	full.RetryConfig.InitialInterval = time.Second
 	full.RetryConfig.MaxInterval = 10 * time.Second
 	full.RetryConfig.MaxElapsedTime = 2 * time.Minute
-	queue := exporterhelper.NewDefaultQueueConfig()
+	queue := defaultQueueConfig()
 	queue.NumConsumers = 4
 	queue.QueueSize = 500
 	batch := exporterhelper.NewDefaultBatchConfig()
@@ -150,8 +159,8 @@ func TestInvalidConfigs(t *testing.T) {
 func TestBatchMarkerTTL(t *testing.T) {
 	t.Parallel()
 	cfg := createDefaultConfig().(*Config)
-	// default: 300s max elapsed + 2×5s timeout + 1 minute
-	assert.Equal(t, 370*time.Second, cfg.batchMarkerTTL())
+	// default: 30s max elapsed + 2×5s timeout + 1 minute
+	assert.Equal(t, 100*time.Second, cfg.batchMarkerTTL())
 
 	cfg.RetryConfig.Enabled = false
 	assert.Equal(t, 70*time.Second, cfg.batchMarkerTTL())
@@ -161,8 +170,8 @@ func TestBatchMarkerTTL(t *testing.T) {
 
 	cfg.RetryConfig.Enabled = true
 	cfg.RetryConfig.MaxElapsedTime = 0 // retry forever
-	// one hour of outage + the longest backoff (1.5 × 30s max_interval) + 1 minute
-	assert.Equal(t, time.Hour+45*time.Second+time.Minute, cfg.batchMarkerTTL())
+	// one hour of outage + the longest backoff (1.5 × 5s max_interval) + 1 minute
+	assert.Equal(t, time.Hour+7500*time.Millisecond+time.Minute, cfg.batchMarkerTTL())
 
 	// Durability mode (b), testdata/bench/persistent-queue.yaml: the retry
 	// after a one-hour outage (at most 1.5 × 5s after Redis is back, plus two

@@ -14,9 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
-	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
-	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
@@ -52,6 +50,7 @@ type redisAnalyticsExporter struct {
 
 	converters  sync.Pool // of *converter
 	aggregators sync.Pool // of *aggregator
+	committer   *committer
 
 	mu      sync.Mutex // guards client, runner and host across start and shutdown
 	client  redis.UniversalClient
@@ -92,7 +91,7 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
 	markerTTL := cfg.batchMarkerTTL()
-	return &redisAnalyticsExporter{
+	e := &redisAnalyticsExporter{
 		cfg:           cfg,
 		logger:        set.Logger,
 		telemetry:     tb,
@@ -106,7 +105,9 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		attrs:         newSignalAttrs(signal),
 		converters:    sync.Pool{New: func() any { return newConverter() }},
 		aggregators:   sync.Pool{New: func() any { return newAggregator() }},
-	}, nil
+	}
+	e.committer = newCommitter(e.applyGroup)
+	return e, nil
 }
 
 // start connects to Redis. Clients are built here, not in the factory, so that
@@ -127,12 +128,31 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 	e.mu.Lock()
 	e.client, e.runner, e.host = client, runner, host
 	e.mu.Unlock()
+	e.committer.start()
 	e.checkFlushers(host)
+	e.warnIfAcknowledgedEarly()
 	e.logger.Info("Connected to Redis",
 		zap.String("redis", e.cfg.ClientConfig.Describe()),
 		zap.String("key_prefix", e.cfg.KeyPrefix),
 		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
 	return nil
+}
+
+// warnIfAcknowledgedEarly says what a user loses who turns wait_for_result
+// off on an in-memory queue: requests are then answered before their counts
+// reach Redis. A persistent queue (storage) answers once the request is on
+// disk, the documented durability mode (b).
+func (e *redisAnalyticsExporter) warnIfAcknowledgedEarly() {
+	if !e.cfg.QueueConfig.HasValue() {
+		return // no queue: every push is synchronous
+	}
+	q := e.cfg.QueueConfig.Get()
+	if q.WaitForResult || q.StorageID != nil {
+		return
+	}
+	e.logger.Warn("sending_queue::wait_for_result is false: requests are acknowledged before their counts reach Redis, " +
+		"so a collector crash or restart loses what the in-memory queue holds, and clients never resend it. " +
+		"Set wait_for_result: true (the default), or use a persistent queue (sending_queue::storage)")
 }
 
 // minTTLIntervals is how many flush intervals the counter TTL must span at
@@ -171,6 +191,7 @@ func (e *redisAnalyticsExporter) checkFlushers(host component.Host) {
 // shutdown closes the client. It is safe without start and when called twice.
 // exporterhelper has drained the sending queue before it calls shutdown.
 func (e *redisAnalyticsExporter) shutdown(context.Context) error {
+	e.committer.shutdown()
 	e.mu.Lock()
 	client := e.client
 	e.client, e.runner = nil, nil
@@ -183,159 +204,6 @@ func (e *redisAnalyticsExporter) shutdown(context.Context) error {
 		return fmt.Errorf("close redis client: %w", err)
 	}
 	return nil
-}
-
-// maxDedupRounds bounds the script calls of one push attempt. A round after
-// the first happens only when resource markers exist (a resend, see
-// dedup.go); a further round only when another push set a marker of this
-// request between two rounds. Past the bound the attempt fails with a
-// retryable error and the retry resumes with the exclusions found so far.
-const maxDedupRounds = 4
-
-var errDedupRounds = errors.New("redis apply counters: resource markers kept appearing; retrying")
-
-// push applies one countsRequest (one or more OTLP requests, merged by the
-// sending queue) to Redis in one script call; more only when the request
-// repeats resource entries already counted (dedup.go).
-//
-// Retry idempotency: the first attempt gives the request a batch id, and
-// exporterhelper's retries send the same request value (its retry_sender
-// loops on the same request; this request type has no OnError, so it is
-// never replaced). If an attempt was applied and only its reply was lost, the
-// script's batch marker turns the retry into a no-op. go-redis' own retries
-// resend the same EVALSHA arguments. The entries found already counted stay
-// excluded in the request, so a retry sends the same counters.
-//
-// Drops (by reason) are recorded once per push, when it ends without a
-// retryable error.
-func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Request) error {
-	req, ok := r.(*countsRequest)
-	if !ok {
-		return consumererror.NewPermanent(fmt.Errorf("redis_analytics: unexpected request type %T", r))
-	}
-	e.mu.Lock()
-	runner := e.runner
-	e.mu.Unlock()
-	if runner == nil {
-		return errNotStarted
-	}
-	if req.batchID == "" {
-		req.batchID = newBatchID()
-	}
-
-	agg, _ := e.aggregators.Get().(*aggregator)
-	defer e.release(agg)
-	e.aggregate(agg, req)
-
-	start := time.Now()
-	var res applyResult
-	for round := 1; ; round++ {
-		if agg.counted == 0 {
-			if round > 1 {
-				// Redis answered the previous round: every remaining entry
-				// was counted before. A success like any other.
-				e.reportRecovery()
-			}
-			e.recordDrops(ctx, agg)
-			return nil
-		}
-		agg.setBatchKey(e.schema.BatchKey(req.batchID))
-		var err error
-		res, err = runApply(ctx, runner, e.script, agg.keys, agg.args)
-		if err == nil && res.outcome == outcomeDuplicateResources && round == maxDedupRounds {
-			err = errDedupRounds
-		}
-		if err != nil {
-			return e.pushFailed(ctx, req, agg, err)
-		}
-		if res.outcome != outcomeDuplicateResources {
-			break
-		}
-		// Exclude the entries already counted and aggregate again, with the
-		// same batch id: nothing of this batch was written yet.
-		for _, j := range res.dups {
-			req.entries[agg.markerRes[j]].excluded = true
-		}
-		e.aggregate(agg, req)
-	}
-	e.reportRecovery()
-	e.recordDrops(ctx, agg)
-	e.telemetry.ExporterRedisAnalyticsEvents.Add(ctx, agg.counted, e.attrs.signal)
-	if agg.anonymous > 0 {
-		e.telemetry.ExporterRedisAnalyticsEventsWithoutIdentity.Add(ctx, agg.anonymous, e.attrs.signal)
-	}
-	if res.outcome == outcomeDeduplicated {
-		e.telemetry.ExporterRedisAnalyticsBatchesDeduplicated.Add(ctx, 1)
-	} else {
-		e.telemetry.ExporterRedisAnalyticsKeysWritten.Record(ctx, int64(agg.numKeys()))
-	}
-	if res.expired > 0 {
-		e.telemetry.ExporterRedisAnalyticsCountersExpired.Add(ctx, res.expired)
-		e.logger.Error("Counters expired in Redis before pg_flush moved them; their counts are lost. "+
-			"Make ttl much longer than the flush interval and check that pg_flush runs with the same key_prefix",
-			zap.Int64("counters", res.expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
-	}
-	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
-		ce.Write(zap.String("batch_id", req.batchID), zap.Int64("events", agg.counted),
-			zap.Int("keys", agg.numKeys()), zap.Bool("deduplicated", res.outcome == outcomeDeduplicated),
-			zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
-			zap.Duration("elapsed", time.Since(start)))
-	}
-	return nil
-}
-
-// pushFailed records a failed script call: a retryable failure keeps the
-// request's batch id for the retry, a permanent one records the drops.
-func (e *redisAnalyticsExporter) pushFailed(ctx context.Context, req *countsRequest, agg *aggregator, err error) error {
-	permanent := consumererror.IsPermanent(err)
-	if permanent {
-		e.recordDrops(ctx, agg)
-		e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.permanent)
-	} else {
-		e.telemetry.ExporterRedisAnalyticsRedisErrors.Add(ctx, 1, e.attrs.retryable)
-	}
-	e.reportFailure(err)
-	e.logger.Debug("Applying counters failed",
-		zap.String("batch_id", req.batchID), zap.Int("keys", agg.numKeys()),
-		zap.Bool("permanent", permanent), zap.Error(err))
-	return err
-}
-
-// recordDrops adds the push's drops to the events_dropped metric.
-func (e *redisAnalyticsExporter) recordDrops(ctx context.Context, agg *aggregator) {
-	for r, n := range agg.dropped {
-		if n > 0 {
-			e.telemetry.ExporterRedisAnalyticsEventsDropped.Add(ctx, n, e.attrs.dropped[r])
-		}
-	}
-}
-
-// aggregate (re)fills agg from the request's entries that are not excluded
-// and encodes the script arguments. An entry repeating an earlier entry of
-// the same request (the queue merged a request with its own resend) is
-// excluded too.
-func (e *redisAnalyticsExporter) aggregate(agg *aggregator, req *countsRequest) {
-	for {
-		agg.reset()
-		agg.fold(req)
-		dups := agg.selectMarkers()
-		if len(dups) == 0 {
-			break
-		}
-		for _, i := range dups {
-			req.entries[i].excluded = true
-		}
-	}
-	agg.finalize(&e.mapper)
-	agg.encode(e.schema, e.ttlSeconds, e.markerSeconds, e.dedupSeconds)
-}
-
-func (e *redisAnalyticsExporter) release(agg *aggregator) {
-	if !agg.reusable() {
-		return
-	}
-	agg.reset()
-	e.aggregators.Put(agg)
 }
 
 // reportFailure marks the component as recoverably failing (health_check shows it).

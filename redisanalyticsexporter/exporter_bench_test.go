@@ -89,10 +89,10 @@ func BenchmarkAggregate(b *testing.B) {
 			for b.Loop() {
 				req := c.logs(ld, &m, now.UnixNano())
 				a.reset()
-				a.fold(req)
+				a.fold(req, 0)
 				_ = a.selectMarkers()
 				a.finalize(&m)
-				a.encode(schema, 3600, 370, 600)
+				a.encode(schema, []string{""}, 3600, 370, 600)
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")

@@ -177,7 +177,9 @@ func scriptIncrements(t *testing.T, args []any) scriptCall {
 	keys := scriptKeys(t, args)
 	argv := args[3+len(keys):]
 	m := scriptMarkers(t, args)
-	offset := markerKeysOffset + m
+	b, err := strconv.Atoi(fmt.Sprint(argv[argNumBatches]))
+	require.NoError(t, err)
+	offset := batchKeysOffset + b + m
 	require.Len(t, argv, counterArgsOffset+len(keys)-offset)
 	fixed := append([]any(nil), argv[:counterArgsOffset]...)
 	for _, k := range keys[:offset] {
@@ -743,7 +745,7 @@ func TestScriptDeduplicatesAndChunksPending(t *testing.T) {
 	a := newAggregator()
 	a.addLogs(newLogs(records), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 3600, 60, 600)
+	a.encode(schema, []string{""}, 3600, 60, 600)
 	a.setBatchKey(schema.BatchKey("fixed-id"))
 	script := redisconn.NewScript(applySource)
 	runner := cfg.ClientConfig.NewScriptRunner(client)
@@ -753,7 +755,8 @@ func TestScriptDeduplicatesAndChunksPending(t *testing.T) {
 	assert.Equal(t, outcomeApplied, res.outcome)
 	res, err = runApply(ctx, runner, script, a.keys, a.args)
 	require.NoError(t, err)
-	assert.Equal(t, outcomeDeduplicated, res.outcome)
+	assert.Equal(t, outcomeAppliedBefore, res.outcome)
+	assert.Equal(t, []int{0}, res.positions)
 
 	assert.Equal(t, int64(1502), client.ZCard(ctx, schema.PendingKey()).Val())
 	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: keyschema.HourOf(tsRecord) / 24 * 24})
@@ -774,7 +777,7 @@ func TestOverflowIsPermanentAndUndone(t *testing.T) {
 	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: hour - hour%24})
 	require.NoError(t, client.Set(ctx, hourly, math.MaxInt64, 0).Err())
 	keys := []string{schema.PendingKey(), schema.BatchKey("b"), schema.ResourceKey("r1"), schema.ResourceKey("r2"), daily, hourly}
-	args := []any{int64(60), int64(60), int64(2), int64(600), int64(1), int64(1)}
+	args := []any{int64(60), int64(60), int64(1), int64(2), int64(600), int64(1), int64(1)}
 
 	cfg := redisconn.NewDefaultClientConfig()
 	_, err = runApply(ctx, cfg.NewScriptRunner(client), redisconn.NewScript(applySource), keys, args)

@@ -2,6 +2,7 @@ package redisanalyticsexporter
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configoptional"
@@ -31,8 +32,8 @@ func NewFactory() exporter.Factory {
 func createDefaultConfig() component.Config {
 	return &Config{
 		TimeoutConfig:       exporterhelper.NewDefaultTimeoutConfig(),
-		QueueConfig:         configoptional.Some(exporterhelper.NewDefaultQueueConfig()),
-		RetryConfig:         configretry.NewDefaultBackOffConfig(),
+		QueueConfig:         configoptional.Some(defaultQueueConfig()),
+		RetryConfig:         defaultRetryConfig(),
 		ClientConfig:        redisconn.NewDefaultClientConfig(),
 		KeyPrefix:           keyschema.DefaultPrefix,
 		TTL:                 defaultTTL,
@@ -41,6 +42,43 @@ func createDefaultConfig() component.Config {
 		UserIDAttributes:    defaultUserIDAttributes(),
 		RecordIDAttributes:  defaultRecordIDAttributes(),
 	}
+}
+
+const (
+	// defaultNumConsumers is how many pushes may wait for the committer at
+	// once: every one of them can join the next group (committer.go), so it
+	// is sized for concurrent clients, not for Redis connections.
+	defaultNumConsumers = 64
+	// Retry defaults: a client waits for its request while it is retried,
+	// so the first retry comes soon and the whole stays below an OTLP
+	// client's own timeout plus its retries.
+	defaultRetryInitialInterval = 100 * time.Millisecond
+	defaultRetryMaxInterval     = 5 * time.Second
+	defaultRetryMaxElapsedTime  = 30 * time.Second
+)
+
+// defaultQueueConfig acknowledges a request once its counts are in Redis
+// (wait_for_result) and leaves batching to the committer: exporterhelper's
+// batcher would hold each request until a batch fills or flush_timeout
+// passes, and the client waits all that time.
+func defaultQueueConfig() exporterhelper.QueueBatchConfig {
+	q := exporterhelper.NewDefaultQueueConfig()
+	q.WaitForResult = true
+	q.Sizer = exporterhelper.RequestSizerTypeRequests
+	q.NumConsumers = defaultNumConsumers
+	q.BlockOnOverflow = true
+	// Off unless the config has a batch section (then with its defaults),
+	// whatever the queueBatchEnabled feature gate says.
+	q.Batch = configoptional.Default(exporterhelper.NewDefaultBatchConfig())
+	return q
+}
+
+func defaultRetryConfig() configretry.BackOffConfig {
+	r := configretry.NewDefaultBackOffConfig()
+	r.InitialInterval = defaultRetryInitialInterval
+	r.MaxInterval = defaultRetryMaxInterval
+	r.MaxElapsedTime = defaultRetryMaxElapsedTime
+	return r
 }
 
 func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {

@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/otel/attribute"
@@ -209,6 +211,33 @@ func TestStartWarnsAboutFlusherSettings(t *testing.T) {
 			}
 			require.Equal(t, 1, logs.Len())
 			assert.Contains(t, logs.All()[0].Message, tt.wantWarn)
+		})
+	}
+}
+
+func TestStartWarnsWhenAcknowledgingEarly(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name     string
+		set      func(q *exporterhelper.QueueBatchConfig)
+		wantWarn bool
+	}{
+		{"default", func(*exporterhelper.QueueBatchConfig) {}, false},
+		{"wait_for_result off", func(q *exporterhelper.QueueBatchConfig) { q.WaitForResult = false }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, prefix := testservers.SharedRedis(t)
+			cfg := testConfig(testservers.RedisEndpoint(), prefix)
+			q := defaultQueueConfig()
+			tt.set(&q)
+			cfg.QueueConfig = configoptional.Some(q)
+			core, logs := observer.New(zap.WarnLevel)
+			set := metadatatest.NewSettings(componenttest.NewTelemetry())
+			set.Logger = zap.New(core)
+			startLogs(t, cfg, set, componenttest.NewNopHost(), nil)
+			warned := logs.FilterMessageSnippet("wait_for_result is false").Len() == 1
+			assert.Equal(t, tt.wantWarn, warned, logs.All())
 		})
 	}
 }

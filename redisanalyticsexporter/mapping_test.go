@@ -34,7 +34,7 @@ func counters(t testing.TB, cfg *Config, fill func(*aggregator, *mapper, int64),
 	a := newAggregator()
 	fill(a, &m, now.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, 60, 60, 600)
+	a.encode(schema, []string{""}, 60, 60, 600)
 	got := make(map[string]int64)
 	for i, key := range a.keys[a.counterKeysStart():] {
 		_, dup := got[key]

@@ -46,6 +46,11 @@ type entryCounts struct {
 	// excluded marks an entry that Redis already counted (a resend): it is
 	// dropped as a duplicate. Set by push; kept for the retries.
 	excluded bool
+	// sameAsEarlier marks an entry whose identities an earlier entry of the
+	// same group repeats (a request queued with its own resend): dropped as
+	// a duplicate of that entry in this group's call only, never kept for a
+	// retry, which may go without the earlier entry. Not encoded.
+	sameAsEarlier bool
 	// records is every record of the entry; missing those without an event type.
 	records int64
 	missing int64
