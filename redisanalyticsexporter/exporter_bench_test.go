@@ -65,6 +65,8 @@ func realisticLogs(users int) plog.Logs {
 			attrs.PutStr("session.id", "s-"+strconv.Itoa(rng.IntN(100_000)))
 			attrs.PutStr("url.path", "/app/page/"+strconv.Itoa(rng.IntN(50)))
 			attrs.PutStr("user.id", "user-"+strconv.Itoa(rng.IntN(users)))
+			// A random UUID-sized id, as an SDK that sets log.record.uid.
+			attrs.PutStr("log.record.uid", strconv.FormatUint(rng.Uint64(), 16)+"-"+strconv.FormatUint(rng.Uint64(), 16))
 			lr.Body().SetStr("analytics event")
 		}
 	}
@@ -139,9 +141,9 @@ func BenchmarkPushLogsWaitReplicas(b *testing.B) {
 const queuedProducers = 4
 
 // BenchmarkPushLogsQueued is BenchmarkPushLogs with the exporter settings of
-// the sample config (testdata/config.yaml at the repository root: a sending
-// queue with wait_for_result, 4 consumers, batches of at least 8192 records)
-// and 4 producers, as the distro runs it. With GOMAXPROCS=1 the CPU work of
+// the sample config (testdata/config.yaml at the repository root: the
+// default sending queue with wait_for_result, and group commit) and 4
+// producers, as the distro runs it. With GOMAXPROCS=1 the CPU work of
 // one batch overlaps the Redis call of another.
 func BenchmarkPushLogsQueued(b *testing.B) {
 	for _, users := range benchUserCounts {
@@ -258,10 +260,10 @@ func (pb *pushBench) pushOneAtATime(b *testing.B, ld plog.Logs) {
 
 // distinct makes ld a new emission.
 func (pb *pushBench) distinct(ld plog.Logs) {
-	seq := pcommon.Timestamp(pb.seq.Add(1))
+	seq := strconv.FormatUint(pb.seq.Add(1), 10)
 	rls := ld.ResourceLogs()
 	for i := range rls.Len() {
-		rls.At(i).ScopeLogs().At(0).LogRecords().At(0).SetObservedTimestamp(seq)
+		rls.At(i).ScopeLogs().At(0).LogRecords().At(0).Attributes().PutStr("log.record.uid", "distinct-"+seq)
 	}
 }
 
