@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 )
 
@@ -51,7 +51,7 @@ type Config struct {
 	// writes to; same settings as the exporter's. default: plain TCP to 127.0.0.1:6379
 	Redis redisconn.ClientConfig `mapstructure:"redis"`
 	// KeyPrefix is the key prefix shared with the exporter (see
-	// internal/keyschema). default: "analytics"
+	// internal/protocol). default: "analytics"
 	KeyPrefix string `mapstructure:"key_prefix"`
 	// DSN is the PostgreSQL connection string (URL or keyword/value form),
 	// e.g. postgres://user:secret@127.0.0.1:5432/analytics?sslmode=disable.
@@ -99,7 +99,7 @@ type Config struct {
 func createDefaultConfig() component.Config {
 	return &Config{
 		Redis:           redisconn.NewDefaultClientConfig(),
-		KeyPrefix:       keyschema.DefaultPrefix,
+		KeyPrefix:       protocol.DefaultPrefix,
 		Interval:        defaultInterval,
 		Timeout:         defaultTimeout,
 		BatchSize:       defaultBatchSize,
@@ -117,10 +117,10 @@ var _ confmap.Validator = (*Config)(nil)
 // are reached in Start. The nested "redis" block validates itself.
 func (c *Config) Validate() error {
 	var errs []error
-	if err := keyschema.ValidatePrefix(c.KeyPrefix); err != nil {
+	if err := protocol.ValidatePrefix(c.KeyPrefix); err != nil {
 		errs = append(errs, fmt.Errorf(`"key_prefix": %w`, err))
 	}
-	if err := c.Redis.ValidateKeyPrefix(c.KeyPrefix); err != nil {
+	if err := protocol.ValidatePrefixFor(c.KeyPrefix, c.Redis.Cluster); err != nil {
 		errs = append(errs, err)
 	}
 	if c.DSN == "" {

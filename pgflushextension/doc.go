@@ -11,7 +11,7 @@
 // nor counted twice. See README.md for the protocol and its guarantees.
 //
 // The key layout is the contract with the exporter and lives in
-// internal/keyschema.
+// internal/protocol.
 package pgflushextension
 
 //go:generate go tool -modfile=../internal/tools/mdatagen/go.mod mdatagen metadata.yaml

@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/collector/extension"
 	"go.uber.org/zap"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
 )
 
@@ -32,7 +32,7 @@ type flusher struct {
 	cfg       *Config
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
-	schema    keyschema.Schema
+	schema    protocol.Schema
 	upsert    upsertFunc
 	// grace is the age after which another flusher's staging entry is
 	// recovered (graceFactor × timeout; tests shorten it).
@@ -79,7 +79,7 @@ type flusher struct {
 var _ extension.Extension = (*flusher)(nil)
 
 func newFlusher(cfg *Config, set extension.Settings) (*flusher, error) {
-	schema, err := keyschema.New(cfg.KeyPrefix)
+	schema, err := protocol.New(cfg.KeyPrefix)
 	if err != nil {
 		return nil, fmt.Errorf(`"key_prefix": %w`, err)
 	}

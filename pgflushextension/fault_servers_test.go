@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 )
 
@@ -177,7 +177,7 @@ return 1
 
 // idempotentWrite returns a writeFunc that applies a batch once under a new
 // batch id, re-sending it until Redis acknowledges it (Redis may be down).
-func idempotentWrite(rdb *redis.Client, schema keyschema.Schema) writeFunc {
+func idempotentWrite(rdb *redis.Client, schema protocol.Schema) writeFunc {
 	return func(ctx context.Context, incs ...increment) error {
 		keys := []string{schema.PendingKey(), schema.BatchKey(uuid.NewString())}
 		args := []any{time.Now().UnixMilli(), int64(testCounterTTL / time.Second), int64(time.Hour / time.Second)}

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/config/configopaque"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // Environment of a fault child process (see TestFaultFlusherProcess).
@@ -142,8 +142,8 @@ func runFaultChild(t *testing.T, env *testEnv, step string, k int, grace string)
 
 // seedCounters returns 600 counters, 200 per family, some with characters
 // that need escaping.
-func seedCounters() []keyschema.Counter {
-	var cs []keyschema.Counter
+func seedCounters() []protocol.Counter {
+	var cs []protocol.Counter
 	for i := range 20 {
 		typ := fmt.Sprintf("type-%02d", i)
 		if i%5 == 0 {
@@ -177,7 +177,7 @@ type writeFunc func(ctx context.Context, incs ...increment) error
 
 // seed writes every counter once, exporter-style in batches of 100, and
 // returns what it wrote.
-func seed(ctx context.Context, t *testing.T, write writeFunc, counters []keyschema.Counter, rng *rand.Rand) totals {
+func seed(ctx context.Context, t *testing.T, write writeFunc, counters []protocol.Counter, rng *rand.Rand) totals {
 	t.Helper()
 	sent := totals{}
 	for i := 0; i < len(counters); i += 100 {
@@ -198,7 +198,7 @@ const writerPeriod = 2 * time.Millisecond
 // writerPeriod, until stop is closed or it has written maxBatches, and returns what
 // it wrote. It runs while flushers (and servers) are killed: increments that
 // land during a flush must never be orphaned.
-func pacedWriter(ctx context.Context, t *testing.T, write writeFunc, counters []keyschema.Counter, rng *rand.Rand,
+func pacedWriter(ctx context.Context, t *testing.T, write writeFunc, counters []protocol.Counter, rng *rand.Rand,
 	maxBatches int, stop <-chan struct{},
 ) totals {
 	t.Helper()
@@ -228,7 +228,7 @@ func pacedWriter(ctx context.Context, t *testing.T, write writeFunc, counters []
 
 // startWriter runs pacedWriter in a goroutine; the returned func (also run
 // at cleanup) stops it and returns what it wrote.
-func startWriter(ctx context.Context, t *testing.T, write writeFunc, counters []keyschema.Counter, seed uint64,
+func startWriter(ctx context.Context, t *testing.T, write writeFunc, counters []protocol.Counter, seed uint64,
 	maxBatches int,
 ) (stop func() totals) {
 	t.Helper()

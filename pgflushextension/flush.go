@@ -57,7 +57,7 @@ type flushStats struct {
 	// entries are counted in recovered).
 	batches int
 	// counters is the number of counters committed by this tick; rows the
-	// rows upserted per family (indexed by keyschema.Family).
+	// rows upserted per family (indexed by protocol.Family).
 	counters    int
 	rows        [len(families) + 1]int64
 	expired     int

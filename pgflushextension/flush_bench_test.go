@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // benchCountersEnv selects the benchmark size; the default keeps
@@ -84,7 +84,7 @@ func BenchmarkFlush(b *testing.B) {
 // transaction per batch) per strategy. Truncating the tables is not timed.
 func BenchmarkUpsert(b *testing.B) {
 	n := benchCounters(b)
-	schema, err := keyschema.New("bench")
+	schema, err := protocol.New("bench")
 	require.NoError(b, err)
 	var batches []*parsedBatch
 	for start := 0; start < n; start += defaultBatchSize {
@@ -114,7 +114,7 @@ func BenchmarkUpsert(b *testing.B) {
 // userDailyFields returns the staged fields of per-user counters start to
 // end-1 (four event types per user, counts 1 to 97), as seedUserCounters
 // writes them.
-func userDailyFields(schema keyschema.Schema, start, end int) []stagedField {
+func userDailyFields(schema protocol.Schema, start, end int) []stagedField {
 	fields := make([]stagedField, 0, end-start)
 	for i := start; i < end; i++ {
 		fields = append(fields, stagedField{key: schema.Key(benchUserCounter(i)), value: strconv.Itoa(benchUserCount(i))})
@@ -125,12 +125,12 @@ func userDailyFields(schema keyschema.Schema, start, end int) []stagedField {
 var benchEventTypes = [...]string{"page_view", "click", "sign_up", "purchase"}
 
 // benchUserCounter is the i-th per-user counter of the benchmarks.
-func benchUserCounter(i int) keyschema.Counter {
-	return keyschema.Counter{
-		Family:    keyschema.UserDaily,
+func benchUserCounter(i int) protocol.Counter {
+	return protocol.Counter{
+		Family:    protocol.UserDaily,
 		UserID:    "user-" + strconv.Itoa(i/4),
 		EventType: benchEventTypes[i%4],
-		Hour:      keyschema.HourOf(day1) / 24 * 24,
+		Hour:      protocol.HourOf(day1) / 24 * 24,
 	}
 }
 
@@ -138,7 +138,7 @@ func benchUserCount(i int) int { return i%97 + 1 }
 
 // seedUserCounters writes n distinct per-user counters and their pending
 // members, pipelined in chunks (the exporter's layout, not its speed).
-func seedUserCounters(ctx context.Context, b *testing.B, rdb *redis.Client, schema keyschema.Schema, n int) {
+func seedUserCounters(ctx context.Context, b *testing.B, rdb *redis.Client, schema protocol.Schema, n int) {
 	b.Helper()
 	now := float64(time.Now().UnixMilli())
 	for start := 0; start < n; start += seedChunk {
@@ -168,22 +168,22 @@ type familySQL struct {
 	valuesRow string
 }
 
-var familySQLs = map[keyschema.Family]familySQL{
-	keyschema.Daily: {
+var familySQLs = map[protocol.Family]familySQL{
+	protocol.Daily: {
 		table: "analytics_daily", conflict: "(event_type, date)", tmp: "pgflush_tmp_daily",
 		columns:    []string{"event_type", "day", "count"},
 		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_daily (event_type text, day int4, count int8) ON COMMIT DELETE ROWS",
 		selectExpr: "event_type, DATE '1970-01-01' + day, count, now()",
 		valuesRow:  "($%d, DATE '1970-01-01' + $%d::int4, $%d, now())",
 	},
-	keyschema.Hourly: {
+	protocol.Hourly: {
 		table: "analytics_hourly", conflict: "(event_type, hour)", tmp: "pgflush_tmp_hourly",
 		columns:    []string{"event_type", "hour", "count"},
 		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_hourly (event_type text, hour int8, count int8) ON COMMIT DELETE ROWS",
 		selectExpr: "event_type, to_timestamp(hour * 3600), count, now()",
 		valuesRow:  "($%d, to_timestamp($%d::int8 * 3600), $%d, now())",
 	},
-	keyschema.UserDaily: {
+	protocol.UserDaily: {
 		table: "analytics_user_daily", conflict: "(user_id, event_type, date)", tmp: "pgflush_tmp_user_daily",
 		columns:    []string{"user_id", "event_type", "day", "count"},
 		tmpDDL:     "CREATE TEMP TABLE IF NOT EXISTS pgflush_tmp_user_daily (user_id text, event_type text, day int4, count int8) ON COMMIT DELETE ROWS",
@@ -219,9 +219,9 @@ func (s familySQL) onConflict() string {
 // rowValues returns row i's values in the family's column order.
 func rowValues(r *familyRows, i int) []any {
 	switch r.family {
-	case keyschema.Daily:
+	case protocol.Daily:
 		return []any{r.eventTypes[i], r.days[i], r.counts[i]}
-	case keyschema.Hourly:
+	case protocol.Hourly:
 		return []any{r.eventTypes[i], r.hours[i], r.counts[i]}
 	default:
 		return []any{r.userIDs[i], r.eventTypes[i], r.days[i], r.counts[i]}
@@ -321,7 +321,7 @@ func TestUpsertStrategiesAgree(t *testing.T) {
 				st, err := f.flush(ctx)
 				require.NoError(t, err)
 				require.Equal(t, len(incs), st.counters)
-				require.Equal(t, int64(len(incs)), st.rows[keyschema.Daily]+st.rows[keyschema.Hourly]+st.rows[keyschema.UserDaily])
+				require.Equal(t, int64(len(incs)), st.rows[protocol.Daily]+st.rows[protocol.Hourly]+st.rows[protocol.UserDaily])
 			}
 			require.Equal(t, want, env.readTotals(ctx))
 		})
@@ -335,14 +335,14 @@ func TestUpsertValuesSplitsStatements(t *testing.T) {
 	env := newTestEnv(t)
 	f := env.start(env.config())
 	ctx := t.Context()
-	n := maxStatementParams/len(familySQLs[keyschema.UserDaily].columns) + 100
+	n := maxStatementParams/len(familySQLs[protocol.UserDaily].columns) + 100
 	var wantSum int64
 	for i := range n {
 		wantSum += int64(benchUserCount(i))
 	}
 	res, err := applyBatch(ctx, f.pool, upsertValues, newFlushID(time.Now()), parseBatch(env.schema, userDailyFields(env.schema, 0, n)), nil)
 	require.NoError(t, err)
-	require.Equal(t, int64(n), res.rows[keyschema.UserDaily])
+	require.Equal(t, int64(n), res.rows[protocol.UserDaily])
 	var rows, sum int64
 	require.NoError(t, env.db.QueryRow(ctx, "SELECT count(*), sum(count) FROM analytics_user_daily").Scan(&rows, &sum))
 	require.Equal(t, int64(n), rows)

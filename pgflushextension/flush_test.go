@@ -19,7 +19,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadatatest"
 )
@@ -133,7 +133,7 @@ func writer(ctx context.Context, t *testing.T, env *testEnv, seed uint64, maxBat
 		for range n {
 			typ := types[rng.IntN(len(types))]
 			at := day1.Add(time.Duration(rng.IntN(3)) * time.Hour)
-			var c keyschema.Counter
+			var c protocol.Counter
 			switch rng.IntN(3) {
 			case 0:
 				c = daily(typ, at)
@@ -689,7 +689,7 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 	store := env.redisStore()
 	require.NoError(t, env.write(ctx, awkwardIncrements()[:3]...))
 	// Two pending members whose counters expired.
-	for _, c := range []keyschema.Counter{daily("gone", day1), hourly("gone", day1)} {
+	for _, c := range []protocol.Counter{daily("gone", day1), hourly("gone", day1)} {
 		require.NoError(t, env.rdb.ZAdd(ctx, env.schema.PendingKey(), redisZ(time.Now(), env.schema.Key(c))).Err())
 	}
 	id := newFlushID(time.Now())

@@ -27,7 +27,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
@@ -58,7 +58,7 @@ const testCounterTTL = 24 * time.Hour
 
 // increment is one counter increment of an exporter batch.
 type increment struct {
-	counter keyschema.Counter
+	counter protocol.Counter
 	n       int64
 }
 
@@ -72,27 +72,27 @@ func (t totals) add(incs ...increment) {
 }
 
 // rowKey names a counter's row the way readTotals does.
-func rowKey(c keyschema.Counter) string {
+func rowKey(c protocol.Counter) string {
 	switch c.Family {
-	case keyschema.Daily:
+	case protocol.Daily:
 		return fmt.Sprintf("daily|%s|%s", c.EventType, c.Start().Format(time.DateOnly))
-	case keyschema.Hourly:
+	case protocol.Hourly:
 		return fmt.Sprintf("hourly|%s|%s", c.EventType, c.Start().Format("2006-01-02T15"))
 	default:
 		return fmt.Sprintf("user_daily|%s|%s|%s", c.UserID, c.EventType, c.Start().Format(time.DateOnly))
 	}
 }
 
-func daily(eventType string, day time.Time) keyschema.Counter {
-	return keyschema.Counter{Family: keyschema.Daily, EventType: eventType, Hour: keyschema.HourOf(day) / 24 * 24}
+func daily(eventType string, day time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.Daily, EventType: eventType, Hour: protocol.HourOf(day) / 24 * 24}
 }
 
-func hourly(eventType string, at time.Time) keyschema.Counter {
-	return keyschema.Counter{Family: keyschema.Hourly, EventType: eventType, Hour: keyschema.HourOf(at)}
+func hourly(eventType string, at time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.Hourly, EventType: eventType, Hour: protocol.HourOf(at)}
 }
 
-func userDaily(user, eventType string, day time.Time) keyschema.Counter {
-	return keyschema.Counter{Family: keyschema.UserDaily, UserID: user, EventType: eventType, Hour: keyschema.HourOf(day) / 24 * 24}
+func userDaily(user, eventType string, day time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.UserDaily, UserID: user, EventType: eventType, Hour: protocol.HourOf(day) / 24 * 24}
 }
 
 // testEnv is one test's isolated Redis prefix and PostgreSQL database.
@@ -100,7 +100,7 @@ type testEnv struct {
 	t      testing.TB
 	rdb    *redis.Client
 	prefix string
-	schema keyschema.Schema
+	schema protocol.Schema
 	dsn    string
 	db     *pgxpool.Pool
 	redis  string // Redis endpoint
@@ -122,7 +122,7 @@ func newTestEnv(t testing.TB) *testEnv {
 
 func newTestEnvWith(t testing.TB, rdb *redis.Client, prefix, redisEndpoint, dsn string) *testEnv {
 	t.Helper()
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
 	db, err := pgxpool.New(context.Background(), dsn)
 	require.NoError(t, err)
@@ -188,7 +188,7 @@ func (e *testEnv) write(ctx context.Context, incs ...increment) error {
 	return writeBatch(ctx, e.rdb, e.schema, time.Now(), incs...)
 }
 
-func writeBatch(ctx context.Context, rdb redis.Scripter, schema keyschema.Schema, now time.Time, incs ...increment) error {
+func writeBatch(ctx context.Context, rdb redis.Scripter, schema protocol.Schema, now time.Time, incs ...increment) error {
 	keys := make([]string, 0, len(incs)+1)
 	args := make([]any, 0, len(incs)+2)
 	keys = append(keys, schema.PendingKey())

@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 )
 
@@ -262,13 +262,13 @@ type redisStore struct {
 	// runner runs STAGE, CLEANUP and the claims of recovery, waiting for
 	// replicas when configured.
 	runner *redisconn.ScriptRunner
-	schema keyschema.Schema
+	schema protocol.Schema
 	// counterPrefix and userPrefix are the key prefixes of the counter keys.
 	counterPrefix string
 	userPrefix    string
 }
 
-func newRedisStore(client redis.UniversalClient, runner *redisconn.ScriptRunner, schema keyschema.Schema) *redisStore {
+func newRedisStore(client redis.UniversalClient, runner *redisconn.ScriptRunner, schema protocol.Schema) *redisStore {
 	p := schema.Prefix()
 	return &redisStore{client: client, runner: runner, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
 }

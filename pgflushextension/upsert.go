@@ -15,13 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // families lists the counter families in the order they are upserted. A fixed
 // order (and rows sorted by primary key inside each family) makes concurrent
 // flushers lock rows in the same order, so they do not deadlock.
-var families = [...]keyschema.Family{keyschema.Daily, keyschema.Hourly, keyschema.UserDaily}
+var families = [...]protocol.Family{protocol.Daily, protocol.Hourly, protocol.UserDaily}
 
 // Keys that rows are aggregated by (the tables' primary keys). Day is days
 // and hour is hours since the Unix epoch, UTC.
@@ -45,7 +45,7 @@ type (
 // to be sent as arrays. userIDs is set for the user_daily family only; days
 // for daily and user_daily, hours for hourly.
 type familyRows struct {
-	family     keyschema.Family
+	family     protocol.Family
 	userIDs    []string
 	eventTypes []string
 	days       []int32
@@ -74,7 +74,7 @@ const maxQuarantineSample = 10
 // primary key. A field that cannot be stored is never dropped: it becomes a
 // quarantine write (HINCRBY of its count under the raw key, or HSET of the raw
 // value when it is not an integer).
-func parseBatch(schema keyschema.Schema, fields []stagedField) *parsedBatch {
+func parseBatch(schema protocol.Schema, fields []stagedField) *parsedBatch {
 	b := &parsedBatch{
 		daily:  make(map[dayKey]int64),
 		hourly: make(map[hourKey]int64),
@@ -98,19 +98,19 @@ func parseBatch(schema keyschema.Schema, fields []stagedField) *parsedBatch {
 		}
 		b.counters++
 		switch c.Family {
-		case keyschema.Daily:
-			b.daily[dayKey{c.EventType, int32(c.Day())}] += n //nolint:gosec // keyschema years are 0000-9999: days fit in int32
-		case keyschema.Hourly:
+		case protocol.Daily:
+			b.daily[dayKey{c.EventType, int32(c.Day())}] += n //nolint:gosec // key schema years are 0000-9999: days fit in int32
+		case protocol.Hourly:
 			b.hourly[hourKey{c.EventType, c.Hour}] += n
-		case keyschema.UserDaily:
-			b.userDaily[userDayKey{c.UserID, c.EventType, int32(c.Day())}] += n //nolint:gosec // keyschema years are 0000-9999: days fit in int32
+		case protocol.UserDaily:
+			b.userDaily[userDayKey{c.UserID, c.EventType, int32(c.Day())}] += n //nolint:gosec // key schema years are 0000-9999: days fit in int32
 		}
 	}
 	return b
 }
 
 // storableText reports whether s can be stored in a PostgreSQL text column
-// (UTF-8 without NUL); keyschema keys may carry any bytes.
+// (UTF-8 without NUL); key schema keys may carry any bytes.
 func storableText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
@@ -123,22 +123,22 @@ func (b *parsedBatch) addQuarantine(op quarantineOp, reason string) {
 }
 
 // rows returns the family's rows sorted by primary key.
-func (b *parsedBatch) rows(f keyschema.Family) *familyRows {
+func (b *parsedBatch) rows(f protocol.Family) *familyRows {
 	r := &familyRows{family: f}
 	switch f {
-	case keyschema.Daily:
+	case protocol.Daily:
 		rows := sortedRows(b.daily, dayKey.compare)
 		r.eventTypes, r.days, r.counts = make([]string, len(rows)), make([]int32, len(rows)), make([]int64, len(rows))
 		for i, row := range rows {
 			r.eventTypes[i], r.days[i], r.counts[i] = row.key.eventType, row.key.day, row.count
 		}
-	case keyschema.Hourly:
+	case protocol.Hourly:
 		rows := sortedRows(b.hourly, hourKey.compare)
 		r.eventTypes, r.hours, r.counts = make([]string, len(rows)), make([]int64, len(rows)), make([]int64, len(rows))
 		for i, row := range rows {
 			r.eventTypes[i], r.hours[i], r.counts[i] = row.key.eventType, row.key.hour, row.count
 		}
-	case keyschema.UserDaily:
+	case protocol.UserDaily:
 		rows := sortedRows(b.userDaily, userDayKey.compare)
 		r.userIDs, r.eventTypes, r.days, r.counts = make([]string, len(rows)), make([]string, len(rows)), make([]int32, len(rows)), make([]int64, len(rows))
 		for i, row := range rows {
@@ -219,11 +219,11 @@ func upsertUnnest(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) 
 		err error
 	)
 	switch r.family {
-	case keyschema.Daily:
+	case protocol.Daily:
 		tag, err = tx.Exec(ctx, upsertDailySQL, r.eventTypes, r.days, r.counts)
-	case keyschema.Hourly:
+	case protocol.Hourly:
 		tag, err = tx.Exec(ctx, upsertHourlySQL, r.eventTypes, r.hours, r.counts)
-	case keyschema.UserDaily:
+	case protocol.UserDaily:
 		tag, err = tx.Exec(ctx, upsertUserDailySQL, r.userIDs, r.eventTypes, r.days, r.counts)
 	default:
 		return 0, fmt.Errorf("unknown family %s", r.family)

@@ -7,12 +7,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
-func testSchema(t testing.TB) keyschema.Schema {
+func testSchema(t testing.TB) protocol.Schema {
 	t.Helper()
-	s, err := keyschema.New("analytics")
+	s, err := protocol.New("analytics")
 	require.NoError(t, err)
 	return s
 }
@@ -37,17 +37,17 @@ func TestParseBatchAggregatesAndSorts(t *testing.T) {
 	assert.Equal(t, len(fields), b.counters)
 	assert.Empty(t, b.quarantine)
 
-	d := b.rows(keyschema.Daily)
+	d := b.rows(protocol.Daily)
 	assert.Equal(t, []string{"a", "a", "b"}, d.eventTypes)
-	day := int32(keyschema.HourOf(day1) / 24) //nolint:gosec // a 2025 date fits
+	day := int32(protocol.HourOf(day1) / 24) //nolint:gosec // a 2025 date fits
 	assert.Equal(t, []int32{day, day + 1, day}, d.days)
 	assert.Equal(t, []int64{10, 3, 2}, d.counts)
 
-	h := b.rows(keyschema.Hourly)
-	assert.Equal(t, []int64{keyschema.HourOf(day1), keyschema.HourOf(day2)}, h.hours)
+	h := b.rows(protocol.Hourly)
+	assert.Equal(t, []int64{protocol.HourOf(day1), protocol.HourOf(day2)}, h.hours)
 	assert.Equal(t, []int64{-1, 1}, h.counts)
 
-	u := b.rows(keyschema.UserDaily)
+	u := b.rows(protocol.UserDaily)
 	assert.Equal(t, []string{"adam", "zoë"}, u.userIDs)
 	assert.Equal(t, []int64{8, 9}, u.counts)
 }
@@ -97,7 +97,7 @@ func TestParseBatchBoundsLogSample(t *testing.T) {
 // FuzzParseBatch checks that every staged field is either counted or
 // quarantined (never dropped) and that the aggregated rows add up.
 func FuzzParseBatch(f *testing.F) {
-	s, err := keyschema.New("analytics")
+	s, err := protocol.New("analytics")
 	require.NoError(f, err)
 	f.Add("analytics:counter:page_view:2025-06-01", "5")
 	f.Add("analytics:counter:a%3Ab:2025-06-01:23", "-3")

@@ -3,28 +3,7 @@ package redisanalyticsexporter
 import (
 	"strconv"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
-)
-
-// Positions (0-based) in the script's KEYS (see apply.go): the batch markers
-// (one per request of the group) follow the pending set, the resource
-// markers follow the batch markers, the counter keys follow the resource
-// markers. encode builds KEYS from these, so they cannot drift from it.
-const (
-	// batchKeysOffset is the index of the first batch marker in KEYS; the
-	// pending set is KEYS[0].
-	batchKeysOffset = 1
-)
-
-// Positions (0-based) in the script's ARGV (see apply.go), as encode builds it.
-const (
-	argCounterTTL = iota
-	argBatchMarkerTTL
-	argNumBatches
-	argNumMarkers
-	argDedupWindow
-	// counterArgsOffset is the index of the first increment in ARGV.
-	counterArgsOffset
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 const (
@@ -242,17 +221,13 @@ type aggregator struct {
 	userDaily map[userBucket]int64
 	days      []hourCount // scratch: one pair's events per day
 
-	// Script arguments built by encode, reused across pushes.
-	keyBuf []byte
-	keys   []string
-	args   []any
-	// keyEnds[i] is where counter key i ends in keyBuf.
-	keyEnds []int
-	incrs   []int64
+	// call holds the script arguments built by encode, reused across pushes.
+	call *protocol.ApplyCall
 }
 
-func newAggregator() *aggregator {
+func newAggregator(schema protocol.Schema) *aggregator {
 	return &aggregator{
+		call:        protocol.NewApplyCall(schema),
 		pairCounter: newPairCounter(),
 		typeIdx:     make(map[string]int32),
 		hourly:      make(map[typeHour]int64),
@@ -276,10 +251,7 @@ func (a *aggregator) reset() {
 	clear(a.hourly)
 	clear(a.daily)
 	clear(a.userDaily)
-	clear(a.keys)
-	clear(a.args)
-	a.keys, a.args = a.keys[:0], a.args[:0]
-	a.keyBuf, a.keyEnds, a.incrs = a.keyBuf[:0], a.keyEnds[:0], a.incrs[:0]
+	a.call.Reset()
 }
 
 // reusable reports whether the aggregator is small enough to keep pooled.
@@ -414,58 +386,27 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 	a.days = append(a.days, hourCount{hour: day, n: n})
 }
 
-// encode builds the script's KEYS and ARGV (see apply.go): KEYS =
-// [pending, batch markers..., resource markers..., counter keys...], ARGV =
-// [ttl, batch marker ttl, number of batch markers, number of resource
-// markers, dedup window, increments...]. The resource markers are those
-// chosen by selectMarkers. All counter keys are substrings of one string, so
-// they cost one allocation per push. The slices stay valid until reset.
-func (a *aggregator) encode(schema keyschema.Schema, batchKeys []string, ttlSeconds, markerSeconds, dedupSeconds int64) {
-	appendKey := func(c keyschema.Counter, n int64) {
-		a.keyBuf = schema.AppendKey(a.keyBuf, c)
-		a.keyEnds = append(a.keyEnds, len(a.keyBuf))
-		a.incrs = append(a.incrs, n)
+// encode builds the script call (protocol.ApplyCall): the batch markers of
+// batchIDs, the resource markers chosen by selectMarkers, and one increment
+// per counter key.
+func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs) {
+	a.call.Reset()
+	for _, id := range batchIDs {
+		a.call.AddBatch(id)
+	}
+	for _, i := range a.markerRes {
+		a.call.AddResourceMarker(a.res[i].fp.hi, a.res[i].fp.lo)
 	}
 	for b, n := range a.daily {
-		appendKey(keyschema.Counter{Family: keyschema.Daily, EventType: a.types[b.typ], Hour: b.hour}, n)
+		a.call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: a.types[b.typ], Hour: b.hour}, n)
 	}
 	for b, n := range a.hourly {
-		appendKey(keyschema.Counter{Family: keyschema.Hourly, EventType: a.types[b.typ], Hour: b.hour}, n)
+		a.call.AddCounter(protocol.Counter{Family: protocol.Hourly, EventType: a.types[b.typ], Hour: b.hour}, n)
 	}
 	for b, n := range a.userDaily {
-		appendKey(keyschema.Counter{Family: keyschema.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n)
+		a.call.AddCounter(protocol.Counter{Family: protocol.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n)
 	}
-
-	countersEnd := len(a.keyBuf)
-	if len(a.markerRes) > 0 {
-		markerPrefix := schema.ResourceKey("")
-		for _, i := range a.markerRes {
-			a.keyBuf = append(a.keyBuf, markerPrefix...)
-			a.keyBuf = a.res[i].fp.appendHex(a.keyBuf)
-		}
-	}
-
-	all := string(a.keyBuf)
-	a.keys = append(a.keys, schema.PendingKey())
-	a.keys = append(a.keys, batchKeys...)
-	markerLen := (len(a.keyBuf) - countersEnd) / max(len(a.markerRes), 1)
-	for j := range a.markerRes {
-		start := countersEnd + j*markerLen
-		a.keys = append(a.keys, all[start:start+markerLen])
-	}
-	var argHead [counterArgsOffset]any
-	argHead[argCounterTTL] = ttlSeconds
-	argHead[argBatchMarkerTTL] = markerSeconds
-	argHead[argNumBatches] = int64(len(batchKeys))
-	argHead[argNumMarkers] = int64(len(a.markerRes))
-	argHead[argDedupWindow] = dedupSeconds
-	a.args = append(a.args, argHead[:]...)
-	start := 0
-	for i, end := range a.keyEnds {
-		a.keys = append(a.keys, all[start:end])
-		a.args = append(a.args, a.incrs[i])
-		start = end
-	}
+	a.call.Build(ttls)
 }
 
 func floorMod(a, b int64) int64 {

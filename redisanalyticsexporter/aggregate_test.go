@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // logRecord describes one record for newLogs.
@@ -42,8 +42,8 @@ func newLogs(groups ...[]logRecord) plog.Logs {
 	return ld
 }
 
-func key(c keyschema.Counter) string {
-	s, _ := keyschema.New(keyschema.DefaultPrefix)
+func key(c protocol.Counter) string {
+	s, _ := protocol.New(protocol.DefaultPrefix)
 	return s.Key(c)
 }
 
@@ -57,20 +57,20 @@ func TestAggregateFoldsAcrossResourcesAndScopes(t *testing.T) {
 		[]logRecord{{"view", "u1", h9}, {"buy", "", h10}, {"view", "u1", next}},
 	)
 	got, dropped := counters(t, createDefaultConfig().(*Config), logsFill(ld), tsNow)
-	hour := keyschema.HourOf(h9)
+	hour := protocol.HourOf(h9)
 	day := hour - hour%24
 	nextDay := day + 24
 	want := map[string]int64{
-		key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: day}):                       4,
-		key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: nextDay}):                   1,
-		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: day}):                        1,
-		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour}):                     3,
-		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour + 1}):                 1,
-		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: nextDay}):                  1,
-		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: hour + 1}):                  1,
-		key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u1", Hour: day}):     3,
-		key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u2", Hour: day}):     1,
-		key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u1", Hour: nextDay}): 1,
+		key(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day}):                       4,
+		key(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: nextDay}):                   1,
+		key(protocol.Counter{Family: protocol.Daily, EventType: "buy", Hour: day}):                        1,
+		key(protocol.Counter{Family: protocol.Hourly, EventType: "view", Hour: hour}):                     3,
+		key(protocol.Counter{Family: protocol.Hourly, EventType: "view", Hour: hour + 1}):                 1,
+		key(protocol.Counter{Family: protocol.Hourly, EventType: "view", Hour: nextDay}):                  1,
+		key(protocol.Counter{Family: protocol.Hourly, EventType: "buy", Hour: hour + 1}):                  1,
+		key(protocol.Counter{Family: protocol.UserDaily, EventType: "view", UserID: "u1", Hour: day}):     3,
+		key(protocol.Counter{Family: protocol.UserDaily, EventType: "view", UserID: "u2", Hour: day}):     1,
+		key(protocol.Counter{Family: protocol.UserDaily, EventType: "view", UserID: "u1", Hour: nextDay}): 1,
 	}
 	assert.Equal(t, want, got)
 	assert.Empty(t, dropped)
@@ -93,37 +93,36 @@ func TestAggregateManyRecordsOneKeyEach(t *testing.T) {
 func TestAggregatorReuse(t *testing.T) {
 	t.Parallel()
 	cfg := createDefaultConfig().(*Config)
-	schema, err := keyschema.New(cfg.KeyPrefix)
+	schema, err := protocol.New(cfg.KeyPrefix)
 	require.NoError(t, err)
 	m := newMapper(cfg)
-	a := newAggregator()
+	a := newAggregator(testSchema)
 
 	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, []string{""}, 10, 30, 40)
-	assert.Len(t, a.keys, a.counterKeysStart()+3)
+	a.encode([]string{"b1"}, testTTLs)
+	assert.Len(t, a.call.Keys(), a.counterKeysStart()+3)
 	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
 
 	a.reset()
 	a.addLogs(newLogs([]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, []string{""}, 10, 30, 40)
-	a.setBatchKey(schema.BatchKey("b1"))
+	a.encode([]string{"b1"}, testTTLs)
 	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
 	assert.Equal(t, int64(1), a.counted)
-	require.Len(t, a.keys, a.counterKeysStart()+2)
-	assert.Equal(t, schema.PendingKey(), a.keys[0])
-	assert.Equal(t, schema.BatchKey("b1"), a.keys[batchKeyIndex])
+	require.Len(t, a.call.Keys(), a.counterKeysStart()+2)
+	assert.Equal(t, schema.PendingKey(), a.call.Keys()[0])
+	assert.Equal(t, schema.BatchKey("b1"), a.call.Keys()[batchKeyIndex])
 	assert.ElementsMatch(t, []string{
-		key(keyschema.Counter{Family: keyschema.Daily, EventType: "buy", Hour: keyschema.HourOf(tsRecord) / 24 * 24}),
-		key(keyschema.Counter{Family: keyschema.Hourly, EventType: "buy", Hour: keyschema.HourOf(tsRecord)}),
-	}, a.keys[a.counterKeysStart():])
-	assert.Equal(t, []any{int64(10), int64(30), int64(1), int64(0), int64(40), int64(1), int64(1)}, a.args)
+		key(protocol.Counter{Family: protocol.Daily, EventType: "buy", Hour: protocol.HourOf(tsRecord) / 24 * 24}),
+		key(protocol.Counter{Family: protocol.Hourly, EventType: "buy", Hour: protocol.HourOf(tsRecord)}),
+	}, a.call.Keys()[a.counterKeysStart():])
+	assert.Equal(t, []any{int64(10), int64(30), int64(1), int64(0), int64(40), int64(1), int64(1)}, a.call.Args())
 }
 
 func TestAggregatorReusable(t *testing.T) {
 	t.Parallel()
-	a := newAggregator()
+	a := newAggregator(testSchema)
 	assert.True(t, a.reusable())
 	for i := range maxPooledEntries + 1 {
 		k := pairKey{typ: "view", user: userRef{num: int64(i), kind: userInt}}
@@ -133,7 +132,7 @@ func TestAggregatorReusable(t *testing.T) {
 }
 
 // FuzzMapping feeds arbitrary attribute values through mapping and
-// aggregation: nothing panics, and every key parses back with keyschema to
+// aggregation: nothing panics, and every key parses back with protocol.Schema to
 // the event type and user id the record carried.
 func FuzzMapping(f *testing.F) {
 	f.Add("signup", "", "u1", "", int64(0), false, uint64(1_748_769_300_000_000_000))
@@ -143,7 +142,7 @@ func FuzzMapping(f *testing.F) {
 	f.Add("a%3Ab", "", "%", "", int64(0), false, uint64(42))
 	f.Fuzz(func(t *testing.T, eventName, attrType, user, resUser string, userNum int64, intUser bool, ts uint64) {
 		cfg := createDefaultConfig().(*Config)
-		schema, err := keyschema.New(cfg.KeyPrefix)
+		schema, err := protocol.New(cfg.KeyPrefix)
 		require.NoError(t, err)
 		ld := plog.NewLogs()
 		rl := ld.ResourceLogs().AppendEmpty()
@@ -171,35 +170,36 @@ func FuzzMapping(f *testing.F) {
 		}
 
 		m := newMapper(cfg)
-		a := newAggregator()
+		a := newAggregator(testSchema)
 		a.addLogs(ld, &m, tsNow.UnixNano())
 		a.finalize(&m)
-		a.encode(schema, []string{""}, 1, 3, 4)
+		a.encode([]string{"b1"}, testTTLs)
 
 		switch {
 		case wantType == "":
 			require.Equal(t, int64(1), a.dropped[reasonMissingEventType])
-			require.Len(t, a.keys, a.counterKeysStart())
+			require.Len(t, a.call.Keys(), a.counterKeysStart())
 			return
 		case !validValue(wantType) || !validValue(wantUser):
 			require.Equal(t, int64(1), a.dropped[reasonInvalidValue])
-			require.Len(t, a.keys, a.counterKeysStart())
+			require.Len(t, a.call.Keys(), a.counterKeysStart())
 			return
 		}
 		wantKeys := 2
 		if wantUser != "" {
 			wantKeys = 3
 		}
-		require.Len(t, a.keys, a.counterKeysStart()+wantKeys)
-		for i, k := range a.keys[a.counterKeysStart():] {
+		require.Len(t, a.call.Keys(), a.counterKeysStart()+wantKeys)
+		incrs := a.call.Args()[counterArgsOffset:]
+		for i, k := range a.call.Keys()[a.counterKeysStart():] {
 			c, err := schema.Parse(k)
 			require.NoError(t, err, k)
 			require.Equal(t, wantType, c.EventType, k)
-			if c.Family == keyschema.UserDaily {
+			if c.Family == protocol.UserDaily {
 				require.Equal(t, wantUser, c.UserID, k)
 			}
-			require.True(t, keyschema.ValidHour(c.Hour))
-			require.Equal(t, int64(1), a.incrs[i])
+			require.True(t, protocol.ValidHour(c.Hour))
+			require.Equal(t, int64(1), incrs[i].(int64))
 		}
 	})
 }
@@ -217,15 +217,15 @@ func TestAggregateBackfillBeyondPairHours(t *testing.T) {
 	got, dropped := counters(t, createDefaultConfig().(*Config), logsFill(newLogs(records)), tsNow)
 	assert.Equal(t, map[string]int64{"invalid_value": hours}, dropped)
 
-	schema, err := keyschema.New(keyschema.DefaultPrefix)
+	schema, err := protocol.New(protocol.DefaultPrefix)
 	require.NoError(t, err)
 	want := map[string]int64{}
 	for h := range hours {
-		hour := keyschema.HourOf(tsRecord) + int64(h)
+		hour := protocol.HourOf(tsRecord) + int64(h)
 		day := hour - hour%24
-		want[schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour})] = 2
-		want[schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: day})] += 2
-		want[schema.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "view", UserID: "u1", Hour: day})] += 2
+		want[schema.Key(protocol.Counter{Family: protocol.Hourly, EventType: "view", Hour: hour})] = 2
+		want[schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day})] += 2
+		want[schema.Key(protocol.Counter{Family: protocol.UserDaily, EventType: "view", UserID: "u1", Hour: day})] += 2
 	}
 	assert.Equal(t, want, got)
 }

@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 )
 
@@ -102,10 +102,10 @@ var _ confmap.Validator = (*Config)(nil)
 // themselves when the collector calls confmap.Validate.
 func (c *Config) Validate() error {
 	var errs []error
-	if err := keyschema.ValidatePrefix(c.KeyPrefix); err != nil {
+	if err := protocol.ValidatePrefix(c.KeyPrefix); err != nil {
 		errs = append(errs, fmt.Errorf(`"key_prefix": %w`, err))
 	}
-	if err := c.ClientConfig.ValidateKeyPrefix(c.KeyPrefix); err != nil {
+	if err := protocol.ValidatePrefixFor(c.KeyPrefix, c.ClientConfig.Cluster); err != nil {
 		errs = append(errs, err)
 	}
 	if w := c.ClientConfig.WaitTimeout; c.ClientConfig.WaitReplicas > 0 && c.TimeoutConfig.Timeout > 0 && w >= c.TimeoutConfig.Timeout {

@@ -14,7 +14,7 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 )
@@ -37,7 +37,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.True(t, cfg.RetryConfig.Enabled)
 	assert.Equal(t, []string{"log.record.uid"}, cfg.RecordIDAttributes)
 	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.ClientConfig)
-	assert.Equal(t, keyschema.DefaultPrefix, cfg.KeyPrefix)
+	assert.Equal(t, protocol.DefaultPrefix, cfg.KeyPrefix)
 	assert.Equal(t, 7*24*time.Hour, cfg.TTL)
 	assert.Equal(t, 10*time.Minute, cfg.DedupWindow)
 	assert.False(t, cfg.ReleaseRecords)

@@ -29,7 +29,7 @@ import (
 // into its identified records, fingerprinted together with xxh3-128 over
 // their identities in order, and the rest, which get no fingerprint. The
 // apply script sets one marker per fingerprinted entry
-// (keyschema.ResourceKey), living dedup_window: an entry whose marker exists
+// (protocol.ResourceKey), living dedup_window: an entry whose marker exists
 // was counted before and is dropped (reason duplicate). Records without an
 // identity are counted at least once: a crash between the Redis apply and
 // the answer counts their resend again (the events_without_identity

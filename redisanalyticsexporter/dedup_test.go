@@ -22,7 +22,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
@@ -57,7 +57,7 @@ func resourceFPs(ld plog.Logs) []resFP {
 
 func resourceFPsWith(cfg *Config, ld plog.Logs) []resFP {
 	m := newMapper(cfg)
-	a := newAggregator()
+	a := newAggregator(testSchema)
 	a.addLogs(ld, &m, tsNow.UnixNano())
 	out := make([]resFP, len(a.res))
 	for i, r := range a.res {
@@ -178,7 +178,7 @@ func dedupTraces(typ string, groups ...int) ptrace.Traces {
 
 func spanFPs(td ptrace.Traces) []resFP {
 	m := newMapper(createDefaultConfig().(*Config))
-	a := newAggregator()
+	a := newAggregator(testSchema)
 	a.addTraces(td, &m, tsNow.UnixNano())
 	out := make([]resFP, len(a.res))
 	for i, r := range a.res {
@@ -269,7 +269,7 @@ func TestResendOfResourceEntriesCountsOnce(t *testing.T) {
 	calls := rec.scriptCalls()
 	require.Len(t, calls, 3, "one call for A; for the merged batch: duplicates found, then applied")
 	assert.Equal(t, 3, scriptMarkers(t, calls[1]))
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
 	for _, k := range scriptKeys(t, calls[1])[markerKeysOffset : markerKeysOffset+3] {
 		assert.Regexp(t, "^"+regexp.QuoteMeta(schema.ResourceKey(""))+"[0-9a-f]{32}$", k)

@@ -19,7 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 )
@@ -32,18 +32,16 @@ type redisAnalyticsExporter struct {
 	cfg       *Config
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
-	schema    keyschema.Schema
+	schema    protocol.Schema
 	mapper    mapper
-	script    *redisconn.Script
 	// now is the clock for records without a timestamp and for pending scores.
 	now func() time.Time
 	// hooks are added to the Redis client at start (tests observe or break
 	// commands with them).
 	hooks []redis.Hook
 
-	ttlSeconds    int64
-	markerSeconds int64
-	dedupSeconds  int64
+	// ttls are the lifetimes of counters and markers the script sets.
+	ttls protocol.ApplyTTLs
 
 	// attrs are the precomputed metric attribute sets of this signal.
 	attrs signalAttrs
@@ -82,7 +80,7 @@ func newSignalAttrs(signal string) signalAttrs {
 }
 
 func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string) (*redisAnalyticsExporter, error) {
-	schema, err := keyschema.New(cfg.KeyPrefix)
+	schema, err := protocol.New(cfg.KeyPrefix)
 	if err != nil { // Validate rejects this first; kept for direct callers
 		return nil, fmt.Errorf("key_prefix: %w", err)
 	}
@@ -92,19 +90,16 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 	}
 	markerTTL := cfg.batchMarkerTTL()
 	e := &redisAnalyticsExporter{
-		cfg:           cfg,
-		logger:        set.Logger,
-		telemetry:     tb,
-		schema:        schema,
-		mapper:        newMapper(cfg),
-		script:        redisconn.NewScript(applySource),
-		now:           time.Now,
-		ttlSeconds:    ceilSeconds(cfg.TTL),
-		markerSeconds: ceilSeconds(markerTTL),
-		dedupSeconds:  ceilSeconds(cfg.DedupWindow),
-		attrs:         newSignalAttrs(signal),
-		converters:    sync.Pool{New: func() any { return newConverter() }},
-		aggregators:   sync.Pool{New: func() any { return newAggregator() }},
+		cfg:         cfg,
+		logger:      set.Logger,
+		telemetry:   tb,
+		schema:      schema,
+		mapper:      newMapper(cfg),
+		now:         time.Now,
+		ttls:        protocol.ApplyTTLs{Counter: cfg.TTL, BatchMarker: markerTTL, ResourceMarker: cfg.DedupWindow},
+		attrs:       newSignalAttrs(signal),
+		converters:  sync.Pool{New: func() any { return newConverter() }},
+		aggregators: sync.Pool{New: func() any { return newAggregator(schema) }},
 	}
 	e.committer = newCommitter(e.applyGroup)
 	return e, nil
@@ -166,7 +161,7 @@ const minTTLIntervals = 10
 func (e *redisAnalyticsExporter) checkFlushers(host component.Host) {
 	var flushers, samePrefix int
 	for id, ext := range host.GetExtensions() {
-		f, ok := ext.(keyschema.Flusher)
+		f, ok := ext.(protocol.Flusher)
 		if !ok {
 			continue
 		}
@@ -257,13 +252,4 @@ func newBatchID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b[:])
-}
-
-// ceilSeconds rounds d up to whole seconds (Redis TTLs are in seconds).
-func ceilSeconds(d time.Duration) int64 {
-	s := int64(d / time.Second)
-	if d%time.Second != 0 {
-		s++
-	}
-	return max(s, 1)
 }

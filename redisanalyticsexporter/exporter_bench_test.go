@@ -23,7 +23,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 )
@@ -78,14 +78,12 @@ func realisticLogs(users int) plog.Logs {
 // goroutine), then the push's aggregation and script arguments.
 func BenchmarkAggregate(b *testing.B) {
 	cfg := createDefaultConfig().(*Config)
-	schema, err := keyschema.New(cfg.KeyPrefix)
-	require.NoError(b, err)
 	m := newMapper(cfg)
 	for _, users := range benchUserCounts {
 		b.Run("users="+strconv.Itoa(users), func(b *testing.B) {
 			ld := realisticLogs(users)
 			c := newConverter()
-			a := newAggregator()
+			a := newAggregator(testSchema)
 			now := time.Now()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -94,7 +92,7 @@ func BenchmarkAggregate(b *testing.B) {
 				a.fold(req, 0)
 				_ = a.selectMarkers()
 				a.finalize(&m)
-				a.encode(schema, []string{""}, 3600, 370, 600)
+				a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 3600 * time.Second, BatchMarker: 370 * time.Second, ResourceMarker: 600 * time.Second})
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")

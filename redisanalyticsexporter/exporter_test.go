@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,8 +32,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
-	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
@@ -264,19 +262,19 @@ func scaled(want map[string]int64, n int64) map[string]int64 {
 // expectedCounters is what sampleLogs(prefix) must produce.
 func expectedCounters(t *testing.T, prefix string) map[string]int64 {
 	t.Helper()
-	s, err := keyschema.New(prefix)
+	s, err := protocol.New(prefix)
 	require.NoError(t, err)
-	hour := keyschema.HourOf(tsRecord)
+	hour := protocol.HourOf(tsRecord)
 	day := hour - hour%24
 	return map[string]int64{
-		s.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "page_view", Hour: day}):                    5,
-		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "page_view", Hour: hour}):                  3,
-		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "page_view", Hour: hour + 1}):              2,
-		s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "page_view", UserID: "u1", Hour: day}):  4,
-		s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "page_view", UserID: "u:2", Hour: day}): 1,
-		s.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "signup", Hour: day}):                       1,
-		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "signup", Hour: hour}):                     1,
-		s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "signup", UserID: "u1", Hour: day}):     1,
+		s.Key(protocol.Counter{Family: protocol.Daily, EventType: "page_view", Hour: day}):                    5,
+		s.Key(protocol.Counter{Family: protocol.Hourly, EventType: "page_view", Hour: hour}):                  3,
+		s.Key(protocol.Counter{Family: protocol.Hourly, EventType: "page_view", Hour: hour + 1}):              2,
+		s.Key(protocol.Counter{Family: protocol.UserDaily, EventType: "page_view", UserID: "u1", Hour: day}):  4,
+		s.Key(protocol.Counter{Family: protocol.UserDaily, EventType: "page_view", UserID: "u:2", Hour: day}): 1,
+		s.Key(protocol.Counter{Family: protocol.Daily, EventType: "signup", Hour: day}):                       1,
+		s.Key(protocol.Counter{Family: protocol.Hourly, EventType: "signup", Hour: hour}):                     1,
+		s.Key(protocol.Counter{Family: protocol.UserDaily, EventType: "signup", UserID: "u1", Hour: day}):     1,
 	}
 }
 
@@ -361,7 +359,7 @@ func TestFactoryExportersCountIntoRedis(t *testing.T) {
 			// Redis knows the script before the first push, so that no
 			// EVALSHA gets NOSCRIPT (and an EVAL) whatever ran before: two
 			// pushes are exactly two commands.
-			require.NoError(t, client.ScriptLoad(t.Context(), applySource).Err())
+			require.NoError(t, protocol.LoadApplyScript(t.Context(), client))
 			cfg := testConfig(testservers.RedisEndpoint(), prefix)
 			cfg.QueueConfig = configoptional.Some(exporterhelper.NewDefaultQueueConfig())
 			cfg.QueueConfig.Get().WaitForResult = true
@@ -399,12 +397,12 @@ func TestFactoryExportersCountIntoRedis(t *testing.T) {
 				assert.LessOrEqual(t, ttl, cfg.TTL, key)
 			}
 
-			schema, err := keyschema.New(prefix)
+			schema, err := protocol.New(prefix)
 			require.NoError(t, err)
 			pending, err := client.ZRangeWithScores(ctx, schema.PendingKey(), 0, -1).Result()
 			require.NoError(t, err)
 			members := make([]string, 0, len(pending))
-			families := map[keyschema.Family]int{}
+			families := map[protocol.Family]int{}
 			for _, z := range pending {
 				member, ok := z.Member.(string)
 				require.True(t, ok)
@@ -416,7 +414,7 @@ func TestFactoryExportersCountIntoRedis(t *testing.T) {
 				assert.LessOrEqual(t, int64(z.Score), after)
 			}
 			assert.ElementsMatch(t, keysOf(want), members)
-			assert.Equal(t, map[keyschema.Family]int{keyschema.Daily: 2, keyschema.Hourly: 3, keyschema.UserDaily: 3}, families)
+			assert.Equal(t, map[protocol.Family]int{protocol.Daily: 2, protocol.Hourly: 3, protocol.UserDaily: 3}, families)
 
 			// Every other key under the prefix is a batch marker or a resource
 			// marker, with a TTL.
@@ -565,12 +563,12 @@ func TestRetryKeepsClockForRecordsWithoutTimestamp(t *testing.T) {
 	setNow(tsNow.Add(90 * time.Second)) // next hour and day, within the batch marker TTL
 	require.NoError(t, e.push(t.Context(), req))
 
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
-	hour := keyschema.HourOf(tsNow)
+	hour := protocol.HourOf(tsNow)
 	want := map[string]int64{
-		schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "tick", Hour: hour - hour%24}): 1,
-		schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "tick", Hour: hour}):          1,
+		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "tick", Hour: hour - hour%24}): 1,
+		schema.Key(protocol.Counter{Family: protocol.Hourly, EventType: "tick", Hour: hour}):          1,
 	}
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
 	calls := rec.scriptCalls()
@@ -596,12 +594,12 @@ func TestWrongTypeIsPermanentAndChangesNothing(t *testing.T) {
 		componenttest.NewNopHost(), nil)
 
 	want := expectedCounters(t, prefix)
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
-	hour := keyschema.HourOf(tsRecord)
+	hour := protocol.HourOf(tsRecord)
 	day := hour - hour%24
-	existing := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "page_view", Hour: day})
-	broken := schema.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: "signup", UserID: "u1", Hour: day})
+	existing := schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "page_view", Hour: day})
+	broken := schema.Key(protocol.Counter{Family: protocol.UserDaily, EventType: "signup", UserID: "u1", Hour: day})
 	// Daily keys are sent first and user keys last, so the failing INCRBY
 	// comes after increments that must be undone: one of an existing key
 	// (DECRBY back to 7, no TTL added) and several of new keys (deleted).
@@ -648,7 +646,7 @@ func TestPendingKeyOfWrongTypeIsPermanent(t *testing.T) {
 	client, prefix := testservers.SharedRedis(t)
 	le, _ := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
 		componenttest.NewNopHost(), nil)
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
 	require.NoError(t, client.SAdd(t.Context(), schema.PendingKey(), "legacy").Err())
 
@@ -728,67 +726,6 @@ func TestRedisKilledMidRun(t *testing.T) {
 	assert.Equal(t, componentstatus.StatusOK, statuses[len(statuses)-1])
 }
 
-func TestScriptDeduplicatesAndChunksPending(t *testing.T) {
-	t.Parallel()
-	client, prefix := testservers.SharedRedis(t)
-	ctx := t.Context()
-	cfg := testConfig(testservers.RedisEndpoint(), prefix)
-	schema, err := keyschema.New(prefix)
-	require.NoError(t, err)
-	m := newMapper(cfg)
-
-	// 1500 users: more counter keys than one ZADD chunk holds.
-	records := make([]logRecord, 1500)
-	for i := range records {
-		records[i] = logRecord{"view", "user-" + strconv.Itoa(i), tsRecord}
-	}
-	a := newAggregator()
-	a.addLogs(newLogs(records), &m, tsNow.UnixNano())
-	a.finalize(&m)
-	a.encode(schema, []string{""}, 3600, 60, 600)
-	a.setBatchKey(schema.BatchKey("fixed-id"))
-	script := redisconn.NewScript(applySource)
-	runner := cfg.ClientConfig.NewScriptRunner(client)
-
-	res, err := runApply(ctx, runner, script, a.keys, a.args)
-	require.NoError(t, err)
-	assert.Equal(t, outcomeApplied, res.outcome)
-	res, err = runApply(ctx, runner, script, a.keys, a.args)
-	require.NoError(t, err)
-	assert.Equal(t, outcomeAppliedBefore, res.outcome)
-	assert.Equal(t, []int{0}, res.positions)
-
-	assert.Equal(t, int64(1502), client.ZCard(ctx, schema.PendingKey()).Val())
-	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: keyschema.HourOf(tsRecord) / 24 * 24})
-	assert.Equal(t, "1500", client.Get(ctx, daily).Val(), "applied once")
-	ttl := client.TTL(ctx, schema.BatchKey("fixed-id")).Val()
-	assert.Greater(t, ttl, time.Duration(0))
-	assert.LessOrEqual(t, ttl, time.Minute)
-}
-
-func TestOverflowIsPermanentAndUndone(t *testing.T) {
-	t.Parallel()
-	client, prefix := testservers.SharedRedis(t)
-	ctx := t.Context()
-	schema, err := keyschema.New(prefix)
-	require.NoError(t, err)
-	hour := keyschema.HourOf(tsRecord)
-	hourly := schema.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: "view", Hour: hour})
-	daily := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: "view", Hour: hour - hour%24})
-	require.NoError(t, client.Set(ctx, hourly, math.MaxInt64, 0).Err())
-	keys := []string{schema.PendingKey(), schema.BatchKey("b"), schema.ResourceKey("r1"), schema.ResourceKey("r2"), daily, hourly}
-	args := []any{int64(60), int64(60), int64(1), int64(2), int64(600), int64(1), int64(1)}
-
-	cfg := redisconn.NewDefaultClientConfig()
-	_, err = runApply(ctx, cfg.NewScriptRunner(client), redisconn.NewScript(applySource), keys, args)
-	require.Error(t, err)
-	assert.True(t, consumererror.IsPermanent(err))
-	require.ErrorContains(t, err, "overflow")
-	assert.Zero(t, client.Exists(ctx, daily, schema.BatchKey("b"), schema.PendingKey(),
-		schema.ResourceKey("r1"), schema.ResourceKey("r2")).Val(), "markers undone too")
-	assert.Equal(t, strconv.FormatInt(math.MaxInt64, 10), client.Get(ctx, hourly).Val())
-}
-
 func TestClassifyRedisError(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -801,7 +738,7 @@ func TestClassifyRedisError(t *testing.T) {
 		{redisError("LOADING Redis is loading the dataset in memory"), false},
 		{redisError("BUSY Redis is busy running a script"), false},
 		{redisError("OOM command not allowed when used memory > 'maxmemory'"), false},
-		{redisError(abortPrefix + " k: WRONGTYPE Operation against a key holding the wrong kind of value"), true},
+		{redisError(protocol.AbortPrefix + " k: WRONGTYPE Operation against a key holding the wrong kind of value"), true},
 		{redisError("NOAUTH Authentication required."), true},
 		{redisError("WRONGPASS invalid username-password pair"), true},
 		{redisError("NOPERM this user has no permissions to run the 'evalsha' command"), true},

@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 )
@@ -35,7 +35,7 @@ func createDefaultConfig() component.Config {
 		QueueConfig:         configoptional.Some(defaultQueueConfig()),
 		RetryConfig:         defaultRetryConfig(),
 		ClientConfig:        redisconn.NewDefaultClientConfig(),
-		KeyPrefix:           keyschema.DefaultPrefix,
+		KeyPrefix:           protocol.DefaultPrefix,
 		TTL:                 defaultTTL,
 		DedupWindow:         defaultDedupWindow,
 		EventNameAttributes: defaultEventNameAttributes(),

@@ -2,6 +2,9 @@ package redisanalyticsexporter
 
 import (
 	"context"
+	"time"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -37,12 +40,28 @@ func (e *redisAnalyticsExporter) pushLogs(ctx context.Context, ld plog.Logs) err
 // after the pending set, the batch marker and the resource markers.
 func (a *aggregator) counterKeysStart() int { return markerKeysOffset + len(a.markerRes) }
 
-// With one batch marker (a group of one push): where the batch marker and
-// the first resource marker are in KEYS.
+// Where the apply script's KEYS hold the batch markers (after the pending
+// set) and, with one batch marker (a group of one push), the first resource
+// marker; where its ARGV holds the numbers of markers and the first
+// increment (see internal/protocol/apply.lua).
 const (
-	batchKeyIndex    = batchKeysOffset
-	markerKeysOffset = batchKeysOffset + 1
+	batchKeysOffset   = 1
+	batchKeyIndex     = batchKeysOffset
+	markerKeysOffset  = batchKeysOffset + 1
+	argNumBatches     = 2
+	argNumMarkers     = 3
+	counterArgsOffset = 5
 )
 
-// setBatchKey sets the batch marker of a group of one push in the encoded KEYS.
-func (a *aggregator) setBatchKey(key string) { a.keys[batchKeyIndex] = key }
+// testTTLs are the script's TTLs of the aggregation tests: 10 s, 30 s, 40 s.
+var testTTLs = protocol.ApplyTTLs{Counter: 10 * time.Second, BatchMarker: 30 * time.Second, ResourceMarker: 40 * time.Second}
+
+// testSchema is the default prefix's schema, for aggregations that write
+// nothing.
+var testSchema = func() protocol.Schema {
+	s, err := protocol.New(protocol.DefaultPrefix)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()

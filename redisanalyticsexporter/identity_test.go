@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
 )
@@ -160,7 +160,7 @@ func TestExpiredCounterIsReported(t *testing.T) {
 	assert.Contains(t, logs.All()[0].Message, "expired")
 	assert.Equal(t, int64(2), logs.All()[0].ContextMap()["counters"])
 
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), client.ZCard(t.Context(), schema.PendingKey()).Val(), "one pending entry per counter")
 }
@@ -169,10 +169,10 @@ func TestExpiredCounterIsReported(t *testing.T) {
 type fakeFlusher struct {
 	component.StartFunc
 	component.ShutdownFunc
-	settings keyschema.FlusherSettings
+	settings protocol.FlusherSettings
 }
 
-func (f fakeFlusher) FlusherSettings() keyschema.FlusherSettings { return f.settings }
+func (f fakeFlusher) FlusherSettings() protocol.FlusherSettings { return f.settings }
 
 type extensionsHost map[component.ID]component.Component
 
@@ -183,13 +183,13 @@ func TestStartWarnsAboutFlusherSettings(t *testing.T) {
 	flusherID := component.MustNewID("pg_flush")
 	tests := []struct {
 		name     string
-		flusher  keyschema.FlusherSettings
+		flusher  protocol.FlusherSettings
 		ttl      time.Duration
 		wantWarn string
 	}{
-		{"settings agree", keyschema.FlusherSettings{KeyPrefix: "p", Interval: time.Minute}, time.Hour, ""},
-		{"ttl too short", keyschema.FlusherSettings{KeyPrefix: "p", Interval: time.Minute}, 5 * time.Minute, "ttl is not comfortably longer"},
-		{"other key prefix", keyschema.FlusherSettings{KeyPrefix: "other", Interval: time.Minute}, time.Hour, "No pg_flush extension"},
+		{"settings agree", protocol.FlusherSettings{KeyPrefix: "p", Interval: time.Minute}, time.Hour, ""},
+		{"ttl too short", protocol.FlusherSettings{KeyPrefix: "p", Interval: time.Minute}, 5 * time.Minute, "ttl is not comfortably longer"},
+		{"other key prefix", protocol.FlusherSettings{KeyPrefix: "other", Interval: time.Minute}, time.Hour, "No pg_flush extension"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

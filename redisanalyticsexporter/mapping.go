@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // dropReason says why a record was not counted; its String is the value of the
@@ -119,7 +119,7 @@ func (m *mapper) logEvent(lr plog.LogRecord, resUser userRef, nowNanos int64) (e
 			ts = nowNanos
 		}
 	}
-	ev.hour = keyschema.HourOfUnixNano(ts)
+	ev.hour = protocol.HourOfUnixNano(ts)
 	return ev, true
 }
 
@@ -134,7 +134,7 @@ func (m *mapper) spanEvent(span ptrace.Span, resUser userRef, nowNanos int64) (e
 	if ts == 0 {
 		ts = nowNanos
 	}
-	ev.hour = keyschema.HourOfUnixNano(ts)
+	ev.hour = protocol.HourOfUnixNano(ts)
 	return ev, true
 }
 

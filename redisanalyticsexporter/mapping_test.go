@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 var (
@@ -28,24 +28,25 @@ var (
 // keys with their increments, and the drops per reason.
 func counters(t testing.TB, cfg *Config, fill func(*aggregator, *mapper, int64), now time.Time) (map[string]int64, map[string]int64) {
 	t.Helper()
-	schema, err := keyschema.New(cfg.KeyPrefix)
+	schema, err := protocol.New(cfg.KeyPrefix)
 	require.NoError(t, err)
 	m := newMapper(cfg)
-	a := newAggregator()
+	a := newAggregator(testSchema)
 	fill(a, &m, now.UnixNano())
 	a.finalize(&m)
-	a.encode(schema, []string{""}, 60, 60, 600)
+	a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 60 * time.Second, BatchMarker: 60 * time.Second, ResourceMarker: 600 * time.Second})
 	got := make(map[string]int64)
-	for i, key := range a.keys[a.counterKeysStart():] {
+	incrs := a.call.Args()[counterArgsOffset:]
+	for i, key := range a.call.Keys()[a.counterKeysStart():] {
 		_, dup := got[key]
 		require.False(t, dup, "key %q appears twice in one push", key)
-		got[key] = a.incrs[i]
+		got[key] = incrs[i].(int64)
 	}
 	var sum int64
 	for key, n := range got {
 		c, err := schema.Parse(key)
 		require.NoError(t, err)
-		if c.Family == keyschema.Daily {
+		if c.Family == protocol.Daily {
 			sum += n
 		}
 	}
@@ -69,24 +70,24 @@ func tracesFill(td ptrace.Traces) func(*aggregator, *mapper, int64) {
 
 // eventKeys returns the keys one counted event at `at` produces.
 func eventKeys(typ, user string, at time.Time) map[string]int64 {
-	return counterKeys(keyschema.DefaultPrefix, typ, user, at, 1)
+	return counterKeys(protocol.DefaultPrefix, typ, user, at, 1)
 }
 
 // counterKeys returns the keys of n events of one type and user at `at`,
 // under prefix.
 func counterKeys(prefix, typ, user string, at time.Time, n int64) map[string]int64 {
-	s, err := keyschema.New(prefix)
+	s, err := protocol.New(prefix)
 	if err != nil {
 		panic(err)
 	}
-	hour := keyschema.HourOf(at)
+	hour := protocol.HourOf(at)
 	day := hour - hour%24
 	keys := map[string]int64{
-		s.Key(keyschema.Counter{Family: keyschema.Daily, EventType: typ, Hour: day}):   n,
-		s.Key(keyschema.Counter{Family: keyschema.Hourly, EventType: typ, Hour: hour}): n,
+		s.Key(protocol.Counter{Family: protocol.Daily, EventType: typ, Hour: day}):   n,
+		s.Key(protocol.Counter{Family: protocol.Hourly, EventType: typ, Hour: hour}): n,
 	}
 	if user != "" {
-		keys[s.Key(keyschema.Counter{Family: keyschema.UserDaily, EventType: typ, UserID: user, Hour: day})] = n
+		keys[s.Key(protocol.Counter{Family: protocol.UserDaily, EventType: typ, UserID: user, Hour: day})] = n
 	}
 	return keys
 }

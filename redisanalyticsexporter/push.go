@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 	"go.uber.org/zap"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // A push, top to bottom: the request (already mapped and counted per
@@ -97,22 +99,23 @@ func (e *redisAnalyticsExporter) applyGroup(group []*pushWaiter) {
 			answer(live, nil)
 			return
 		}
-		res, err := runApply(ctx, runner, e.script, agg.keys, agg.args)
-		if err == nil && res.outcome != outcomeApplied && round == maxApplyRounds {
+		res, err := agg.call.Run(ctx, runner)
+		err = classifyRedisError(err)
+		if err == nil && res.Outcome != protocol.Applied && round == maxApplyRounds {
 			err = errApplyRounds
 		}
 		if err != nil {
 			e.groupFailed(ctx, agg, live, err)
 			return
 		}
-		switch res.outcome {
-		case outcomeApplied:
+		switch res.Outcome {
+		case protocol.Applied:
 			e.groupApplied(ctx, agg, live, res, time.Since(start))
 			return
-		case outcomeAppliedBefore:
+		case protocol.AppliedBefore:
 			// Retries of pushes applied before: answer them, go on without.
-			before := make([]*pushWaiter, 0, len(res.positions))
-			for _, i := range res.positions {
+			before := make([]*pushWaiter, 0, len(res.Positions))
+			for _, i := range res.Positions {
 				before = append(before, live[i])
 			}
 			for _, w := range before {
@@ -123,9 +126,9 @@ func (e *redisAnalyticsExporter) applyGroup(group []*pushWaiter) {
 				e.reportRecovery()
 				return
 			}
-		case outcomeDuplicateResources:
+		case protocol.DuplicateResources:
 			// Entries counted before: exclude them, same batch ids.
-			for _, j := range res.positions {
+			for _, j := range res.Positions {
 				ref := agg.refs[agg.markerRes[j]]
 				live[ref.member].req.entries[ref.entry].excluded = true
 			}
@@ -153,23 +156,23 @@ func (e *redisAnalyticsExporter) aggregate(agg *aggregator, live []*pushWaiter) 
 		}
 	}
 	agg.finalize(&e.mapper)
-	batchKeys := make([]string, len(live))
+	batchIDs := make([]string, len(live))
 	for i, w := range live {
-		batchKeys[i] = e.schema.BatchKey(w.req.batchID)
+		batchIDs[i] = w.req.batchID
 	}
-	agg.encode(e.schema, batchKeys, e.ttlSeconds, e.markerSeconds, e.dedupSeconds)
+	agg.encode(batchIDs, e.ttls)
 }
 
 // groupApplied records an applied group and answers its pushes.
-func (e *redisAnalyticsExporter) groupApplied(ctx context.Context, agg *aggregator, live []*pushWaiter, res applyResult, elapsed time.Duration) {
+func (e *redisAnalyticsExporter) groupApplied(ctx context.Context, agg *aggregator, live []*pushWaiter, res protocol.ApplyResult, elapsed time.Duration) {
 	e.reportRecovery()
 	e.recordCounted(ctx, agg)
 	e.telemetry.ExporterRedisAnalyticsKeysWritten.Record(ctx, int64(agg.numKeys()))
-	if res.expired > 0 {
-		e.telemetry.ExporterRedisAnalyticsCountersExpired.Add(ctx, res.expired)
+	if res.Expired > 0 {
+		e.telemetry.ExporterRedisAnalyticsCountersExpired.Add(ctx, res.Expired)
 		e.logger.Error("Counters expired in Redis before pg_flush moved them; their counts are lost. "+
 			"Make ttl much longer than the flush interval and check that pg_flush runs with the same key_prefix",
-			zap.Int64("counters", res.expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
+			zap.Int64("counters", res.Expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
 	}
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.Int("pushes", len(live)), zap.Int64("events", agg.counted),

@@ -23,7 +23,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // e2eConfig is one distro configuration measured end to end.
@@ -820,14 +820,14 @@ func sumMatching(m map[string]int64, match func(string) bool) int64 {
 // redisResidual sums, per event type, the daily counts still in Redis: the
 // counters themselves and the fields of staging entries.
 func redisResidual(ctx context.Context, rdb *redis.Client, prefix string) (map[string]int64, error) {
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int64{}
 	add := func(key, val string) {
 		c, parseErr := schema.Parse(key)
-		if parseErr != nil || c.Family != keyschema.Daily {
+		if parseErr != nil || c.Family != protocol.Daily {
 			return
 		}
 		n, _ := strconv.ParseInt(val, 10, 64)

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 )
 
@@ -47,7 +47,7 @@ func TestFaultKilledBetweenApplyAndAnswer(t *testing.T) {
 	ctx := t.Context()
 	rdb, prefix := testservers.SharedRedis(t)
 	dsn := testservers.FreshDatabase(t)
-	schema, err := keyschema.New(prefix)
+	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
 	env := distroEnv{
 		RedisEndpoint: testservers.RedisEndpoint(), PostgresDSN: dsn, KeyPrefix: prefix,
@@ -70,10 +70,10 @@ func TestFaultKilledBetweenApplyAndAnswer(t *testing.T) {
 	for _, r := range all {
 		go func() { answered <- d.send(ctx, r.path, r.body) }()
 	}
-	probeDayHour := keyschema.HourOf(base) - keyschema.HourOf(base)%24
+	probeDayHour := protocol.HourOf(base) - protocol.HourOf(base)%24
 	waitFor(t, 20*time.Second, 5*time.Millisecond, "requests not applied to Redis", func() bool {
 		for _, r := range all {
-			key := schema.Key(keyschema.Counter{Family: keyschema.Daily, EventType: probeType(r.id), Hour: probeDayHour})
+			key := schema.Key(protocol.Counter{Family: protocol.Daily, EventType: probeType(r.id), Hour: probeDayHour})
 			if rdb.Exists(ctx, key).Val() == 0 {
 				return false
 			}

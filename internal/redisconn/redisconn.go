@@ -14,8 +14,6 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/config/configtls"
 	"go.opentelemetry.io/collector/confmap"
-
-	"github.com/otelcol-analytics/otelcol-analytics/internal/keyschema"
 )
 
 // DefaultEndpoint is the Redis address used when none is configured.
@@ -129,19 +127,6 @@ func (c *ClientConfig) Validate() error {
 		errs = append(errs, fmt.Errorf(`"db" must be 0 with "cluster" (a Redis Cluster has only database 0), got %d`, c.DB))
 	}
 	return errors.Join(errs...)
-}
-
-// ValidateKeyPrefix checks that prefix fits the deployment: in a cluster,
-// every key of one script must hash to one slot, which only a hash tag in the
-// prefix guarantees (keyschema.HashTag).
-func (c *ClientConfig) ValidateKeyPrefix(prefix string) error {
-	if !c.Cluster {
-		return nil
-	}
-	if _, ok := keyschema.HashTag(prefix); !ok {
-		return fmt.Errorf(`"key_prefix" %q must hold a hash tag such as "{analytics}" with "cluster": all keys of one Lua script must share a slot`, prefix)
-	}
-	return nil
 }
 
 // NewClient builds a client from c (a cluster client with Cluster) and

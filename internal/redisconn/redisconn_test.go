@@ -64,18 +64,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestValidateKeyPrefix(t *testing.T) {
-	t.Parallel()
-	standalone, cluster := NewDefaultClientConfig(), NewDefaultClientConfig()
-	cluster.Cluster = true
-	require.NoError(t, standalone.ValidateKeyPrefix("analytics"))
-	require.NoError(t, cluster.ValidateKeyPrefix("{analytics}"))
-	require.NoError(t, cluster.ValidateKeyPrefix("app:{tenant-1}"))
-	for _, prefix := range []string{"analytics", "{}analytics", "analytics{"} {
-		assert.ErrorContains(t, cluster.ValidateKeyPrefix(prefix), "must hold a hash tag", prefix)
-	}
-}
-
 func TestNewClientPings(t *testing.T) {
 	t.Parallel()
 	cfg := NewDefaultClientConfig()

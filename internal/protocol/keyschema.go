@@ -1,6 +1,8 @@
-package keyschema
+package protocol
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -103,6 +105,19 @@ func ValidatePrefix(prefix string) error {
 	return nil
 }
 
+// ValidatePrefixFor checks that prefix fits the deployment: in a cluster,
+// every key of one script must hash to one slot, which only a hash tag in the
+// prefix guarantees (HashTag).
+func ValidatePrefixFor(prefix string, cluster bool) error {
+	if !cluster {
+		return nil
+	}
+	if _, ok := HashTag(prefix); !ok {
+		return fmt.Errorf(`"key_prefix" %q must hold a hash tag such as "{analytics}" with "cluster": all keys of one Lua script must share a slot`, prefix)
+	}
+	return nil
+}
+
 // HashTag returns the Redis Cluster hash tag of prefix: the text between its
 // first '{' and the first '}' after it, when that text is not empty. Every
 // key of the schema then hashes to the slot of that tag (event types and user
@@ -145,6 +160,17 @@ func (s Schema) BatchKey(id string) string { return s.prefix + "batch:" + id }
 // fingerprint. The exporter sets it when it counts the entry, with the dedup
 // window as TTL, so that a resend of the same entry is not counted again.
 func (s Schema) ResourceKey(hash string) string { return s.prefix + "res:" + hash }
+
+// AppendResourceKey appends the resource marker key of the 128-bit
+// fingerprint hi, lo (32 hex digits) to dst.
+func (s Schema) AppendResourceKey(dst []byte, hi, lo uint64) []byte {
+	dst = append(dst, s.prefix...)
+	dst = append(dst, "res:"...)
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return hex.AppendEncode(dst, b[:])
+}
 
 // QuarantineKey is the hash where the flusher keeps counts it could not parse
 // (a malformed key or value in the pending set), so nothing is dropped silently.

@@ -1,4 +1,4 @@
-package keyschema
+package protocol
 
 import (
 	"testing"
@@ -316,5 +316,15 @@ func BenchmarkAppendKey(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = s.AppendKey(buf[:0], c)
+	}
+}
+
+func TestValidatePrefixFor(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, ValidatePrefixFor("analytics", false))
+	require.NoError(t, ValidatePrefixFor("{analytics}", true))
+	require.NoError(t, ValidatePrefixFor("app:{tenant-1}", true))
+	for _, prefix := range []string{"analytics", "{}x", "a{b"} {
+		assert.ErrorContains(t, ValidatePrefixFor(prefix, true), "must hold a hash tag", prefix)
 	}
 }

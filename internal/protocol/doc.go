@@ -21,4 +21,4 @@
 // Event types and user ids are escaped (see [Escape]) so that a value holding
 // the separator, a brace or a control byte can neither collide with another
 // key nor change the key's shape, and comes back unchanged from [Schema.Parse].
-package keyschema
+package protocol

@@ -1,4 +1,4 @@
-package keyschema
+package protocol
 
 import (
 	"errors"

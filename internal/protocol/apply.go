@@ -1,0 +1,291 @@
+package protocol
+
+import (
+	"context"
+	_ "embed" // the Lua scripts
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
+)
+
+// apply.lua is the only way counters are written. One call applies a group
+// of b pushes (the exporter's group commit), each with its batch marker:
+//
+//	KEYS[1]              pending sorted set (counter key -> Unix ms it first became pending)
+//	KEYS[2…1+b]          batch markers, one per push of the group (its batch id)
+//	KEYS[2+b…1+b+m]      resource markers, one per fingerprinted resource entry (dedup.go)
+//	KEYS[2+b+m…]         counter keys, each distinct
+//	ARGV[1]              counter TTL in seconds
+//	ARGV[2]              batch marker TTL in seconds
+//	ARGV[3]              b, the number of batch markers (at least 1)
+//	ARGV[4]              m, the number of resource markers
+//	ARGV[5]              resource marker TTL in seconds (the dedup window)
+//	ARGV[6…]             increments, in the order of the counter keys
+//
+// It answers with an array whose first element says what it did:
+//
+//	{0, i…}        the batch markers KEYS[1+i] exist: those pushes were applied
+//	               before (a retry whose first reply was lost, or whose WAIT
+//	               for replicas failed). It changed nothing but their TTLs;
+//	               the caller answers those pushes and calls again without
+//	               them.
+//	{1, lost}      applied. lost is the number of counter keys it created
+//	               whose pending-set entry already existed: such a key
+//	               expired (ttl) before a flush moved it, and its count is
+//	               gone.
+//	{2, j…}        the resource markers KEYS[1+b+j] exist. It changed nothing
+//	               but their TTLs: the caller drops those entries (already
+//	               counted) and calls again with the same batch ids.
+//
+// Its first write sets the first batch marker with SET NX, because that may
+// allocate: Redis refuses such a command inside a script when it was at
+// maxmemory (with noeviction) as the script started, but only as the
+// script's first write, since it cannot stop a script half-way. So a full
+// Redis refuses the whole group with an OOM error (retried) before it
+// changes anything; a first write that cannot allocate (EXPIRE) would let
+// every later command through and grow Redis past maxmemory.
+//
+// The {0, …} and {2, …} paths still write (EXPIRE) on purpose: with
+// wait_replicas, the WAIT that follows the script waits for the replication
+// offset of this connection, which then lies past the writes that counted
+// the batch or the entries, even when they came from another connection or
+// another collector.
+//
+// Scripts run atomically but do not roll back, so a failed INCRBY (WRONGTYPE,
+// overflow) is undone by hand, markers included: the group is all or
+// nothing. The pending set's type is checked first, so the later ZADD cannot
+// fail half-way. unpack() is chunked below Lua's C stack limit.
+//
+// Only a key this script created gets its TTL and its pending-set entry: a
+// counter key that already exists is always pending already, because this
+// script adds it in the step that creates it and the flusher's STAGE removes
+// the pending entry in the step that deletes the key. So ZADD NX adding fewer
+// members than keys were created means keys expired while pending. The
+// pending score is Redis' clock (TIME), like the flusher's staging ages, so a
+// collector with a skewed clock cannot hide counters from the flusher's
+// at-risk check.
+//
+//go:embed apply.lua
+var applySource string
+
+var applyScript = redisconn.NewScript(applySource)
+
+// AbortPrefix starts the error the apply script returns after undoing a
+// failed increment: the group changed nothing, and a retry would fail the
+// same way.
+const AbortPrefix = "ANALYTICS_ABORT"
+
+// Positions in the apply script's ARGV.
+const (
+	argCounterTTL = iota
+	argBatchMarkerTTL
+	argNumBatches
+	argNumMarkers
+	argDedupWindow
+	// counterArgsOffset is the index of the first increment in ARGV.
+	counterArgsOffset
+)
+
+// ApplyOutcome is what the apply script did with a group.
+type ApplyOutcome uint8
+
+const (
+	// Applied: every counter of the call was incremented.
+	Applied ApplyOutcome = iota + 1
+	// AppliedBefore: some batch markers exist; nothing was written.
+	// ApplyResult.Positions lists them.
+	AppliedBefore
+	// DuplicateResources: some resource markers exist; nothing was written.
+	// ApplyResult.Positions lists them.
+	DuplicateResources
+)
+
+// ApplyResult is the apply script's answer.
+type ApplyResult struct {
+	Outcome ApplyOutcome
+	// Positions holds the 0-based positions, among the batch markers
+	// (AppliedBefore) or the resource markers (DuplicateResources), of the
+	// markers that exist, in the order they were added to the call.
+	Positions []int
+	// Expired is the number of counter keys the call created whose pending
+	// entry already existed: they expired before a flush moved them, and the
+	// counts they held are gone (Applied only).
+	Expired int64
+}
+
+// ApplyTTLs are the lifetimes the apply script sets, rounded up to whole
+// seconds (at least one).
+type ApplyTTLs struct {
+	// Counter runs from a counter key's creation.
+	Counter time.Duration
+	// BatchMarker must outlast every retry of a push.
+	BatchMarker time.Duration
+	// ResourceMarker is the dedup window.
+	ResourceMarker time.Duration
+}
+
+// ApplyCall holds the arguments of one apply call. It is built in place and
+// reused across calls: every counter key is a substring of one string, so
+// the keys of a call cost one allocation.
+type ApplyCall struct {
+	schema Schema
+
+	batchKeys   []string
+	markerBuf   []byte
+	markers     int
+	counterBuf  []byte
+	counterEnds []int
+	incrs       []int64
+
+	keys []string
+	args []any
+}
+
+// NewApplyCall returns an empty call for schema.
+func NewApplyCall(schema Schema) *ApplyCall { return &ApplyCall{schema: schema} }
+
+// Reset empties the call, keeping its memory.
+func (c *ApplyCall) Reset() {
+	clear(c.batchKeys)
+	clear(c.keys)
+	clear(c.args)
+	c.batchKeys, c.keys, c.args = c.batchKeys[:0], c.keys[:0], c.args[:0]
+	c.markerBuf, c.markers = c.markerBuf[:0], 0
+	c.counterBuf, c.counterEnds, c.incrs = c.counterBuf[:0], c.counterEnds[:0], c.incrs[:0]
+}
+
+// AddBatch adds the batch marker of a push (its batch id). A call needs at
+// least one.
+func (c *ApplyCall) AddBatch(id string) { c.batchKeys = append(c.batchKeys, c.schema.BatchKey(id)) }
+
+// AddResourceMarker adds the marker of a resource entry with the 128-bit
+// identity fingerprint hi, lo.
+func (c *ApplyCall) AddResourceMarker(hi, lo uint64) {
+	c.markerBuf = c.schema.AppendResourceKey(c.markerBuf, hi, lo)
+	c.markers++
+}
+
+// AddCounter adds an increment of n to counter ctr. Each counter may be
+// added once per call.
+func (c *ApplyCall) AddCounter(ctr Counter, n int64) {
+	c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr)
+	c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+	c.incrs = append(c.incrs, n)
+}
+
+// NumCounters is the number of counters added.
+func (c *ApplyCall) NumCounters() int { return len(c.incrs) }
+
+// Build lays out KEYS and ARGV (see apply.lua) with ttls; Run sends them.
+// Keys and Args return them until the next Reset.
+func (c *ApplyCall) Build(ttls ApplyTTLs) {
+	c.keys, c.args = c.keys[:0], c.args[:0]
+	c.keys = append(c.keys, c.schema.PendingKey())
+	c.keys = append(c.keys, c.batchKeys...)
+	if c.markers > 0 {
+		markers := string(c.markerBuf)
+		n := len(markers) / c.markers
+		for j := range c.markers {
+			c.keys = append(c.keys, markers[j*n:(j+1)*n])
+		}
+	}
+	var head [counterArgsOffset]any
+	head[argCounterTTL] = seconds(ttls.Counter)
+	head[argBatchMarkerTTL] = seconds(ttls.BatchMarker)
+	head[argNumBatches] = int64(len(c.batchKeys))
+	head[argNumMarkers] = int64(c.markers)
+	head[argDedupWindow] = seconds(ttls.ResourceMarker)
+	c.args = append(c.args, head[:]...)
+	counters := string(c.counterBuf)
+	start := 0
+	for i, end := range c.counterEnds {
+		c.keys = append(c.keys, counters[start:end])
+		c.args = append(c.args, c.incrs[i])
+		start = end
+	}
+}
+
+// Keys returns the built KEYS: the pending set, the batch markers, the
+// resource markers, the counter keys.
+func (c *ApplyCall) Keys() []string { return c.keys }
+
+// Args returns the built ARGV.
+func (c *ApplyCall) Args() []any { return c.args }
+
+// Run sends the built call (EVALSHA, EVAL after NOSCRIPT, then WAIT with
+// wait_replicas) and reads the answer. Redis errors are returned wrapped;
+// an abort by the script starts with AbortPrefix.
+func (c *ApplyCall) Run(ctx context.Context, runner *redisconn.ScriptRunner) (ApplyResult, error) {
+	if len(c.batchKeys) == 0 {
+		return ApplyResult{}, errNoBatch
+	}
+	res, err := runner.Run(ctx, applyScript, c.keys, c.args...).Result()
+	if err != nil {
+		return ApplyResult{}, fmt.Errorf("redis apply counters: %w", err)
+	}
+	return parseApplyReply(res)
+}
+
+var (
+	errNoBatch = errors.New("redis apply counters: a call needs a batch marker")
+	// ErrUnexpectedReply is returned for an answer the apply script never
+	// gives; retrying will not help.
+	ErrUnexpectedReply = errors.New("redis apply counters: unexpected script result")
+)
+
+// parseApplyReply reads the script's answer (see apply.lua).
+func parseApplyReply(res any) (ApplyResult, error) {
+	unexpected := fmt.Errorf("%w %v", ErrUnexpectedReply, res)
+	arr, ok := res.([]any)
+	if !ok || len(arr) == 0 {
+		return ApplyResult{}, unexpected
+	}
+	nums := make([]int64, len(arr))
+	for i, x := range arr {
+		if nums[i], ok = x.(int64); !ok {
+			return ApplyResult{}, unexpected
+		}
+	}
+	switch {
+	case nums[0] == 1 && len(nums) == 2 && nums[1] >= 0:
+		return ApplyResult{Outcome: Applied, Expired: nums[1]}, nil
+	case (nums[0] == 0 || nums[0] == 2) && len(nums) > 1:
+		positions := make([]int, 0, len(nums)-1)
+		for _, j := range nums[1:] {
+			if j < 1 {
+				return ApplyResult{}, unexpected
+			}
+			positions = append(positions, int(j-1))
+		}
+		outcome := AppliedBefore
+		if nums[0] == 2 {
+			outcome = DuplicateResources
+		}
+		return ApplyResult{Outcome: outcome, Positions: positions}, nil
+	default:
+		return ApplyResult{}, unexpected
+	}
+}
+
+// seconds rounds d up to whole seconds, at least one (Redis TTLs are in
+// seconds).
+func seconds(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return max(s, 1)
+}
+
+// LoadApplyScript loads the apply script into Redis' script cache, so that
+// the next call needs no EVAL after a NOSCRIPT.
+func LoadApplyScript(ctx context.Context, client redis.UniversalClient) error {
+	if err := client.ScriptLoad(ctx, applySource).Err(); err != nil {
+		return fmt.Errorf("redis load apply script: %w", err)
+	}
+	return nil
+}

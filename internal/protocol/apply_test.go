@@ -1,0 +1,201 @@
+package protocol_test
+
+import (
+	"math"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+)
+
+var (
+	hour = protocol.HourOf(time.Date(2025, 6, 1, 10, 30, 0, 0, time.UTC))
+	day  = hour - hour%24
+	ttls = protocol.ApplyTTLs{Counter: time.Hour, BatchMarker: time.Minute, ResourceMarker: 10 * time.Minute}
+)
+
+func newCall(t *testing.T) (*redis.Client, protocol.Schema, *protocol.ApplyCall, *redisconn.ScriptRunner) {
+	t.Helper()
+	client, prefix := testservers.SharedRedis(t)
+	schema, err := protocol.New(prefix)
+	require.NoError(t, err)
+	cfg := redisconn.NewDefaultClientConfig()
+	return client, schema, protocol.NewApplyCall(schema), cfg.NewScriptRunner(client)
+}
+
+// TestApplyOnceAndChunkedPending: a call applies once (its batch marker
+// turns a repeat into AppliedBefore), and more counters than one ZADD chunk
+// all become pending, scored by Redis' clock.
+func TestApplyOnceAndChunkedPending(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	call.AddBatch("fixed-id")
+	for i := range 1500 {
+		call.AddCounter(protocol.Counter{Family: protocol.UserDaily, EventType: "view", UserID: "user-" + strconv.Itoa(i), Hour: day}, 1)
+	}
+	call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day}, 1500)
+	call.Build(ttls)
+	before := client.Time(ctx).Val()
+	res, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, protocol.ApplyResult{Outcome: protocol.Applied}, res)
+	res, err = call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, protocol.ApplyResult{Outcome: protocol.AppliedBefore, Positions: []int{0}}, res)
+
+	pending, err := client.ZRangeWithScores(ctx, schema.PendingKey(), 0, -1).Result()
+	require.NoError(t, err)
+	require.Len(t, pending, 1501)
+	for _, z := range pending {
+		assert.GreaterOrEqual(t, z.Score, float64(before.UnixMilli()))
+	}
+	daily := schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day})
+	assert.Equal(t, "1500", client.Get(ctx, daily).Val(), "applied once")
+	assert.InDelta(t, time.Hour.Seconds(), client.TTL(ctx, daily).Val().Seconds(), 5)
+	ttl := client.TTL(ctx, schema.BatchKey("fixed-id")).Val()
+	assert.Greater(t, ttl, time.Duration(0))
+	assert.LessOrEqual(t, ttl, time.Minute)
+}
+
+// TestApplyGroupAnswersWhichBatchesWereApplied: a group whose pushes were
+// partly applied before writes nothing and names them; without them it
+// applies.
+func TestApplyGroupAnswersWhichBatchesWereApplied(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	daily := protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day}
+	call.AddBatch("b")
+	call.AddCounter(daily, 1)
+	call.Build(ttls)
+	_, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+
+	call.Reset()
+	for _, id := range []string{"a", "b", "c"} {
+		call.AddBatch(id)
+	}
+	call.AddCounter(daily, 3)
+	call.Build(ttls)
+	res, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, protocol.ApplyResult{Outcome: protocol.AppliedBefore, Positions: []int{1}}, res)
+	assert.Zero(t, client.Exists(ctx, schema.BatchKey("a"), schema.BatchKey("c")).Val(), "nothing written")
+	assert.Equal(t, "1", client.Get(ctx, schema.Key(daily)).Val())
+
+	call.Reset()
+	call.AddBatch("a")
+	call.AddBatch("c")
+	call.AddCounter(daily, 2)
+	call.Build(ttls)
+	res, err = call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, protocol.Applied, res.Outcome)
+	assert.Equal(t, "3", client.Get(ctx, schema.Key(daily)).Val())
+	assert.Equal(t, int64(2), client.Exists(ctx, schema.BatchKey("a"), schema.BatchKey("c")).Val())
+}
+
+// TestApplyResourceMarkers: a call whose resource marker exists writes
+// nothing and names it.
+func TestApplyResourceMarkers(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	daily := protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day}
+	call.AddBatch("first")
+	call.AddResourceMarker(1, 2)
+	call.AddCounter(daily, 1)
+	call.Build(ttls)
+	_, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, schema.ResourceKey("00000000000000010000000000000002"), string(schema.AppendResourceKey(nil, 1, 2)))
+
+	call.Reset()
+	call.AddBatch("second")
+	call.AddResourceMarker(3, 4)
+	call.AddResourceMarker(1, 2)
+	call.AddCounter(daily, 2)
+	call.Build(ttls)
+	res, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, protocol.ApplyResult{Outcome: protocol.DuplicateResources, Positions: []int{1}}, res)
+	assert.Zero(t, client.Exists(ctx, schema.BatchKey("second")).Val(), "the batch marker is removed again")
+	assert.Equal(t, "1", client.Get(ctx, schema.Key(daily)).Val())
+	ttl := client.TTL(ctx, string(schema.AppendResourceKey(nil, 1, 2))).Val()
+	assert.InDelta(t, (10 * time.Minute).Seconds(), ttl.Seconds(), 5, "the found marker's TTL is renewed")
+}
+
+// TestApplyReportsExpiredCounters: a counter key created while its pending
+// entry still exists expired before its flush.
+func TestApplyReportsExpiredCounters(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	a := protocol.Counter{Family: protocol.Daily, EventType: "a", Hour: day}
+	b := protocol.Counter{Family: protocol.Daily, EventType: "b", Hour: day}
+	call.AddBatch("1")
+	call.AddCounter(a, 1)
+	call.AddCounter(b, 1)
+	call.Build(ttls)
+	_, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	require.NoError(t, client.Del(ctx, schema.Key(a)).Err()) // expired: the key goes, its pending entry stays
+
+	call.Reset()
+	call.AddBatch("2")
+	call.AddCounter(a, 1)
+	call.AddCounter(b, 1)
+	call.Build(ttls)
+	res, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, protocol.ApplyResult{Outcome: protocol.Applied, Expired: 1}, res)
+}
+
+// TestApplyOverflowAbortsAndUndoes: an increment that overflows undoes the
+// whole call, markers included, and answers with AbortPrefix.
+func TestApplyOverflowAbortsAndUndoes(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	hourly := protocol.Counter{Family: protocol.Hourly, EventType: "view", Hour: hour}
+	daily := protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: day}
+	require.NoError(t, client.Set(ctx, schema.Key(hourly), math.MaxInt64, 0).Err())
+	call.AddBatch("b")
+	call.AddBatch("b2")
+	call.AddResourceMarker(1, 1)
+	call.AddResourceMarker(2, 2)
+	call.AddCounter(daily, 1)
+	call.AddCounter(hourly, 1)
+	call.Build(ttls)
+	_, err := call.Run(ctx, runner)
+	require.Error(t, err)
+	assert.True(t, redis.HasErrorPrefix(err, protocol.AbortPrefix), err)
+	require.ErrorContains(t, err, "overflow")
+	assert.Zero(t, client.Exists(ctx, schema.Key(daily), schema.BatchKey("b"), schema.BatchKey("b2"), schema.PendingKey(),
+		string(schema.AppendResourceKey(nil, 1, 1)), string(schema.AppendResourceKey(nil, 2, 2))).Val(), "markers undone too")
+	assert.Equal(t, strconv.FormatInt(math.MaxInt64, 10), client.Get(ctx, schema.Key(hourly)).Val())
+}
+
+func TestApplyCallLayout(t *testing.T) {
+	t.Parallel()
+	schema, err := protocol.New("p")
+	require.NoError(t, err)
+	call := protocol.NewApplyCall(schema)
+	call.AddBatch("b1")
+	call.AddResourceMarker(0xc7e0f1a2b3c4d5e6, 0xf708192a3b4c5d6e)
+	call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: 0}, 7)
+	call.Build(protocol.ApplyTTLs{Counter: 1500 * time.Millisecond, BatchMarker: time.Minute, ResourceMarker: time.Hour})
+	assert.Equal(t, []string{"p:pending", "p:batch:b1", "p:res:c7e0f1a2b3c4d5e6f708192a3b4c5d6e", "p:counter:view:1970-01-01"}, call.Keys())
+	assert.Equal(t, []any{int64(2), int64(60), int64(1), int64(1), int64(3600), int64(7)}, call.Args())
+
+	_, err = protocol.NewApplyCall(schema).Run(t.Context(), nil)
+	require.Error(t, err, "a call needs a batch marker")
+}
