@@ -82,7 +82,7 @@ func launchDistro(t testing.TB, env distroEnv) *distro {
 	}
 	grpcPort, httpPort := testservers.FreePort(t), testservers.FreePort(t)
 	healthPort, metricsPort := testservers.FreePort(t), testservers.FreePort(t)
-	cmd := exec.Command(distroBinary(t), "--config", cfg, "--feature-gates=+extension.healthcheck.useComponentStatus")
+	cmd := exec.Command(distroBinary(t), "--config", cfg)
 	cmd.Env = append(os.Environ(),
 		"REDIS_ENDPOINT="+env.RedisEndpoint,
 		"POSTGRES_DSN="+env.PostgresDSN,
