@@ -27,10 +27,11 @@ BIN := bin/$(DIST_NAME)
 # Extra ocb flags, e.g. BUILDER_FLAGS=--verbose.
 BUILDER_FLAGS ?=
 
-# `make run` config; written by the component owners.
+# `make run` config; written by the component owners. It needs no flags: its healthcheckv2
+# extension reports component status (Redis/PostgreSQL outages) without a feature gate.
 RUN_CONFIG ?= testdata/config.yaml
-# The health check reports component status (Redis/PostgreSQL outages) only behind this gate.
-RUN_FLAGS ?= --feature-gates=+extension.healthcheck.useComponentStatus
+# Extra collector flags for `make run`, e.g. RUN_FLAGS=--feature-gates=+pdata.useProtoPooling.
+RUN_FLAGS ?=
 
 # Test knobs. PKGS narrows the packages, TEST_FLAGS adds flags (e.g. TEST_FLAGS='-run TestX -v').
 PKGS ?= ./...

@@ -173,7 +173,11 @@ func (f *flusher) tick(ctx context.Context) {
 		}
 		f.logger.Error("flush failed; staged and pending counts stay in Redis and are retried next tick",
 			append(st.logFields(), zap.Error(err))...)
-		componentstatus.ReportStatus(f.host, componentstatus.NewRecoverableErrorEvent(err))
+		// Once per outage: every report restamps the status, and the health
+		// check counts recovery_duration from that stamp.
+		if !f.failing {
+			componentstatus.ReportStatus(f.host, componentstatus.NewRecoverableErrorEvent(err))
+		}
 		f.failing = true
 		return
 	}

@@ -201,9 +201,13 @@ func (e *redisAnalyticsExporter) shutdown(context.Context) error {
 	return nil
 }
 
-// reportFailure marks the component as recoverably failing (health_check shows it).
+// reportFailure marks the component as recoverably failing (the health check
+// shows it), once per outage: every report restamps the status, and the
+// health check counts recovery_duration from that stamp.
 func (e *redisAnalyticsExporter) reportFailure(err error) {
-	e.failing.Store(true)
+	if e.failing.Swap(true) {
+		return
+	}
 	if host := e.currentHost(); host != nil {
 		componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(err))
 	}

@@ -5,9 +5,11 @@
 #   PostgreSQL  PG_ENDPOINT    (default 127.0.0.1:5432), user postgres, database postgres,
 #               passwordless (trust) login over TCP.
 #
-# A service that answers is left alone. One that does not is started if installed: Redis with the
-# known command line, PostgreSQL through the Debian cluster on that port (pg_ctlcluster), or else a
-# cluster this script creates under PG_FALLBACK_DIR (initdb, trust auth). Missing packages are
+# A service that answers is left alone. One that does not is started if installed: Redis as a daemon
+# with the persistence the README's Guarantees need (AOF, appendfsync always, noeviction) in a data
+# dir of its own (REDIS_DATA_DIR, default /var/tmp/otelcol-analytics-redis-<port>), PostgreSQL
+# through the Debian cluster on that port (pg_ctlcluster), or else a cluster this script creates
+# under PG_FALLBACK_DIR (initdb, trust auth). Missing packages are
 # installed with apt-get when running as root; otherwise the script says what to install and exits 1.
 # An existing cluster's authentication is never rewritten: if it refuses passwordless login, the
 # script explains how to fix pg_hba.conf and exits 1.
@@ -16,9 +18,10 @@
 # same environment. A Redis or PostgreSQL the user points it at (REDIS_SENTINEL_MASTER,
 # REDIS_USERNAME/REDIS_PASSWORD, REDIS_CLUSTER=true, POSTGRES_DSN) is theirs: it is neither checked
 # nor started (the collector reports it if unreachable), and a Redis that asks for a password is fine.
-# Only the default local services are brought up, and redis-cli is not required.
+# Only the default local services are brought up, and redis-cli is not required. A local Redis that
+# already answers but runs without AOF or with another appendfsync than always gets a warning.
 #
-# Idempotent; silent when everything is already up. Exit status 0 = both services usable.
+# Idempotent; silent when everything is already up (but for that warning). Exit status 0 = both services usable.
 set -euo pipefail
 
 RUN_MODE=0
@@ -38,6 +41,8 @@ PG_DB=postgres
 # Cluster created by this script when no Debian cluster serves PG_ENDPOINT's port.
 PG_FALLBACK_DIR=${PG_FALLBACK_DIR:-/var/tmp/otelcol-analytics-pg}
 REDIS_WAIT_SECS=${REDIS_WAIT_SECS:-15}
+# Data dir (AOF) and log of a Redis this script starts; one per port by default.
+REDIS_DATA_DIR=${REDIS_DATA_DIR:-}
 PG_WAIT_SECS=${PG_WAIT_SECS:-60}
 
 PG_HBA_MARKER="# otelcol-analytics: trust for local TCP (added by scripts/ensure-services.sh)"
@@ -102,31 +107,44 @@ redis_ping() { # host port -> 0 if PONG
 
 REDIS_LOG=""
 start_redis() { # host port
-	local host=$1 port=$2 dir=/var/lib/redis logfile=/var/log/redis/ci.log bind
-	# Known command line on this machine kind; fall back to a private dir when the Debian dirs are
-	# missing or not writable (fresh system, non-root user).
-	if [[ ! -d $dir || ! -w $dir ]]; then
-		dir=/var/tmp/otelcol-analytics-redis
-		mkdir -p "$dir"
-	fi
-	if [[ ! -d ${logfile%/*} || ! -w ${logfile%/*} ]]; then
-		logfile=$dir/redis.log
-	fi
+	local host=$1 port=$2 dir=${REDIS_DATA_DIR:-/var/tmp/otelcol-analytics-redis-$2} bind
+	# A dir of its own, private to the user running the server (created so when missing): the AOF
+	# there is what a restart of this Redis reloads.
+	[[ -d $dir ]] || mkdir -p -m 0700 "$dir"
 	case $host in
 	127.0.0.1 | localhost) bind=(127.0.0.1 -::1) ;;
 	*) bind=("$host") ;;
 	esac
-	REDIS_LOG=$logfile
-	log "starting redis-server on $host:$port (dir $dir, log $logfile)"
-	redis-server --daemonize yes --bind "${bind[@]}" --port "$port" --save "" --appendonly no \
-		--dir "$dir" --logfile "$logfile" >&2 9>&- ||
-		die "redis-server failed to start; see $logfile"
+	REDIS_LOG=$dir/redis.log
+	log "starting redis-server on $host:$port (AOF with appendfsync always in $dir, log $REDIS_LOG)"
+	# README, Guarantees: AOF with appendfsync always (each write is on disk before Redis answers),
+	# no RDB snapshots (the AOF is the only copy), noeviction (Redis' default, stated here).
+	redis-server --daemonize yes --bind "${bind[@]}" --port "$port" --dir "$dir" --logfile "$REDIS_LOG" \
+		--appendonly yes --appendfsync always --save "" --maxmemory-policy noeviction >&2 9>&- ||
+		die "redis-server failed to start; see $REDIS_LOG"
+}
+
+# warn_redis_persistence host port: a Redis this script did not start is never changed, but
+# `make run` says when it lacks what the README's Guarantees need (redis-cli and CONFIG allowed).
+warn_redis_persistence() {
+	local host=$1 port=$2 aof fsync
+	command -v redis-cli >/dev/null 2>&1 || return 0
+	aof=$(timeout 3 redis-cli -h "$host" -p "$port" --raw config get appendonly 2>/dev/null | sed -n 2p) || return 0
+	fsync=$(timeout 3 redis-cli -h "$host" -p "$port" --raw config get appendfsync 2>/dev/null | sed -n 2p) || return 0
+	[[ -n $aof && -n $fsync ]] || return 0
+	if [[ $aof != yes || $fsync != always ]]; then
+		log "warning: Redis on $host:$port runs with appendonly $aof, appendfsync $fsync (left as is);" \
+			"acknowledged counts survive a Redis crash only with appendonly yes and appendfsync always (README, Guarantees)"
+	fi
 }
 
 ensure_redis() {
 	split_endpoint "$REDIS_ENDPOINT"
 	local host=$ep_host port=$ep_port
-	redis_ping "$host" "$port" && return 0
+	if redis_ping "$host" "$port"; then
+		[[ $RUN_MODE -eq 1 ]] && warn_redis_persistence "$host" "$port"
+		return 0
+	fi
 	if [[ $REDIS_REPLY == *NOAUTH* || $REDIS_REPLY == *WRONGPASS* || $REDIS_REPLY == *DENIED* ]]; then
 		[[ $RUN_MODE -eq 1 ]] && return 0 # up; the collector logs in with the config's credentials
 		die "Redis on $host:$port requires authentication ($REDIS_REPLY); tests need a Redis without a password"
@@ -136,8 +154,12 @@ ensure_redis() {
 	if ! command -v redis-server >/dev/null 2>&1; then
 		if is_root; then
 			apt_install redis-server || die "could not install redis-server with apt-get; install Redis with your package manager"
-			# The package may have started its own service on 6379 already.
-			redis_ping "$host" "$port" && return 0
+			# The package may have started its own service on 6379 already (its own config: the
+			# warning says what it lacks).
+			if redis_ping "$host" "$port"; then
+				[[ $RUN_MODE -eq 1 ]] && warn_redis_persistence "$host" "$port"
+				return 0
+			fi
 		else
 			die "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install -y redis-server) or run this script as root"
 		fi

@@ -524,8 +524,7 @@ func (e *e2eEnv) start(ctx context.Context, cfg e2eConfig) *instance {
 		}
 		env = append(env, "STORAGE_DIR="+dir)
 	}
-	col, err := e.sup.start("collector-"+cfg.key, e.opts.collectorCPUs, e.tmp, env, e.opts.bin, "--config", cfg.file,
-		"--feature-gates=+extension.healthcheck.useComponentStatus")
+	col, err := e.sup.start("collector-"+cfg.key, e.opts.collectorCPUs, e.tmp, env, e.opts.bin, "--config", cfg.file)
 	if err != nil {
 		in.res.err = err
 		return in

@@ -50,6 +50,10 @@ type distroEnv struct {
 	FlushInterval time.Duration
 	Config        string   // defaults to testdata/config.yaml
 	Env           []string // more environment variables, KEY=value
+	// Overrides are settings merged over Config, each a YAML line with a
+	// "::"-separated path, e.g. "extensions::healthcheckv2::component_health::recovery_duration: 2s"
+	// (passed as --config yaml:<line>).
+	Overrides []string
 }
 
 // distro is a running collector child process.
@@ -82,7 +86,11 @@ func launchDistro(t testing.TB, env distroEnv) *distro {
 	}
 	grpcPort, httpPort := testservers.FreePort(t), testservers.FreePort(t)
 	healthPort, metricsPort := testservers.FreePort(t), testservers.FreePort(t)
-	cmd := exec.Command(distroBinary(t), "--config", cfg, "--feature-gates=+extension.healthcheck.useComponentStatus")
+	args := []string{"--config", cfg}
+	for _, o := range env.Overrides {
+		args = append(args, "--config", "yaml:"+o)
+	}
+	cmd := exec.Command(distroBinary(t), args...)
 	cmd.Env = append(os.Environ(),
 		"REDIS_ENDPOINT="+env.RedisEndpoint,
 		"POSTGRES_DSN="+env.PostgresDSN,

@@ -106,7 +106,7 @@ func TestFaultPostgresOutage(t *testing.T) {
 	waitFor(t, 10*time.Second, 50*time.Millisecond, "no failed flush reported while PostgreSQL is down", func() bool {
 		return metricValue(d.scrapeMetrics(ctx), "otelcol_pg_flush_flushes", `outcome="failure"`) > 0
 	})
-	// health_check (component status) shows pg_flush's recoverable error.
+	// The health check (component status) shows pg_flush's recoverable error.
 	waitFor(t, 10*time.Second, 50*time.Millisecond, "health check does not show the recoverable error", func() bool {
 		return strings.Contains(d.health(ctx), "StatusRecoverableError")
 	})
