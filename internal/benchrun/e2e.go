@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
@@ -36,23 +33,17 @@ type e2eConfig struct {
 }
 
 const (
-	keyBaseline      = "baseline"
-	keyBaselineQueue = "baseline-q"
-	keyAckRedis      = "mode-a"
-	keyPersistent    = "mode-b"
+	keyBaseline   = "baseline"
+	keyAckRedis   = "mode-a"
+	keyPersistent = "mode-b"
 )
 
-// e2eConfigs lists the configurations; the queue baseline is generated into
-// tmp (see writeQueueBaseline).
-func e2eConfigs(root, tmp string) []e2eConfig {
+// e2eConfigs lists the configurations.
+func e2eConfigs(root string) []e2eConfig {
 	return []e2eConfig{
 		{
 			key: keyBaseline, name: "baseline: debug exporter (silent)",
 			file: filepath.Join(root, "testdata", "bench", "baseline-debug.yaml"),
-		},
-		{
-			key: keyBaselineQueue, name: "info: debug + sample config's sending_queue",
-			file: filepath.Join(tmp, "baseline-debug-queue.yaml"),
 		},
 		{
 			key: keyAckRedis, name: "(a) ack after Redis (testdata/config.yaml)",
@@ -299,40 +290,6 @@ func newEndpoints() (endpoints, error) {
 	return endpoints{grpc: hp(ports[0]), http: hp(ports[1]), health: hp(ports[2]), metrics: hp(ports[3]), metricsPort: ports[3]}, nil
 }
 
-// writeQueueBaseline writes the second, informational baseline: the debug
-// baseline whose exporter gets the sending_queue section of the sample config
-// (wait for the result, batching in the queue). Mode (a) against it isolates
-// the redis_analytics exporter's own cost from the exporterhelper queue and
-// batching. The file is JSON, which the collector reads as YAML; the
-// ${env:...} references stay as they are.
-func writeQueueBaseline(root, dst string) error {
-	sample, err := confmaptest.LoadConf(filepath.Join(root, "testdata", "config.yaml"))
-	if err != nil {
-		return fmt.Errorf("queue baseline: %w", err)
-	}
-	base, err := confmaptest.LoadConf(filepath.Join(root, "testdata", "bench", "baseline-debug.yaml"))
-	if err != nil {
-		return fmt.Errorf("queue baseline: %w", err)
-	}
-	queue := sample.Get("exporters::redis_analytics::sending_queue")
-	if queue == nil {
-		return errors.New("queue baseline: testdata/config.yaml has no exporters::redis_analytics::sending_queue")
-	}
-	if err = base.Merge(confmap.NewFromStringMap(map[string]any{
-		"exporters": map[string]any{"debug": map[string]any{"sending_queue": queue}},
-	})); err != nil {
-		return fmt.Errorf("queue baseline: %w", err)
-	}
-	b, err := json.MarshalIndent(base.ToStringMap(), "", "  ")
-	if err != nil {
-		return fmt.Errorf("queue baseline: %w", err)
-	}
-	if err = os.WriteFile(dst, b, 0o600); err != nil {
-		return fmt.Errorf("queue baseline: %w", err)
-	}
-	return nil
-}
-
 // instance is one configuration's running distro.
 type instance struct {
 	cfg        e2eConfig
@@ -485,12 +442,6 @@ func (e *e2eEnv) start(ctx context.Context, cfg e2eConfig) *instance {
 		dbName: "bench_" + id,
 	}
 	logf("e2e %s: starting %s", cfg.key, cfg.name)
-	if cfg.key == keyBaselineQueue {
-		if err := writeQueueBaseline(e.opts.root, cfg.file); err != nil {
-			in.res.err = err
-			return in
-		}
-	}
 	ep, err := newEndpoints()
 	if err != nil {
 		in.res.err = err
@@ -597,8 +548,9 @@ func waitHealthy(ctx context.Context, c *child, url string, limit time.Duration)
 	}
 }
 
-// loadShape is how telemetrygen is run: processes × workers × records per request.
-type loadShape struct{ procs, workers, batch int }
+// loadShape is how telemetrygen is run: processes × workers × records per
+// request, at rate records per second per worker (0: as fast as it can).
+type loadShape struct{ procs, workers, batch, rate int }
 
 func (e *e2eEnv) loadShape(sig signalSpec) loadShape {
 	if sig.name == "traces" {
@@ -629,7 +581,7 @@ func (e *e2eEnv) load(ctx context.Context, in *instance, sig signalSpec, d time.
 	args := append([]string{
 		e.telemetrygen, sig.name,
 		"--otlp-endpoint", in.ep.grpc, "--otlp-insecure",
-		"--rate", "0", "--workers", strconv.Itoa(shape.workers), "--duration", d.String(),
+		"--rate", strconv.Itoa(shape.rate), "--workers", strconv.Itoa(shape.workers), "--duration", d.String(),
 		"--batch-size", strconv.Itoa(shape.batch),
 		// Keep loading when the collector refuses a request: refusals show in its metrics.
 		"--allow-export-failures",

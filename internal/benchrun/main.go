@@ -82,11 +82,16 @@ type options struct {
 	collectorCPUs string
 	loadCPUs      string
 
-	skipE2E       bool
-	skipGoBench   bool
-	flushCounters int
-	keepTmp       bool
-	strict        bool
+	skipE2E     bool
+	skipClients bool
+
+	clientsDuration time.Duration
+	steadyDuration  time.Duration
+	unsaturatedRate int
+	skipGoBench     bool
+	flushCounters   int
+	keepTmp         bool
+	strict          bool
 }
 
 func parseFlags() options {
@@ -116,7 +121,7 @@ func parseFlags() options {
 	flag.IntVar(&o.traceBatchSize, "trace-batch-size", 2048, "telemetrygen traces: spans per OTLP request")
 	flag.StringVar(&o.signals, "signals", "logs,traces", "telemetrygen loads to run, comma-separated")
 	flag.StringVar(&o.configs, "configs", "baseline,mode-a,mode-b",
-		"e2e configurations to run, comma-separated (baseline, baseline-q: debug behind the sample config's sending_queue, mode-a, mode-b)")
+		"e2e configurations to run, comma-separated (baseline, mode-a, mode-b)")
 	flag.Var(&o.variants, "variant",
 		"also measure another analytics config like mode (a), side by side: name=path (repeatable), e.g. -variant ft50=/tmp/ft50.yaml; "+
 			"the file gets the same environment as testdata/config.yaml (endpoints, REDIS_ENDPOINT, POSTGRES_DSN, STORAGE_DIR)")
@@ -127,7 +132,11 @@ func parseFlags() options {
 	flag.StringVar(&o.pin, "pin", "auto", "pin processes to CPUs with taskset: auto (when >= 2 CPUs), on, off")
 	flag.StringVar(&o.collectorCPUs, "collector-cpus", "0", "taskset CPU list of the collector and the exporter benchmark")
 	flag.StringVar(&o.loadCPUs, "load-cpus", "1", "taskset CPU list of telemetrygen and Redis")
-	flag.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the end-to-end runs")
+	flag.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the end-to-end runs (the clients section too)")
+	flag.BoolVar(&o.skipClients, "skip-clients", false, "skip the clients section (OTel SDK instances at default settings)")
+	flag.DurationVar(&o.clientsDuration, "clients-duration", 10*time.Second, "clients section: load per scenario and pipeline")
+	flag.DurationVar(&o.steadyDuration, "steady-duration", 5*time.Second, "clients section: load per step of the steady-rate search")
+	flag.IntVar(&o.unsaturatedRate, "unsaturated-rate", 5000, "clients section: telemetrygen records per second per worker below saturation")
 	flag.BoolVar(&o.skipGoBench, "skip-gobench", false, "skip the Go benchmarks")
 	flag.IntVar(&o.flushCounters, "flush-counters", 1_000_000, "per-user counters in the flush target benchmark")
 	flag.IntVar(&o.benchCount, "bench-count", 3, "runs of each exporter benchmark (-test.count); the report takes the median of each metric")
@@ -207,7 +216,7 @@ func run(o options) int {
 		}
 		env := &e2eEnv{opts: o, sup: sup, rdb: rdb, redisAddr: redisAddr, redisPid: redisProc.pid(), telemetrygen: tg, tmp: tmp}
 		var cfgs []e2eConfig
-		for _, cfg := range e2eConfigs(root, tmp) {
+		for _, cfg := range e2eConfigs(root) {
 			if slices.Contains(strings.Split(o.configs, ","), cfg.key) {
 				cfgs = append(cfgs, cfg)
 			}
@@ -216,6 +225,12 @@ func run(o options) int {
 		rep.e2e = env.runAll(ctx, cfgs)
 		for _, rr := range rep.e2e {
 			if rr.err != nil {
+				failed = true
+			}
+		}
+		if !o.skipClients && ctx.Err() == nil {
+			if rep.clients, err = env.clients(ctx, root, tmp); err != nil {
+				fmt.Fprintln(os.Stderr, "benchrun:", err)
 				failed = true
 			}
 		}

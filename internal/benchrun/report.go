@@ -29,6 +29,7 @@ type report struct {
 	pinned       bool
 	started      time.Time
 	e2e          []*runResult
+	clients      *clientsResult
 	benches      []benchLine
 	benchErrs    []string
 	interrupted  string
@@ -70,6 +71,7 @@ func (r *report) print(w io.Writer) (missed bool) {
 
 	if len(r.e2e) > 0 {
 		r.printE2E(w)
+		r.clients.print(w)
 	}
 	if len(r.benches) > 0 {
 		r.printBenches(w)
@@ -267,29 +269,6 @@ func (r *report) targets() []targetRow {
 				}
 			}
 			rows = append(rows, missing(row, o.skipE2E || key == keyPersistent))
-		}
-	}
-
-	// Mode (a) against the debug exporter behind the same sending_queue: what
-	// the redis_analytics exporter itself costs (information).
-	if rr, bq := r.run(keyAckRedis), r.run(keyBaselineQueue); rr != nil && bq != nil {
-		for _, sig := range []string{"logs", "traces", "combined"} {
-			unit := map[string]string{"logs": "log records", "traces": "spans", "combined": "logs+spans"}[sig]
-			row := targetRow{id: "3†", what: fmt.Sprintf("e2e (a) vs debug + the same sending_queue: %s per CPU-second", unit), target: "(info)"}
-			var got, want float64
-			if sig == "combined" {
-				a, c := combined(rr)
-				ba, bc := combined(bq)
-				got, want = safeDiv(a, c), safeDiv(ba, bc)
-			} else if l := rr.load(sig); l != nil {
-				got, want = l.perCPUSecond(), baselineRate(bq, sig)
-			}
-			if got > 0 && want > 0 {
-				v := got / want
-				row.measured = fmt.Sprintf("%.3f× (%s vs %s /CPU-s)", v, formatNumber(got), formatNumber(want))
-				row.ratio, row.result = fmt.Sprintf("%.3f", v/targetE2ERatio), "info"
-			}
-			rows = append(rows, missing(row, true))
 		}
 	}
 
