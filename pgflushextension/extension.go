@@ -65,7 +65,7 @@ type flusher struct {
 
 	pool   *pgxpool.Pool
 	client redis.UniversalClient
-	store  *redisStore
+	store  *protocol.FlushStore
 
 	// flushMu serializes ticks (loop, Shutdown, tests).
 	flushMu sync.Mutex
@@ -126,7 +126,7 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 			return fmt.Errorf("pg_flush: %w", redactError(err, dsnSecrets(string(f.cfg.DSN))))
 		}
 	}
-	f.pool, f.client, f.store = pool, client, newRedisStore(client, f.cfg.Redis.NewScriptRunner(client), f.schema)
+	f.pool, f.client, f.store = pool, client, protocol.NewFlushStore(client, f.cfg.Redis.NewScriptRunner(client), f.schema)
 	f.host = host
 	// The loop outlives Start: keep ctx's values, never its cancellation.
 	loopCtx, cancelLoop := context.WithCancel(context.WithoutCancel(ctx))
@@ -241,7 +241,7 @@ func (f *flusher) Shutdown(ctx context.Context) error {
 // entries, every flusher's. They are read under ctx, which may be over by
 // then: the fields then carry the read error instead.
 func (f *flusher) leftInRedisFields(ctx context.Context) []zap.Field {
-	pending, staging, err := f.store.leftInRedis(ctx)
+	pending, staging, err := f.store.LeftInRedis(ctx)
 	if err != nil {
 		return []zap.Field{zap.NamedError("left_in_redis_error", err)}
 	}

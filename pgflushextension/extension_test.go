@@ -136,7 +136,7 @@ func TestFactoryExtensionRecoversAtStart(t *testing.T) {
 	// The dead flusher staged an hour ago: past any grace period.
 	dead := env.redisStore()
 	res := env.stageAged(ctx, dead, time.Hour)
-	require.Len(t, res.fields, len(incs))
+	require.Len(t, res.Fields, len(incs))
 
 	cfg := env.config()
 	cfg.Interval = time.Hour // only the tick at start can apply it

@@ -319,9 +319,9 @@ func testKillPoint(t *testing.T, step string, k int) {
 		// ahead. The recovering child ignores the grace period.
 		dead := env.redisStore()
 		for range k - 1 {
-			res, err := dead.stage(ctx, newFlushID(time.Now()), faultBatchSize)
+			res, err := dead.Stage(ctx, newFlushID(time.Now()), faultBatchSize)
 			require.NoError(t, err)
-			require.NotEmpty(t, res.fields)
+			require.NotEmpty(t, res.Fields)
 		}
 		prep := stepAfterStage
 		if k%2 == 0 {

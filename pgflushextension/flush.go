@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // Log field keys used in several places.
@@ -131,14 +133,14 @@ func (f *flusher) runFlush(ctx context.Context) (flushStats, error) {
 // runTick runs the steps of one tick; it starts no recovery and no STAGE
 // after stageBy.
 func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats) error {
-	now := f.now()
-	snap, err := f.store.snapshot(ctx, now, f.cfg.CounterTTL/2)
+	snap, err := f.store.Snapshot(ctx, f.cfg.CounterTTL/2)
 	if err != nil {
 		return err
 	}
-	st.pending, st.atRisk, st.stagingEntries = snap.pending, snap.atRisk, len(snap.staging)
-	if !snap.oldestPending.IsZero() {
-		st.oldestPendingAge = max(0, now.Sub(snap.oldestPending))
+	st.pending, st.atRisk, st.stagingEntries = snap.Pending, snap.AtRisk, len(snap.Staging)
+	if !snap.OldestPending.IsZero() {
+		// Both by Redis' clock, which scored the pending set.
+		st.oldestPendingAge = max(0, snap.RedisNow.Sub(snap.OldestPending))
 	}
 	f.telemetry.PgFlushPendingCounters.Record(ctx, st.pending)
 	f.telemetry.PgFlushOldestPendingAge.Record(ctx, st.oldestPendingAge.Seconds())
@@ -152,11 +154,11 @@ func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats
 	}
 
 	var errs []error
-	if err := f.recoverStaging(ctx, snap.redisNow, stageBy, snap.staging, st); err != nil {
+	if err := f.recoverStaging(ctx, snap.RedisNow, stageBy, snap.Staging, st); err != nil {
 		errs = append(errs, err)
 	}
 	if ctx.Err() == nil {
-		if err := f.stageBatches(ctx, stageBy, snap.pending, st); err != nil {
+		if err := f.stageBatches(ctx, stageBy, snap.Pending, st); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -165,7 +167,7 @@ func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats
 			zap.Int("expired", st.expired))
 	}
 	if ctx.Err() == nil {
-		n, err := f.pruneLedger(ctx, snap.staging)
+		n, err := f.pruneLedger(ctx, snap.Staging)
 		if err != nil {
 			f.logger.Warn("ledger pruning failed; retried next tick", zap.Error(err))
 		}
@@ -180,10 +182,10 @@ func (f *flusher) runTick(ctx context.Context, stageBy time.Time, st *flushStats
 // row for as long as it waits, so however old it is, it is applied at most
 // once. Reusing the snapshot costs no round trip to a Redis that may be
 // down.
-func (f *flusher) pruneLedger(ctx context.Context, staged []stagingEntry) (int64, error) {
+func (f *flusher) pruneLedger(ctx context.Context, staged []protocol.StagingEntry) (int64, error) {
 	ids := make([]string, len(staged))
 	for i, e := range staged {
-		ids[i] = e.id
+		ids[i] = e.ID
 	}
 	return pruneLedger(ctx, f.pool, f.cfg.LedgerRetention, ids)
 }
@@ -198,13 +200,13 @@ func (f *flusher) pruneLedger(ctx context.Context, staged []stagingEntry) (int64
 // so an entry whose batch was committed is found applied and only cleaned
 // up. No entry is started after stageBy: the rest are counted as deferred
 // and left for the next tick.
-func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Time, entries []stagingEntry, st *flushStats) error {
+func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Time, entries []protocol.StagingEntry, st *flushStats) error {
 	inIndex := make(map[string]struct{}, len(entries))
 	var errs []error
 	for _, e := range entries {
-		inIndex[e.id] = struct{}{}
-		own := f.isOwn(e.id)
-		age := redisNow.Sub(e.created)
+		inIndex[e.ID] = struct{}{}
+		own := f.isOwn(e.ID)
+		age := redisNow.Sub(e.Created)
 		if !own && age < f.grace {
 			continue // another flusher is (probably) still working on it
 		}
@@ -216,31 +218,31 @@ func (f *flusher) recoverStaging(ctx context.Context, redisNow, stageBy time.Tim
 			st.deferred++
 			continue
 		}
-		if err := f.store.confirmReplicated(ctx, e.id); err != nil {
+		if err := f.store.ConfirmReplicated(ctx, e.ID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		fields, err := f.store.readStaging(ctx, e.id)
+		fields, err := f.store.ReadStaging(ctx, e.ID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if len(fields) == 0 {
 			// Finished by another flusher between our index read and HGETALL.
-			if err := f.store.finish(ctx, e.id, nil); err != nil {
+			if err := f.store.Finish(ctx, e.ID, nil); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			f.removeOwn(e.id)
+			f.removeOwn(e.ID)
 			continue
 		}
 		f.reach(stepRecoveryRead)
-		if err := f.applyAndFinish(ctx, e.id, len(fields), parseBatch(f.schema, fields), st); err != nil {
+		if err := f.applyAndFinish(ctx, e.ID, len(fields), parseBatch(f.schema, fields), st); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		st.recovered++
-		f.logger.Info("recovered staging entry", zap.String(keyFlushID, e.id), zap.Int(keyCounters, len(fields)),
+		f.logger.Info("recovered staging entry", zap.String(keyFlushID, e.ID), zap.Int(keyCounters, len(fields)),
 			zap.Bool("own", own), zap.Duration("age", age))
 	}
 	// An own id missing from the index was never staged (the script failed or
@@ -350,16 +352,16 @@ func (f *flusher) stageLoop(ctx context.Context, stageBy time.Time, pendingAtSta
 		// tick finds the id in the staging index and applies it at once.
 		f.addOwn(id)
 		f.reach(stepBeforeStage)
-		res, err := f.store.stage(ctx, id, f.cfg.BatchSize)
-		fields := res.fields
-		if err == nil && res.alreadyStaged {
-			fields, err = f.store.readStaging(ctx, id)
+		res, err := f.store.Stage(ctx, id, f.cfg.BatchSize)
+		fields := res.Fields
+		if err == nil && res.AlreadyStaged {
+			fields, err = f.store.ReadStaging(ctx, id)
 		}
 		if err != nil {
 			out <- stagedBatch{id: id, err: err}
 			return false
 		}
-		b := stagedBatch{id: id, expired: res.expired, fields: len(fields)}
+		b := stagedBatch{id: id, expired: res.Expired, fields: len(fields)}
 		if len(fields) == 0 {
 			f.removeOwn(id)
 		} else {
@@ -367,11 +369,11 @@ func (f *flusher) stageLoop(ctx context.Context, stageBy time.Time, pendingAtSta
 			b.parsed = parseBatch(f.schema, fields)
 		}
 		out <- b
-		if res.alreadyStaged {
+		if res.AlreadyStaged {
 			continue
 		}
-		taken += int64(res.taken)
-		if res.taken < f.cfg.BatchSize || taken >= pendingAtStart {
+		taken += int64(res.Taken)
+		if res.Taken < f.cfg.BatchSize || taken >= pendingAtStart {
 			return false
 		}
 	}
@@ -407,7 +409,7 @@ func (f *flusher) applyAndFinish(ctx context.Context, id string, fieldCount int,
 		return fmt.Errorf("flush %s: %w", id, err)
 	}
 	f.reach(stepAfterCommit)
-	if err := f.store.finish(ctx, id, b.quarantine); err != nil {
+	if err := f.store.Finish(ctx, id, b.quarantine); err != nil {
 		f.logger.Warn("flush batch committed but its staging entry was not cleaned up; the ledger makes the retry a no-op",
 			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))
 		return fmt.Errorf("flush %s: %w", id, err)

@@ -114,10 +114,10 @@ func BenchmarkUpsert(b *testing.B) {
 // userDailyFields returns the staged fields of per-user counters start to
 // end-1 (four event types per user, counts 1 to 97), as seedUserCounters
 // writes them.
-func userDailyFields(schema protocol.Schema, start, end int) []stagedField {
-	fields := make([]stagedField, 0, end-start)
+func userDailyFields(schema protocol.Schema, start, end int) []protocol.StagedField {
+	fields := make([]protocol.StagedField, 0, end-start)
 	for i := start; i < end; i++ {
-		fields = append(fields, stagedField{key: schema.Key(benchUserCounter(i)), value: strconv.Itoa(benchUserCount(i))})
+		fields = append(fields, protocol.StagedField{Key: schema.Key(benchUserCounter(i)), Value: strconv.Itoa(benchUserCount(i))})
 	}
 	return fields
 }

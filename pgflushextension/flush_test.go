@@ -304,9 +304,9 @@ func TestCrashBetweenCommitAndCleanup(t *testing.T) {
 		f.flushMu.Lock()
 		defer f.flushMu.Unlock()
 		f.addOwn(id)
-		res, err := f.store.stage(ctx, id, f.cfg.BatchSize)
+		res, err := f.store.Stage(ctx, id, f.cfg.BatchSize)
 		require.NoError(t, err)
-		_, err = applyBatch(ctx, f.pool, f.upsert, id, parseBatch(f.schema, res.fields), nil)
+		_, err = applyBatch(ctx, f.pool, f.upsert, id, parseBatch(f.schema, res.Fields), nil)
 		require.NoError(t, err)
 	}
 	stageAndCommit(f)
@@ -351,7 +351,7 @@ func TestCrashBetweenStageAndApply(t *testing.T) {
 
 	// A flusher that dies right after STAGE.
 	res := env.stageAged(ctx, env.redisStore(), 0)
-	require.Len(t, res.fields, len(incs))
+	require.Len(t, res.Fields, len(incs))
 
 	// During the grace period (an hour: no host is that slow) another
 	// flusher leaves the entry alone.
@@ -575,12 +575,12 @@ func TestQuarantine(t *testing.T) {
 	var markers []string
 	for field, v := range q {
 		switch v {
-		case "abc", markerWrongType, markerForeign:
+		case "abc", protocol.MarkerWrongType, protocol.MarkerForeign:
 			markers = append(markers, v)
 			assert.Contains(t, field, "#", "non-integer values are kept per flush id")
 		}
 	}
-	assert.ElementsMatch(t, []string{"abc", markerWrongType, markerForeign}, markers)
+	assert.ElementsMatch(t, []string{"abc", protocol.MarkerWrongType, protocol.MarkerForeign}, markers)
 	// Keys the flusher must not delete are untouched.
 	assert.Equal(t, "1", env.rdb.Get(ctx, foreign).Val())
 	assert.Equal(t, "1", env.rdb.HGet(ctx, wrongType, "a").Val())
@@ -693,26 +693,26 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 		require.NoError(t, env.rdb.ZAdd(ctx, env.schema.PendingKey(), redisZ(time.Now(), env.schema.Key(c))).Err())
 	}
 	id := newFlushID(time.Now())
-	res, err := store.stage(ctx, id, 100)
+	res, err := store.Stage(ctx, id, 100)
 	require.NoError(t, err)
-	require.Len(t, res.fields, 3)
-	require.Equal(t, 2, res.expired)
+	require.Len(t, res.Fields, 3)
+	require.Equal(t, 2, res.Expired)
 
 	// The exporter re-creates one of the staged counters, then the same
 	// script is re-sent (as go-redis does after a lost reply). The re-run
 	// reports the first run's expired counters, whose reply was lost.
 	again := awkwardIncrements()[0]
 	require.NoError(t, env.write(ctx, again))
-	res, err = store.stage(ctx, id, 100)
+	res, err = store.Stage(ctx, id, 100)
 	require.NoError(t, err)
-	assert.True(t, res.alreadyStaged)
-	assert.Equal(t, 2, res.expired, "the first run's expired count is kept in the claim")
-	staged, err := store.readStaging(ctx, id)
+	assert.True(t, res.AlreadyStaged)
+	assert.Equal(t, 2, res.Expired, "the first run's expired count is kept in the claim")
+	staged, err := store.ReadStaging(ctx, id)
 	require.NoError(t, err)
 	assert.Len(t, staged, 3)
 	for _, fld := range staged {
-		if fld.key == env.schema.Key(again.counter) {
-			assert.Equal(t, "5", fld.value, "the staged count is not overwritten")
+		if fld.Key == env.schema.Key(again.counter) {
+			assert.Equal(t, "5", fld.Value, "the staged count is not overwritten")
 		}
 	}
 	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the new increment waits for the next batch")
@@ -722,14 +722,13 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 	// because the ledger holds it and its batch would be skipped as applied.
 	// With wait_replicas the recovering flusher claims the id first: that
 	// renews the claim and keeps its count.
-	claimKeys := []string{env.schema.StagingClaimKey(id)}
-	require.NoError(t, claimScript.Run(ctx, env.rdb, claimKeys, int64(stagingClaimTTL/time.Second)).Err())
-	require.NoError(t, store.finish(ctx, id, nil))
-	res, err = store.stage(ctx, id, 100)
+	require.NoError(t, store.Claim(ctx, id))
+	require.NoError(t, store.Finish(ctx, id, nil))
+	res, err = store.Stage(ctx, id, 100)
 	require.NoError(t, err)
-	assert.True(t, res.alreadyStaged)
-	assert.Equal(t, 2, res.expired)
-	staged, err = store.readStaging(ctx, id)
+	assert.True(t, res.AlreadyStaged)
+	assert.Equal(t, 2, res.Expired)
+	staged, err = store.ReadStaging(ctx, id)
 	require.NoError(t, err)
 	assert.Empty(t, staged)
 	assert.Equal(t, int64(1), env.rdb.ZCard(ctx, env.schema.PendingKey()).Val(), "the pending increment is left for a fresh flush id")
@@ -737,10 +736,10 @@ func TestStageScriptRetryIsNoop(t *testing.T) {
 	// A claim written by an older version (a plain string) reads as 0 expired.
 	old := newFlushID(time.Now())
 	require.NoError(t, env.rdb.Set(ctx, env.schema.StagingClaimKey(old), "1", time.Hour).Err())
-	res, err = store.stage(ctx, old, 100)
+	res, err = store.Stage(ctx, old, 100)
 	require.NoError(t, err)
-	assert.True(t, res.alreadyStaged)
-	assert.Zero(t, res.expired)
+	assert.True(t, res.AlreadyStaged)
+	assert.Zero(t, res.Expired)
 }
 
 // resendStage is a go-redis hook that runs every STAGE script twice and
@@ -770,7 +769,7 @@ func isStageScript(cmd redis.Cmder) bool {
 	body, _ := args[1].(string)
 	switch args[0] {
 	case "evalsha":
-		return body == stageScript.Hash()
+		return body == protocol.StageScriptHash()
 	case "eval":
 		return strings.Contains(body, "redis.call('ZPOPMIN'")
 	}
@@ -821,17 +820,17 @@ func TestStageOfNothingClaimsNothing(t *testing.T) {
 	env := newTestEnv(t)
 	store := env.redisStore()
 	id := newFlushID(time.Now())
-	res, err := store.stage(ctx, id, 100)
+	res, err := store.Stage(ctx, id, 100)
 	require.NoError(t, err)
-	require.Zero(t, res.taken)
-	require.False(t, res.alreadyStaged)
+	require.Zero(t, res.Taken)
+	require.False(t, res.AlreadyStaged)
 	assert.Zero(t, env.rdb.Exists(ctx, env.schema.StagingClaimKey(id)).Val(), "no claim for an empty STAGE")
 
 	require.NoError(t, env.write(ctx, awkwardIncrements()[:2]...))
-	res, err = store.stage(ctx, id, 100)
+	res, err = store.Stage(ctx, id, 100)
 	require.NoError(t, err)
-	require.False(t, res.alreadyStaged)
-	assert.Len(t, res.fields, 2)
+	require.False(t, res.AlreadyStaged)
+	assert.Len(t, res.Fields, 2)
 	assert.Equal(t, int64(1), env.rdb.Exists(ctx, env.schema.StagingClaimKey(id)).Val(), "a STAGE that took counters claims its id")
 }
 
@@ -842,11 +841,11 @@ func TestFinishScriptIsIdempotent(t *testing.T) {
 	store := env.redisStore()
 	require.NoError(t, env.write(ctx, awkwardIncrements()[:2]...))
 	id := newFlushID(time.Now())
-	_, err := store.stage(ctx, id, 100)
+	_, err := store.Stage(ctx, id, 100)
 	require.NoError(t, err)
-	q := []quarantineOp{{incr: true, field: "bad-key", value: "7"}, {field: "bad-value", value: "x"}}
-	require.NoError(t, store.finish(ctx, id, q))
-	require.NoError(t, store.finish(ctx, id, q), "a re-run finds no staging hash and writes nothing")
+	q := []protocol.QuarantineOp{{Incr: true, Field: "bad-key", Value: "7"}, {Field: "bad-value", Value: "x"}}
+	require.NoError(t, store.Finish(ctx, id, q))
+	require.NoError(t, store.Finish(ctx, id, q), "a re-run finds no staging hash and writes nothing")
 	got, err := env.rdb.HGetAll(ctx, env.schema.QuarantineKey()).Result()
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"bad-key": "7", "bad-value#" + id: "x"}, got)

@@ -108,9 +108,9 @@ type testEnv struct {
 
 // redisStore returns a store on the env's Redis that does not wait for
 // replicas: a flusher's Redis side, driven by hand.
-func (e *testEnv) redisStore() *redisStore {
+func (e *testEnv) redisStore() *protocol.FlushStore {
 	cfg := redisconn.NewDefaultClientConfig()
-	return newRedisStore(e.rdb, cfg.NewScriptRunner(e.rdb), e.schema)
+	return protocol.NewFlushStore(e.rdb, cfg.NewScriptRunner(e.rdb), e.schema)
 }
 
 // newTestEnv uses the shared servers: a unique key prefix and a fresh database.
@@ -212,12 +212,12 @@ func (e *testEnv) redisTime(ctx context.Context) time.Time {
 // stageAged runs STAGE with store for a new flush id, as a flusher that dies
 // right after it, and backdates the staging entry by age (by Redis's clock,
 // as STAGE scores it); it requires that something was staged.
-func (e *testEnv) stageAged(ctx context.Context, store *redisStore, age time.Duration) stageResult {
+func (e *testEnv) stageAged(ctx context.Context, store *protocol.FlushStore, age time.Duration) protocol.StageResult {
 	e.t.Helper()
 	id := newFlushID(time.Now())
-	res, err := store.stage(ctx, id, 100)
+	res, err := store.Stage(ctx, id, 100)
 	require.NoError(e.t, err)
-	require.NotEmpty(e.t, res.fields)
+	require.NotEmpty(e.t, res.Fields)
 	if age != 0 {
 		e.backdateStaging(ctx, id, age)
 	}

@@ -127,7 +127,7 @@ func TestRecoveryWaitsForReplicas(t *testing.T) {
 	cutOff(ctx, t, replica)
 	// The dead flusher staged an hour ago (past any grace period) and waited for nothing.
 	res := env.stageAged(ctx, env.redisStore(), time.Hour)
-	require.Len(t, res.fields, len(incs))
+	require.Len(t, res.Fields, len(incs))
 
 	requireFlushWaits(ctx, t, env, startWaiting(env, 1))
 	assert.Equal(t, times(incs, 1), failOver(t, env, master, replica))

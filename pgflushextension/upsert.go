@@ -62,7 +62,7 @@ type parsedBatch struct {
 	daily      map[dayKey]int64
 	hourly     map[hourKey]int64
 	userDaily  map[userDayKey]int64
-	quarantine []quarantineOp
+	quarantine []protocol.QuarantineOp
 	// quarantineSample holds a few quarantined keys with the reason, for the log.
 	quarantineSample []string
 }
@@ -74,7 +74,7 @@ const maxQuarantineSample = 10
 // primary key. A field that cannot be stored is never dropped: it becomes a
 // quarantine write (HINCRBY of its count under the raw key, or HSET of the raw
 // value when it is not an integer).
-func parseBatch(schema protocol.Schema, fields []stagedField) *parsedBatch {
+func parseBatch(schema protocol.Schema, fields []protocol.StagedField) *parsedBatch {
 	b := &parsedBatch{
 		daily:  make(map[dayKey]int64),
 		hourly: make(map[hourKey]int64),
@@ -82,18 +82,18 @@ func parseBatch(schema protocol.Schema, fields []stagedField) *parsedBatch {
 		userDaily: make(map[userDayKey]int64, len(fields)),
 	}
 	for _, f := range fields {
-		n, err := strconv.ParseInt(f.value, 10, 64)
+		n, err := strconv.ParseInt(f.Value, 10, 64)
 		if err != nil {
-			b.addQuarantine(quarantineOp{field: f.key, value: f.value}, "value is not an integer")
+			b.addQuarantine(protocol.QuarantineOp{Field: f.Key, Value: f.Value}, "value is not an integer")
 			continue
 		}
-		c, err := schema.Parse(f.key)
+		c, err := schema.Parse(f.Key)
 		if err != nil {
-			b.addQuarantine(quarantineOp{incr: true, field: f.key, value: f.value}, err.Error())
+			b.addQuarantine(protocol.QuarantineOp{Incr: true, Field: f.Key, Value: f.Value}, err.Error())
 			continue
 		}
 		if !storableText(c.EventType) || !storableText(c.UserID) {
-			b.addQuarantine(quarantineOp{incr: true, field: f.key, value: f.value}, "not valid UTF-8 text for PostgreSQL")
+			b.addQuarantine(protocol.QuarantineOp{Incr: true, Field: f.Key, Value: f.Value}, "not valid UTF-8 text for PostgreSQL")
 			continue
 		}
 		b.counters++
@@ -115,10 +115,10 @@ func storableText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
-func (b *parsedBatch) addQuarantine(op quarantineOp, reason string) {
+func (b *parsedBatch) addQuarantine(op protocol.QuarantineOp, reason string) {
 	b.quarantine = append(b.quarantine, op)
 	if len(b.quarantineSample) < maxQuarantineSample {
-		b.quarantineSample = append(b.quarantineSample, strconv.Quote(op.field)+": "+reason)
+		b.quarantineSample = append(b.quarantineSample, strconv.Quote(op.Field)+": "+reason)
 	}
 }
 

@@ -21,17 +21,17 @@ func TestParseBatchAggregatesAndSorts(t *testing.T) {
 	t.Parallel()
 	s := testSchema(t)
 	k := s.Key
-	fields := []stagedField{
-		{k(daily("b", day1)), "2"},
-		{k(daily("a", day2)), "3"},
-		{k(daily("a", day1)), "4"},
+	fields := []protocol.StagedField{
+		{Key: k(daily("b", day1)), Value: "2"},
+		{Key: k(daily("a", day2)), Value: "3"},
+		{Key: k(daily("a", day1)), Value: "4"},
 		// The same primary key twice in one batch must be summed, never sent
 		// twice to one INSERT ... ON CONFLICT DO UPDATE.
-		{k(daily("a", day1)), "6"},
-		{k(hourly("h", day2)), "1"},
-		{k(hourly("h", day1)), "-1"},
-		{k(userDaily("zoë", "t", day1)), "9"},
-		{k(userDaily("adam", "t", day1)), "8"},
+		{Key: k(daily("a", day1)), Value: "6"},
+		{Key: k(hourly("h", day2)), Value: "1"},
+		{Key: k(hourly("h", day1)), Value: "-1"},
+		{Key: k(userDaily("zoë", "t", day1)), Value: "9"},
+		{Key: k(userDaily("adam", "t", day1)), Value: "8"},
 	}
 	b := parseBatch(s, fields)
 	assert.Equal(t, len(fields), b.counters)
@@ -57,26 +57,26 @@ func TestParseBatchQuarantine(t *testing.T) {
 	s := testSchema(t)
 	tests := []struct {
 		name   string
-		field  stagedField
+		field  protocol.StagedField
 		incr   bool
 		reason string
 	}{
-		{"value not an integer", stagedField{s.Key(daily("a", day1)), "1.5"}, false, "value is not an integer"},
-		{"marker", stagedField{"other:key", markerForeign}, false, "value is not an integer"},
-		{"overflowing value", stagedField{s.Key(daily("a", day1)), "9223372036854775808"}, false, "value is not an integer"},
-		{"foreign key", stagedField{"other:counter:a:2025-06-01", "1"}, true, "does not belong"},
-		{"bad shape", stagedField{"analytics:counter:a", "1"}, true, "does not match"},
-		{"bad escape", stagedField{"analytics:counter:a%2:2025-06-01", "1"}, true, "malformed"},
-		{"invalid utf-8", stagedField{"analytics:user:\xff:a:2025-06-01", "1"}, true, "UTF-8"},
-		{"nul byte", stagedField{"analytics:counter:%00:2025-06-01", "1"}, true, "UTF-8"},
+		{"value not an integer", protocol.StagedField{Key: s.Key(daily("a", day1)), Value: "1.5"}, false, "value is not an integer"},
+		{"marker", protocol.StagedField{Key: "other:key", Value: protocol.MarkerForeign}, false, "value is not an integer"},
+		{"overflowing value", protocol.StagedField{Key: s.Key(daily("a", day1)), Value: "9223372036854775808"}, false, "value is not an integer"},
+		{"foreign key", protocol.StagedField{Key: "other:counter:a:2025-06-01", Value: "1"}, true, "does not belong"},
+		{"bad shape", protocol.StagedField{Key: "analytics:counter:a", Value: "1"}, true, "does not match"},
+		{"bad escape", protocol.StagedField{Key: "analytics:counter:a%2:2025-06-01", Value: "1"}, true, "malformed"},
+		{"invalid utf-8", protocol.StagedField{Key: "analytics:user:\xff:a:2025-06-01", Value: "1"}, true, "UTF-8"},
+		{"nul byte", protocol.StagedField{Key: "analytics:counter:%00:2025-06-01", Value: "1"}, true, "UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := parseBatch(s, []stagedField{tt.field})
+			b := parseBatch(s, []protocol.StagedField{tt.field})
 			assert.Zero(t, b.counters)
 			require.Len(t, b.quarantine, 1)
-			assert.Equal(t, quarantineOp{incr: tt.incr, field: tt.field.key, value: tt.field.value}, b.quarantine[0])
+			assert.Equal(t, protocol.QuarantineOp{Incr: tt.incr, Field: tt.field.Key, Value: tt.field.Value}, b.quarantine[0])
 			require.Len(t, b.quarantineSample, 1)
 			assert.Contains(t, b.quarantineSample[0], tt.reason)
 		})
@@ -85,9 +85,9 @@ func TestParseBatchQuarantine(t *testing.T) {
 
 func TestParseBatchBoundsLogSample(t *testing.T) {
 	t.Parallel()
-	var fields []stagedField
+	var fields []protocol.StagedField
 	for i := range 50 {
-		fields = append(fields, stagedField{"junk" + strconv.Itoa(i), "1"})
+		fields = append(fields, protocol.StagedField{Key: "junk" + strconv.Itoa(i), Value: "1"})
 	}
 	b := parseBatch(testSchema(t), fields)
 	assert.Len(t, b.quarantine, 50)
@@ -105,7 +105,7 @@ func FuzzParseBatch(f *testing.F) {
 	f.Add("analytics:user:\xff:t:2025-06-01", "1")
 	f.Add("garbage", "x")
 	f.Fuzz(func(t *testing.T, key, value string) {
-		b := parseBatch(s, []stagedField{{key, value}, {key, value}})
+		b := parseBatch(s, []protocol.StagedField{{Key: key, Value: value}, {Key: key, Value: value}})
 		assert.Equal(t, 2, b.counters+len(b.quarantine))
 		var rows int
 		for _, fam := range families {

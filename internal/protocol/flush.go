@@ -1,30 +1,29 @@
-package pgflushextension
+package protocol
 
 import (
 	"context"
+	_ "embed" // the Lua scripts
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/redisconn"
 )
 
-// stagingClaimTTL is how long a flush id's claim lives. It only has to
+// StagingClaimTTL is how long a flush id's claim lives. It only has to
 // outlast go-redis re-sending one STAGE call, which happens within one tick.
-const stagingClaimTTL = time.Hour
+const StagingClaimTTL = time.Hour
 
 // Values the STAGE script stores instead of a count for a pending member it
 // could not read. They are not integers, so the flusher quarantines them.
 const (
-	// markerForeign: the member is not a counter key of this prefix; the key
+	// MarkerForeign: the member is not a counter key of this prefix; the key
 	// (if any) was not touched.
-	markerForeign = "!foreign"
-	// markerWrongType: the key holds another Redis type; it was left alone.
-	markerWrongType = "!wrongtype"
+	MarkerForeign = "!foreign"
+	// MarkerWrongType: the key holds another Redis type; it was left alone.
+	MarkerWrongType = "!wrongtype"
 )
 
 // stageScript is STAGE: it moves up to ARGV[1] of the oldest pending counters
@@ -89,59 +88,11 @@ const (
 // first run's GETDELs too, also on servers that move a client's replication
 // offset only when it writes (Redis 7 moves it on every command; see
 // redisconn.ScriptRunner).
-var stageScript = redisconn.NewScript(`
-local pending, index, staging, claim = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('EXPIRE', claim, ARGV[5]) == 1 then
-  local expired = 0
-  local c = redis.pcall('HGETALL', claim)
-  if type(c) == 'table' and not c.err then
-    for i = 1, #c, 2 do
-      if c[i] == 'expired' then
-        expired = tonumber(c[i + 1]) or 0
-      end
-    end
-  end
-  return {expired, 0, {}, 1}
-end
-local popped = redis.call('ZPOPMIN', pending, ARGV[1])
-local n = #popped / 2
-if n == 0 then
-  return {0, 0, {}, 0}
-end
-redis.call('HSET', claim, 'expired', 0)
-redis.call('EXPIRE', claim, ARGV[5])
-local counterPrefix, userPrefix = ARGV[3], ARGV[4]
-local cl, ul = #counterPrefix, #userPrefix
-local flat, f, expired = {}, 0, 0
-for i = 1, #popped, 2 do
-  local key = popped[i]
-  local v = '` + markerForeign + `'
-  if string.sub(key, 1, cl) == counterPrefix or string.sub(key, 1, ul) == userPrefix then
-    v = redis.pcall('GETDEL', key)
-    if type(v) == 'table' and v.err then
-      v = '` + markerWrongType + `'
-    end
-  end
-  if v then
-    flat[f + 1] = key
-    flat[f + 2] = v
-    f = f + 2
-  else
-    expired = expired + 1
-  end
-end
-if expired > 0 then
-  redis.call('HSET', claim, 'expired', expired)
-end
-for i = 1, f, 1000 do
-  redis.call('HSET', staging, unpack(flat, i, math.min(i + 999, f)))
-end
-if f > 0 then
-  local t = redis.call('TIME')
-  redis.call('ZADD', index, t[1] * 1000 + math.floor(t[2] / 1000), ARGV[2])
-end
-return {expired, n, flat, 0}
-`)
+//
+//go:embed stage.lua
+var stageScriptSource string
+
+var stageScript = redisconn.NewScript(stageScriptSource)
 
 // finishScript is CLEANUP (plus the quarantine writes of the batch): after the
 // PostgreSQL commit it records the unparsable counts in the quarantine hash,
@@ -160,23 +111,11 @@ return {expired, n, flat, 0}
 // an entry whose cleanup reply was lost) never quarantines a count twice.
 // A failing HINCRBY (overflow, or a non-integer already in the field) falls
 // back to HSET under a field suffixed with the flush id, never aborting.
-var finishScript = redisconn.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  for i = 2, #ARGV, 3 do
-    local ok = false
-    if ARGV[i] == 'i' then
-      local r = redis.pcall('HINCRBY', KEYS[3], ARGV[i + 1], ARGV[i + 2])
-      ok = not (type(r) == 'table' and r.err)
-    end
-    if not ok then
-      redis.call('HSET', KEYS[3], ARGV[i + 1] .. '#' .. ARGV[1], ARGV[i + 2])
-    end
-  end
-  redis.call('UNLINK', KEYS[1])
-end
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-`)
+//
+//go:embed finish.lua
+var finishScriptSource string
+
+var finishScript = redisconn.NewScript(finishScriptSource)
 
 // claimScript (re)claims a flush id: KEYS[1] its claim, ARGV[1] the claim's
 // TTL in seconds. Recovery runs it with wait_replicas before it applies a
@@ -186,165 +125,176 @@ return 1
 // count them twice. The WAIT after this write covers that STAGE
 // (TestRecoveryWaitsForReplicas). An existing claim is only renewed (EXPIRE
 // is a write), which keeps the expired count that STAGE stored in it.
-var claimScript = redisconn.NewScript(`
-if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'expired', 0)
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
-return 1
-`)
+//
+//go:embed claim.lua
+var claimScriptSource string
 
-// timeScript returns Redis's clock in Unix ms. It runs as a script keyed on
+var claimScript = redisconn.NewScript(claimScriptSource)
+
+// snapshotScript returns Redis' clock in Unix ms and, when ARGV[1] (an age
+// in ms) is positive, how many pending counters are older than that age by
+// the same clock: KEYS[1] staging index, KEYS[2] pending set. It is keyed on
 // the staging index so that a cluster client sends it to the node that
-// serves the prefix's slot, whose clock STAGE reads (a plain TIME has no key
-// and would go to any node).
-var timeScript = redisconn.NewScript(`
-local t = redis.call('TIME')
-return t[1] * 1000 + math.floor(t[2] / 1000)
-`)
+// serves the prefix's slot, whose clock STAGE and the apply script read (a
+// plain TIME has no key and would go to any node).
+//
+//go:embed snapshot.lua
+var snapshotSource string
+
+var snapshotScript = redisconn.NewScript(snapshotSource)
 
 // errBadScriptReply is returned when a script reply does not have the expected shape.
 var errBadScriptReply = errors.New("unexpected script reply")
 
-// stagedField is one field of a staging hash: a raw counter key and its count
+// StagedField is one field of a staging hash: a raw counter key and its count
 // as Redis returned it (normally a decimal integer).
-type stagedField struct {
-	key   string
-	value string
+type StagedField struct {
+	Key   string
+	Value string
 }
 
-// stageResult is the outcome of one STAGE script run.
-type stageResult struct {
-	// taken is the number of members removed from the pending set.
-	taken int
-	// expired counts taken members whose counter had expired (GETDEL nil).
-	expired int
-	// fields holds what was staged; empty if nothing was.
-	fields []stagedField
-	// alreadyStaged reports that the flush id was claimed before this run
-	// (a retried script): fields is empty and the caller reads the hash;
-	// expired is the first run's count, kept in the claim.
-	alreadyStaged bool
+// StageResult is the outcome of one STAGE script run.
+type StageResult struct {
+	// Taken is the number of members removed from the pending set.
+	Taken int
+	// Expired counts taken members whose counter had expired (GETDEL nil).
+	Expired int
+	// Fields holds what was staged; empty if nothing was.
+	Fields []StagedField
+	// AlreadyStaged reports that the flush id was claimed before this run
+	// (a retried script): Fields is empty and the caller reads the hash;
+	// Expired is the first run's count, kept in the claim.
+	AlreadyStaged bool
 }
 
-// stagingEntry is a member of the staging index.
-type stagingEntry struct {
-	id string
-	// created is the time of its STAGE, by Redis's clock.
-	created time.Time
+// StagingEntry is a member of the staging index.
+type StagingEntry struct {
+	ID string
+	// Created is the time of its STAGE, by Redis's clock.
+	Created time.Time
 }
 
-// redisSnapshot is what a tick reads before it flushes.
-type redisSnapshot struct {
-	pending int64
-	// oldestPending is the first-pending time of the oldest counter; zero
-	// when nothing is pending.
-	oldestPending time.Time
-	// atRisk counts pending counters older than the risk age; 0 when the
+// Snapshot is what a tick reads before it flushes.
+type Snapshot struct {
+	Pending int64
+	// OldestPending is the first-pending time of the oldest counter, by
+	// Redis' clock; zero when nothing is pending.
+	OldestPending time.Time
+	// AtRisk counts pending counters older than the risk age; 0 when the
 	// report is disabled.
-	atRisk  int64
-	staging []stagingEntry
-	// redisNow is Redis's clock when the snapshot was read: the staging
-	// entries' ages are measured against it, as their scores come from it.
-	redisNow time.Time
+	AtRisk  int64
+	Staging []StagingEntry
+	// RedisNow is Redis' clock when the snapshot was read: the pending and
+	// staging ages are measured against it, as their scores come from it.
+	RedisNow time.Time
 }
 
-// quarantineOp is one write to the quarantine hash.
-type quarantineOp struct {
-	incr  bool // HINCRBY (value is an integer) or HSET
-	field string
-	value string
+// QuarantineOp is one write to the quarantine hash.
+type QuarantineOp struct {
+	Incr  bool // HINCRBY (Value is an integer) or HSET
+	Field string
+	Value string
 }
 
-// redisStore is the Redis side of the flush protocol.
-type redisStore struct {
+// FlushStore is the Redis side of the flush protocol: the typed calls of
+// the flusher's scripts.
+type FlushStore struct {
 	client redis.UniversalClient
-	// runner runs STAGE, CLEANUP and the claims of recovery, waiting for
+	// runner runs STAGE, FINISH and the claims of recovery, waiting for
 	// replicas when configured.
 	runner *redisconn.ScriptRunner
-	schema protocol.Schema
+	schema Schema
 	// counterPrefix and userPrefix are the key prefixes of the counter keys.
 	counterPrefix string
 	userPrefix    string
 }
 
-func newRedisStore(client redis.UniversalClient, runner *redisconn.ScriptRunner, schema protocol.Schema) *redisStore {
+// NewFlushStore returns the flush protocol's calls on client.
+func NewFlushStore(client redis.UniversalClient, runner *redisconn.ScriptRunner, schema Schema) *FlushStore {
 	p := schema.Prefix()
-	return &redisStore{client: client, runner: runner, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
+	return &FlushStore{client: client, runner: runner, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
 }
 
-// stage runs STAGE for flush id.
-func (s *redisStore) stage(ctx context.Context, id string, batchSize int) (stageResult, error) {
+// Stage runs STAGE for flush id: it moves up to batchSize of the oldest
+// pending counters into the staging hash of id.
+func (s *FlushStore) Stage(ctx context.Context, id string, batchSize int) (StageResult, error) {
 	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id)}
 	reply, err := s.runner.Run(ctx, stageScript, keys, batchSize, id,
-		s.counterPrefix, s.userPrefix, int64(stagingClaimTTL/time.Second)).Slice()
+		s.counterPrefix, s.userPrefix, int64(StagingClaimTTL/time.Second)).Slice()
 	if err != nil {
-		return stageResult{}, fmt.Errorf("redis stage: %w", err)
+		return StageResult{}, fmt.Errorf("redis stage: %w", err)
 	}
 	if len(reply) != 4 {
-		return stageResult{}, fmt.Errorf("redis stage: %w: %d elements", errBadScriptReply, len(reply))
+		return StageResult{}, fmt.Errorf("redis stage: %w: %d elements", errBadScriptReply, len(reply))
 	}
 	expired, ok1 := reply[0].(int64)
 	taken, ok2 := reply[1].(int64)
 	flat, ok3 := reply[2].([]any)
 	rerun, ok4 := reply[3].(int64)
 	if !ok1 || !ok2 || !ok3 || !ok4 || len(flat)%2 != 0 {
-		return stageResult{}, fmt.Errorf("redis stage: %w", errBadScriptReply)
+		return StageResult{}, fmt.Errorf("redis stage: %w", errBadScriptReply)
 	}
 	if rerun == 1 {
-		return stageResult{alreadyStaged: true, expired: int(expired)}, nil
+		return StageResult{AlreadyStaged: true, Expired: int(expired)}, nil
 	}
-	res := stageResult{taken: int(taken), expired: int(expired), fields: make([]stagedField, 0, len(flat)/2)}
+	res := StageResult{Taken: int(taken), Expired: int(expired), Fields: make([]StagedField, 0, len(flat)/2)}
 	for i := 0; i < len(flat); i += 2 {
 		k, okK := flat[i].(string)
 		v, okV := flat[i+1].(string)
 		if !okK || !okV {
-			return stageResult{}, fmt.Errorf("redis stage: %w: non-string field", errBadScriptReply)
+			return StageResult{}, fmt.Errorf("redis stage: %w: non-string field", errBadScriptReply)
 		}
-		res.fields = append(res.fields, stagedField{key: k, value: v})
+		res.Fields = append(res.Fields, StagedField{Key: k, Value: v})
 	}
 	return res, nil
 }
 
-// confirmReplicated makes sure, with wait_replicas, that the replicas have
-// the STAGE of flush id before it is applied (see claimScript). Without
-// wait_replicas it does nothing.
-func (s *redisStore) confirmReplicated(ctx context.Context, id string) error {
+// ConfirmReplicated makes sure, with wait_replicas, that the replicas have
+// the STAGE of flush id before it is applied (see claim.lua): it claims the
+// id. Without wait_replicas it does nothing.
+func (s *FlushStore) ConfirmReplicated(ctx context.Context, id string) error {
 	if !s.runner.WaitsForReplicas() {
 		return nil
 	}
+	return s.Claim(ctx, id)
+}
+
+// Claim (re)claims flush id (claim.lua), waiting for replicas when
+// configured.
+func (s *FlushStore) Claim(ctx context.Context, id string) error {
 	keys := []string{s.schema.StagingClaimKey(id)}
-	if err := s.runner.Run(ctx, claimScript, keys, int64(stagingClaimTTL/time.Second)).Err(); err != nil {
+	if err := s.runner.Run(ctx, claimScript, keys, int64(StagingClaimTTL/time.Second)).Err(); err != nil {
 		return fmt.Errorf("redis claim staging %s: %w", id, err)
 	}
 	return nil
 }
 
-// readStaging returns the content of the staging hash of flush id; empty when
-// it no longer exists (another flusher cleaned it up).
-func (s *redisStore) readStaging(ctx context.Context, id string) ([]stagedField, error) {
+// ReadStaging returns the content of the staging hash of flush id; empty
+// when it no longer exists (another flusher finished it).
+func (s *FlushStore) ReadStaging(ctx context.Context, id string) ([]StagedField, error) {
 	m, err := s.client.HGetAll(ctx, s.schema.StagingKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis read staging %s: %w", id, err)
 	}
-	fields := make([]stagedField, 0, len(m))
+	fields := make([]StagedField, 0, len(m))
 	for k, v := range m {
-		fields = append(fields, stagedField{key: k, value: v})
+		fields = append(fields, StagedField{Key: k, Value: v})
 	}
 	return fields, nil
 }
 
-// finish runs CLEANUP for flush id, with the batch's quarantine writes.
-func (s *redisStore) finish(ctx context.Context, id string, quarantine []quarantineOp) error {
+// Finish runs FINISH for flush id, with the batch's quarantine writes: the
+// staging entry goes once PostgreSQL committed it.
+func (s *FlushStore) Finish(ctx context.Context, id string, quarantine []QuarantineOp) error {
 	keys := []string{s.schema.StagingKey(id), s.schema.StagingIndexKey(), s.schema.QuarantineKey()}
 	args := make([]any, 0, 1+3*len(quarantine))
 	args = append(args, id)
 	for _, q := range quarantine {
 		op := "s"
-		if q.incr {
+		if q.Incr {
 			op = "i"
 		}
-		args = append(args, op, q.field, q.value)
+		args = append(args, op, q.Field, q.Value)
 	}
 	if err := s.runner.Run(ctx, finishScript, keys, args...).Err(); err != nil {
 		return fmt.Errorf("redis clean up staging %s: %w", id, err)
@@ -352,9 +302,9 @@ func (s *redisStore) finish(ctx context.Context, id string, quarantine []quarant
 	return nil
 }
 
-// leftInRedis returns, in one round trip, the number of pending counters
+// LeftInRedis returns, in one round trip, the number of pending counters
 // and of staging entries.
-func (s *redisStore) leftInRedis(ctx context.Context) (pending, staging int64, err error) {
+func (s *FlushStore) LeftInRedis(ctx context.Context) (pending, staging int64, err error) {
 	var card, index *redis.IntCmd
 	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		card = p.ZCard(ctx, s.schema.PendingKey())
@@ -367,46 +317,41 @@ func (s *redisStore) leftInRedis(ctx context.Context) (pending, staging int64, e
 	return card.Val(), index.Val(), nil
 }
 
-// snapshot reads, in one round trip, the pending set's size, its oldest
+// Snapshot reads, in one round trip, the pending set's size and its oldest
 // member, how many members are older than riskAge (skipped when riskAge is
-// 0), the whole staging index and Redis's clock. now is this collector's
-// clock: the pending set's scores are the exporters' clocks, and riskAge is
-// measured against it.
-func (s *redisStore) snapshot(ctx context.Context, now time.Time, riskAge time.Duration) (redisSnapshot, error) {
+// 0), the whole staging index and Redis' clock. Every age is by Redis'
+// clock, which scored the pending set and the staging index.
+func (s *FlushStore) Snapshot(ctx context.Context, riskAge time.Duration) (Snapshot, error) {
 	var (
-		card     *redis.IntCmd
-		oldest   *redis.ZSliceCmd
-		atRisk   *redis.IntCmd
-		staging  *redis.ZSliceCmd
-		redisNow *redis.Cmd
+		card    *redis.IntCmd
+		oldest  *redis.ZSliceCmd
+		staging *redis.ZSliceCmd
+		clock   *redis.Cmd
 	)
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		card = p.ZCard(ctx, s.schema.PendingKey())
 		oldest = p.ZRangeWithScores(ctx, s.schema.PendingKey(), 0, 0)
-		if riskAge > 0 {
-			atRisk = p.ZCount(ctx, s.schema.PendingKey(), "-inf", "("+strconv.FormatInt(now.Add(-riskAge).UnixMilli(), 10))
-		}
 		staging = p.ZRangeWithScores(ctx, s.schema.StagingIndexKey(), 0, -1)
-		redisNow = timeScript.Eval(ctx, p, []string{s.schema.StagingIndexKey()})
+		clock = snapshotScript.Eval(ctx, p, []string{s.schema.StagingIndexKey(), s.schema.PendingKey()}, riskAge.Milliseconds())
 		return nil
 	})
 	if err != nil {
-		return redisSnapshot{}, fmt.Errorf("redis read pending and staging: %w", err)
+		return Snapshot{}, fmt.Errorf("redis read pending and staging: %w", err)
 	}
-	ms, err := redisNow.Int64()
-	if err != nil {
-		return redisSnapshot{}, fmt.Errorf("redis read TIME: %w", err)
+	nums, err := clock.Int64Slice()
+	if err != nil || len(nums) != 2 {
+		return Snapshot{}, fmt.Errorf("redis read TIME: %w (%v)", errors.Join(err, errBadScriptReply), nums)
 	}
-	snap := redisSnapshot{pending: card.Val(), redisNow: time.UnixMilli(ms)}
+	snap := Snapshot{Pending: card.Val(), RedisNow: time.UnixMilli(nums[0]), AtRisk: nums[1]}
 	if z := oldest.Val(); len(z) > 0 {
-		snap.oldestPending = time.UnixMilli(int64(z[0].Score))
-	}
-	if atRisk != nil {
-		snap.atRisk = atRisk.Val()
+		snap.OldestPending = time.UnixMilli(int64(z[0].Score))
 	}
 	for _, z := range staging.Val() {
 		id, _ := z.Member.(string)
-		snap.staging = append(snap.staging, stagingEntry{id: id, created: time.UnixMilli(int64(z.Score))})
+		snap.Staging = append(snap.Staging, StagingEntry{ID: id, Created: time.UnixMilli(int64(z.Score))})
 	}
 	return snap, nil
 }
+
+// StageScriptHash is the SHA1 of STAGE, as Redis' script cache knows it.
+func StageScriptHash() string { return stageScript.Hash() }
