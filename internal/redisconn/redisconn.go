@@ -131,11 +131,13 @@ func (c *ClientConfig) Validate() error {
 
 // NewClient builds a client from c (a cluster client with Cluster) and
 // checks with PING that Redis answers, so a wrong endpoint or password fails
-// Start with a clear error instead of the first write.
+// Start with a clear error instead of the first write. Unrecoverable tells
+// the errors that a later attempt would meet again (a rejected password, a
+// TLS or cluster misconfiguration) from those of a server that is down.
 func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, error) {
 	tlsCfg, err := c.TLS.LoadTLSConfig(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("redis tls: %w", err)
+		return nil, fmt.Errorf("redis tls: %w", &settingError{err})
 	}
 	addrs := []string{c.Endpoint}
 	if c.Sentinel.enabled() {
@@ -164,11 +166,12 @@ func (c *ClientConfig) NewClient(ctx context.Context) (redis.UniversalClient, er
 	// node without cluster support fails here.
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("redis ping %s: %w", c.Describe(), err)
+		err = fmt.Errorf("redis ping %s: %w", c.Describe(), err)
+		return nil, checkTLSMismatch(ctx, addrs[0], tlsCfg != nil, err)
 	}
 	if !c.Cluster && isClusterNode(ctx, client) {
 		_ = client.Close()
-		return nil, fmt.Errorf(`redis %s is a Redis Cluster node: set "cluster: true" and a key_prefix with a hash tag such as "{analytics}"`, c.Describe())
+		return nil, &settingError{fmt.Errorf(`redis %s is a Redis Cluster node: set "cluster: true" and a key_prefix with a hash tag such as "{analytics}"`, c.Describe())}
 	}
 	return client, nil
 }
