@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,11 +49,17 @@ type redisAnalyticsExporter struct {
 	aggregators sync.Pool // of *aggregator
 	committer   *committer
 
-	mu      sync.Mutex // guards client, runner and host across start and shutdown
-	client  redis.UniversalClient
-	runner  *redisconn.ScriptRunner
-	host    component.Host
-	failing atomic.Bool // the last push failed on Redis; report OK on recovery
+	mu     sync.Mutex // guards client, runner, host, connErr and stopConnect
+	client redis.UniversalClient
+	runner *redisconn.ScriptRunner
+	host   component.Host
+	// connErr is why a started exporter has no connection yet (connect.go);
+	// nil once connected, and before start and after shutdown.
+	connErr error
+	// stopConnect ends the background connection loop; connecting tracks it.
+	stopConnect context.CancelFunc
+	connecting  sync.WaitGroup
+	failing     atomic.Bool // the last push failed on Redis; report OK on recovery
 }
 
 // signalAttrs holds the metric attribute options of one signal, built once
@@ -101,35 +106,30 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		converters:  sync.Pool{New: func() any { return newConverter() }},
 		aggregators: sync.Pool{New: func() any { return newAggregator(schema) }},
 	}
-	e.committer = newCommitter(e.applyGroup)
+	e.committer = newCommitter(e.applyWhenConnected)
 	return e, nil
 }
 
 // start connects to Redis. Clients are built here, not in the factory, so that
-// a collector that only validates its config opens no connection; PING makes a
-// wrong endpoint or password fail startup with a clear error.
+// a collector that only validates its config opens no connection. What no
+// retry fixes (a rejected password, a TLS or cluster misconfiguration) fails
+// start with a clear error. A Redis that is down or unreachable does not:
+// the exporter starts, reports a recoverable error, and keeps connecting in
+// the background (connect.go); pushes fail with a retryable error meanwhile.
 func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host) error {
-	client, err := e.cfg.ClientConfig.NewClient(ctx)
-	if err != nil {
+	e.mu.Lock()
+	e.host = host
+	e.mu.Unlock()
+	err := e.connect(ctx)
+	if err != nil && redisconn.Unrecoverable(err) {
 		return fmt.Errorf("connect to redis: %w", err)
 	}
-	// Before the hooks: redis_commands counts the counting path only.
-	e.cfg.ClientConfig.WarnIfEvicting(ctx, client, e.logger)
-	hooks := append(slices.Clone(e.hooks), commandCounter{e})
-	for _, h := range hooks {
-		client.AddHook(h)
-	}
-	runner := e.cfg.ClientConfig.NewScriptRunner(client, hooks...)
-	e.mu.Lock()
-	e.client, e.runner, e.host = client, runner, host
-	e.mu.Unlock()
 	e.committer.start()
 	e.checkFlushers(host)
 	e.warnIfAcknowledgedEarly()
-	e.logger.Info("Connected to Redis",
-		zap.String("redis", e.cfg.ClientConfig.Describe()),
-		zap.String("key_prefix", e.cfg.KeyPrefix),
-		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
+	if err != nil {
+		e.connectInBackground(err)
+	}
 	return nil
 }
 
@@ -183,13 +183,22 @@ func (e *redisAnalyticsExporter) checkFlushers(host component.Host) {
 	}
 }
 
-// shutdown closes the client. It is safe without start and when called twice.
+// shutdown stops the background connection loop and closes the client. It is
+// safe without start and when called twice.
 // exporterhelper has drained the sending queue before it calls shutdown.
 func (e *redisAnalyticsExporter) shutdown(context.Context) error {
+	e.mu.Lock()
+	stopConnect := e.stopConnect
+	e.stopConnect = nil
+	e.mu.Unlock()
+	if stopConnect != nil {
+		stopConnect()
+	}
+	e.connecting.Wait()
 	e.committer.shutdown()
 	e.mu.Lock()
 	client := e.client
-	e.client, e.runner = nil, nil
+	e.client, e.runner, e.connErr = nil, nil, nil
 	e.mu.Unlock()
 	e.telemetry.Shutdown()
 	if client == nil {

@@ -658,19 +658,6 @@ func TestPendingKeyOfWrongTypeIsPermanent(t *testing.T) {
 	assert.Equal(t, scaled(want, 0), counterValues(t, client, keysOf(want)))
 }
 
-func TestStartFailsWhenRedisIsDown(t *testing.T) {
-	t.Parallel()
-	addr := "127.0.0.1:" + strconv.Itoa(testservers.FreePort(t))
-	cfg := testConfig(addr, "unused")
-	le, err := NewFactory().CreateLogs(t.Context(), exportertest.NewNopSettings(metadata.Type), cfg)
-	require.NoError(t, err)
-	err = le.Start(t.Context(), componenttest.NewNopHost())
-	require.Error(t, err)
-	require.ErrorContains(t, err, "connect to redis: redis ping "+addr)
-	require.ErrorContains(t, err, "connection refused")
-	require.NoError(t, le.Shutdown(t.Context()))
-}
-
 func TestShutdownIsSafe(t *testing.T) {
 	t.Parallel()
 	e, err := newRedisAnalyticsExporter(createDefaultConfig().(*Config), exportertest.NewNopSettings(metadata.Type), signalLogs)
