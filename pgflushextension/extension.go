@@ -63,9 +63,16 @@ type flusher struct {
 	// StatusOK; used by the loop goroutine only.
 	failing bool
 
-	pool   *pgxpool.Pool
-	client redis.UniversalClient
-	store  *protocol.FlushStore
+	// The connections (connect.go). pool is built at Start; client and
+	// store once Redis answered. connected is set once both servers
+	// answered (and the schema exists); then the loop ticks.
+	pool      *pgxpool.Pool
+	client    redis.UniversalClient
+	store     *protocol.FlushStore
+	pgTarget  string   // host:port/database, for errors and logs
+	secrets   []string // the DSN's password spellings, masked in errors
+	pgReady   bool
+	connected bool
 
 	// flushMu serializes ticks (loop, Shutdown, tests).
 	flushMu sync.Mutex
@@ -99,41 +106,37 @@ func newFlusher(cfg *Config, set extension.Settings) (*flusher, error) {
 	}, nil
 }
 
-// Start connects to PostgreSQL and Redis (failing fast if either does not
-// answer within "timeout"), creates the schema if enabled, and starts the
-// flush loop with its own context.
+// Start connects to PostgreSQL and Redis, creates the schema if enabled, and
+// starts the flush loop with its own context. What no retry fixes (an invalid
+// DSN, a rejected password, a TLS misconfiguration, a missing privilege)
+// fails Start. A server that is down or unreachable does not: the loop then
+// connects in the background first (connect.go) and reports a recoverable
+// error until it has.
 func (f *flusher) Start(ctx context.Context, host component.Host) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.started || f.closed {
 		return errStartTwice
 	}
-	startCtx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
-	defer cancel()
-	pool, err := newPool(startCtx, f.cfg)
-	if err != nil {
+	if err := f.newPool(); err != nil {
 		return err
 	}
-	client, err := f.cfg.Redis.NewClient(startCtx)
-	if err != nil {
-		pool.Close()
+	err := f.connect(ctx)
+	if err != nil && unrecoverable(err) {
+		_ = f.closeConnections()
 		return fmt.Errorf("pg_flush: %w", err)
 	}
-	if f.cfg.CreateSchema {
-		if err := createSchema(startCtx, pool); err != nil {
-			pool.Close()
-			_ = client.Close()
-			return fmt.Errorf("pg_flush: %w", redactError(err, dsnSecrets(string(f.cfg.DSN))))
-		}
-	}
-	f.pool, f.client, f.store = pool, client, protocol.NewFlushStore(client, f.cfg.Redis.NewScriptRunner(client), f.schema)
 	f.host = host
 	// The loop outlives Start: keep ctx's values, never its cancellation.
 	loopCtx, cancelLoop := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancelLoop = cancelLoop
 	f.stopCh = make(chan struct{})
 	f.started = true
-	f.cfg.Redis.WarnIfEvicting(startCtx, client, f.logger)
+	if err != nil {
+		f.connectInBackground(loopCtx, err)
+		return nil
+	}
+	f.connected = true
 	f.wg.Go(func() { f.loop(loopCtx) })
 	f.logger.Info("pg_flush started",
 		zap.String("redis", f.cfg.Redis.Describe()),
@@ -191,6 +194,7 @@ func (f *flusher) tick(ctx context.Context) {
 // Shutdown stops the loop, runs a final flush bounded by ctx and "timeout"
 // (extensions stop after the pipelines, so it sees the last exported batch),
 // then closes the connections. It is safe without Start and when called twice.
+// A flusher that has not reached both servers yet only stops connecting.
 //
 // A final flush that runs out of time (ctx ends, or "timeout", in a backlog)
 // is no failure: what it did not move stays in Redis, where the next flusher
@@ -213,6 +217,11 @@ func (f *flusher) Shutdown(ctx context.Context) error {
 	close(f.stopCh)
 	f.cancelLoop()
 	f.wg.Wait()
+	if !f.connected {
+		_ = f.closeConnections()
+		f.logger.Info("pg_flush stopped before it reached PostgreSQL and Redis: it flushed nothing, and the counts stay in Redis for the next flusher")
+		return nil
+	}
 
 	start := time.Now()
 	st, err := f.runFlush(ctx)
@@ -229,8 +238,7 @@ func (f *flusher) Shutdown(ctx context.Context) error {
 		f.logger.Info("pg_flush stopped after a final flush",
 			append(st.logFields(), zap.Duration(keyElapsed, time.Since(start)))...)
 	}
-	f.pool.Close()
-	if cerr := f.client.Close(); cerr != nil {
+	if cerr := f.closeConnections(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("pg_flush close redis: %w", cerr))
 	}
 	return err
@@ -246,31 +254,6 @@ func (f *flusher) leftInRedisFields(ctx context.Context) []zap.Field {
 		return []zap.Field{zap.NamedError("left_in_redis_error", err)}
 	}
 	return []zap.Field{zap.Int64(keyPendingLeft, pending), zap.Int64(keyStagingLeft, staging)}
-}
-
-// newPool builds the PostgreSQL pool and pings it: a new pool has made no
-// connection yet. Errors never contain the DSN's password.
-func newPool(ctx context.Context, cfg *Config) (*pgxpool.Pool, error) {
-	dsn := string(cfg.DSN)
-	secrets := dsnSecrets(dsn)
-	poolCfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf(`pg_flush: parse "dsn": %w`, redactError(err, secrets))
-	}
-	poolCfg.MaxConns = cfg.MaxConns
-	if p := poolCfg.ConnConfig.Password; p != "" {
-		secrets = append(secrets, p)
-	}
-	target := fmt.Sprintf("%s:%d/%s", poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Port, poolCfg.ConnConfig.Database)
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return nil, fmt.Errorf("pg_flush: postgres pool %s: %w", target, redactError(err, secrets))
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("pg_flush: postgres ping %s: %w", target, redactError(err, secrets))
-	}
-	return pool, nil
 }
 
 // redactedError carries an error whose message had secrets masked. Unwrap

@@ -10,9 +10,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 	"github.com/otelcol-analytics/otelcol-analytics/pgflushextension/internal/metadata"
@@ -20,13 +24,17 @@ import (
 
 const testSecret = "s3cr3t-pw"
 
+// TestStartErrorsDoNotLeakSecrets: neither a failed Start (a DSN that does
+// not parse) nor the recoverable error and the warning of a Start that could
+// not reach PostgreSQL contain the DSN's password.
 func TestStartErrorsDoNotLeakSecrets(t *testing.T) {
 	t.Parallel()
 	closedPort := testservers.FreePort(t)
 	tests := []struct {
-		name string
-		dsn  string
-		want string
+		name       string
+		dsn        string
+		want       string
+		startFails bool
 	}{
 		{
 			name: "unreachable url",
@@ -46,31 +54,45 @@ func TestStartErrorsDoNotLeakSecrets(t *testing.T) {
 		{
 			name: "unparsable url",
 			dsn:  fmt.Sprintf("postgres://flusher:%s@127.0.0.1:notaport/db", testSecret),
-			want: `pg_flush: parse "dsn"`,
+			want: `pg_flush: parse "dsn"`, startFails: true,
 		},
 		{
 			name: "unparsable keyword/value",
 			dsn:  "host=127.0.0.1 password='" + testSecret,
-			want: `pg_flush: parse "dsn"`,
+			want: `pg_flush: parse "dsn"`, startFails: true,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			set, _ := nopSettings(t)
+			core, logs := observer.New(zapcore.DebugLevel)
+			set.Logger = zap.New(core)
 			cfg := createDefaultConfig().(*Config)
 			cfg.DSN = configopaque.String(tt.dsn)
 			f, err := newFlusher(cfg, set)
 			require.NoError(t, err)
-			err = f.Start(t.Context(), &statusHost{})
+			host := &statusHost{}
+			err = f.Start(t.Context(), host)
+			if !tt.startFails {
+				require.NoError(t, err, "an unreachable PostgreSQL does not stop the collector")
+				err = host.lastErr()
+			}
 			require.ErrorContains(t, err, tt.want)
 			assert.NotContains(t, err.Error(), testSecret)
 			assert.NotContains(t, fmt.Sprintf("%+v", err), testSecret)
 			require.NoError(t, f.Shutdown(t.Context()))
+			for _, entry := range logs.All() {
+				for _, field := range entry.Context {
+					assert.NotContains(t, fmt.Sprint(field.Interface, field.String), testSecret, entry.Message)
+				}
+			}
 		})
 	}
 }
 
+// TestStartRedisUnreachable: a Redis that does not answer does not stop the
+// collector either; the status names it, never the password.
 func TestStartRedisUnreachable(t *testing.T) {
 	t.Parallel()
 	set, _ := nopSettings(t)
@@ -80,7 +102,10 @@ func TestStartRedisUnreachable(t *testing.T) {
 	cfg.Redis.Password = testSecret
 	f, err := newFlusher(cfg, set)
 	require.NoError(t, err)
-	err = f.Start(t.Context(), &statusHost{})
+	host := &statusHost{}
+	require.NoError(t, f.Start(t.Context(), host))
+	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError}, host.statuses())
+	err = host.lastErr()
 	require.ErrorContains(t, err, "pg_flush: redis ping "+cfg.Redis.Endpoint)
 	assert.NotContains(t, err.Error(), testSecret)
 	require.NoError(t, f.Shutdown(t.Context()))
