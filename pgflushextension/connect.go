@@ -34,7 +34,7 @@ const (
 // newPool builds the PostgreSQL pool, which connects only when used. It
 // fails only for a DSN that does not parse; errors never contain the DSN's
 // password.
-func (f *flusher) newPool() error {
+func (f *flusher) newPool(ctx context.Context) error {
 	dsn := string(f.cfg.DSN)
 	f.secrets = dsnSecrets(dsn)
 	poolCfg, err := pgxpool.ParseConfig(dsn)
@@ -46,7 +46,7 @@ func (f *flusher) newPool() error {
 		f.secrets = append(f.secrets, p)
 	}
 	f.pgTarget = fmt.Sprintf("%s:%d/%s", poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Port, poolCfg.ConnConfig.Database)
-	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("pg_flush: postgres pool %s: %w", f.pgTarget, redactError(err, f.secrets))
 	}

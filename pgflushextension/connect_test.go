@@ -73,7 +73,7 @@ func TestStartsWhileServersAreDown(t *testing.T) {
 
 			require.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError}, f.host.statuses())
 			for _, want := range tt.wantErr {
-				assert.ErrorContains(t, f.host.lastErr(), want)
+				require.ErrorContains(t, f.host.lastErr(), want)
 			}
 			assert.Equal(t, 1, f.logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("keeps connecting in the background").Len())
 

@@ -118,7 +118,7 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 	if f.started || f.closed {
 		return errStartTwice
 	}
-	if err := f.newPool(); err != nil {
+	if err := f.newPool(ctx); err != nil {
 		return err
 	}
 	err := f.connect(ctx)

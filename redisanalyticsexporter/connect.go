@@ -68,13 +68,14 @@ func (e *redisAnalyticsExporter) connect(ctx context.Context) error {
 }
 
 // connectInBackground reports the failed first attempt (a recoverable error,
-// logged once at Warn) and starts the loop that keeps connecting.
-func (e *redisAnalyticsExporter) connectInBackground(firstErr error) {
+// logged once at Warn) and starts the loop that keeps connecting. The loop
+// outlives start: it keeps ctx's values, never its cancellation.
+func (e *redisAnalyticsExporter) connectInBackground(ctx context.Context, firstErr error) {
 	e.logger.Warn("Redis is not reachable: the exporter starts anyway and keeps connecting in the background; "+
 		"pushes fail with a retryable error until it connects",
 		zap.String("redis", e.cfg.ClientConfig.Describe()), zap.Error(firstErr))
 	e.reportFailure(firstErr)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.mu.Lock()
 	e.stopConnect = cancel
 	e.mu.Unlock()

@@ -67,7 +67,7 @@ func TestStartsWhileRedisIsDown(t *testing.T) {
 	require.ErrorIs(t, err, errNotConnected)
 	require.NotErrorIs(t, err, errNotStarted)
 	assert.False(t, consumererror.IsPermanent(err), "retryable: %v", err)
-	assert.ErrorContains(t, err, "redis ping "+srv.Addr)
+	require.ErrorContains(t, err, "redis ping "+srv.Addr)
 
 	// Through exporterhelper: the push is retried until the exporter has
 	// connected.
@@ -200,6 +200,6 @@ func TestRefusedSettingsAfterStart(t *testing.T) {
 	assert.Equal(t, 1, logs.FilterMessageSnippet("stops connecting").Len())
 	err := e.pushLogs(t.Context(), sampleLogs())
 	require.ErrorIs(t, err, errNotConnected)
-	assert.ErrorContains(t, err, "cluster support disabled")
+	require.ErrorContains(t, err, "cluster support disabled")
 	assert.False(t, consumererror.IsPermanent(err))
 }

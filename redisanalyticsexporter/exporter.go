@@ -128,7 +128,7 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 	e.checkFlushers(host)
 	e.warnIfAcknowledgedEarly()
 	if err != nil {
-		e.connectInBackground(err)
+		e.connectInBackground(ctx, err)
 	}
 	return nil
 }
