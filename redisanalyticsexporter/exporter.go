@@ -109,17 +109,17 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 // a collector that only validates its config opens no connection; PING makes a
 // wrong endpoint or password fail startup with a clear error.
 func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host) error {
-	client, err := e.cfg.ClientConfig.NewClient(ctx)
+	client, err := e.cfg.Redis.NewClient(ctx)
 	if err != nil {
 		return fmt.Errorf("connect to redis: %w", err)
 	}
 	// Before the hooks: redis_commands counts the counting path only.
-	e.cfg.ClientConfig.WarnIfEvicting(ctx, client, e.logger)
+	e.cfg.Redis.WarnIfEvicting(ctx, client, e.logger)
 	hooks := append(slices.Clone(e.hooks), commandCounter{e})
 	for _, h := range hooks {
 		client.AddHook(h)
 	}
-	runner := e.cfg.ClientConfig.NewScriptRunner(client, hooks...)
+	runner := e.cfg.Redis.NewScriptRunner(client, hooks...)
 	e.mu.Lock()
 	e.client, e.runner, e.host = client, runner, host
 	e.mu.Unlock()
@@ -127,9 +127,9 @@ func (e *redisAnalyticsExporter) start(ctx context.Context, host component.Host)
 	e.checkFlushers(host)
 	e.warnIfAcknowledgedEarly()
 	e.logger.Info("Connected to Redis",
-		zap.String("redis", e.cfg.ClientConfig.Describe()),
+		zap.String("redis", e.cfg.Redis.Describe()),
 		zap.String("key_prefix", e.cfg.KeyPrefix),
-		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
+		zap.Int("wait_replicas", e.cfg.Redis.WaitReplicas))
 	return nil
 }
 
