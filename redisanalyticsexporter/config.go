@@ -40,10 +40,13 @@ func defaultRecordIDAttributes() []string { return []string{"log.record.uid"} }
 type Config struct {
 	// TimeoutConfig bounds each push attempt (`timeout`). default: 5 seconds
 	TimeoutConfig exporterhelper.TimeoutConfig `mapstructure:",squash"`
-	// QueueConfig is exporterhelper's sending queue. default: enabled, in memory
+	// QueueConfig is exporterhelper's sending queue. default: enabled, in
+	// memory, wait_for_result, sizer requests, 64 consumers, no batching
+	// (the exporter's group commit merges concurrent requests)
 	QueueConfig configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
 	// RetryConfig is exporterhelper's retry with backoff. default: enabled,
-	// 5 seconds initial interval, 300 seconds max elapsed time
+	// 100 milliseconds initial interval, 5 seconds max interval, 30 seconds
+	// max elapsed time
 	RetryConfig configretry.BackOffConfig `mapstructure:"retry_on_failure"`
 
 	// Redis holds the Redis connection settings (endpoint, username,
