@@ -139,7 +139,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.skipClients, "skip-clients", false, "skip the clients section (OTel SDK instances at default settings)")
 	flag.DurationVar(&o.clientsDuration, "clients-duration", 10*time.Second, "clients section: load per scenario and pipeline")
 	flag.DurationVar(&o.steadyDuration, "steady-duration", 5*time.Second, "clients section: load per step of the steady-rate search")
-	flag.IntVar(&o.unsaturatedRate, "unsaturated-rate", 5000, "clients section: telemetrygen records per second per worker below saturation")
+	flag.IntVar(&o.unsaturatedRate, "unsaturated-rate", 0,
+		"clients section: telemetrygen records per second per worker with 4 clients (0: each client sends its next request when the last one is answered)")
 	flag.BoolVar(&o.skipGoBench, "skip-gobench", false, "skip the Go benchmarks")
 	flag.IntVar(&o.flushCounters, "flush-counters", 1_000_000, "per-user counters in the flush target benchmark")
 	flag.IntVar(&o.benchCount, "bench-count", 3, "runs of each exporter benchmark (-test.count); the report takes the median of each metric")
