@@ -40,15 +40,19 @@ func defaultRecordIDAttributes() []string { return []string{"log.record.uid"} }
 type Config struct {
 	// TimeoutConfig bounds each push attempt (`timeout`). default: 5 seconds
 	TimeoutConfig exporterhelper.TimeoutConfig `mapstructure:",squash"`
-	// QueueConfig is exporterhelper's sending queue. default: enabled, in memory
+	// QueueConfig is exporterhelper's sending queue. default: enabled, in
+	// memory, wait_for_result, sizer requests, 64 consumers, no batching
+	// (the exporter's group commit merges concurrent requests)
 	QueueConfig configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
 	// RetryConfig is exporterhelper's retry with backoff. default: enabled,
-	// 5 seconds initial interval, 300 seconds max elapsed time
+	// 100 milliseconds initial interval, 5 seconds max interval, 30 seconds
+	// max elapsed time
 	RetryConfig configretry.BackOffConfig `mapstructure:"retry_on_failure"`
 
-	// ClientConfig holds the Redis connection settings (endpoint, username,
-	// password, db, tls, pool_size). default: 127.0.0.1:6379, plain TCP, db 0
-	ClientConfig redisconn.ClientConfig `mapstructure:",squash"`
+	// Redis holds the Redis connection settings (endpoint, username,
+	// password, db, tls, pool_size, cluster, sentinel, wait_replicas), the
+	// same section as pg_flush's. default: 127.0.0.1:6379, plain TCP, db 0
+	Redis redisconn.ClientConfig `mapstructure:"redis"`
 
 	// KeyPrefix is the first segment of every key this exporter writes; the
 	// pg_flush extension must use the same prefix. default: "analytics"
@@ -105,10 +109,10 @@ func (c *Config) Validate() error {
 	if err := protocol.ValidatePrefix(c.KeyPrefix); err != nil {
 		errs = append(errs, fmt.Errorf(`"key_prefix": %w`, err))
 	}
-	if err := protocol.ValidatePrefixFor(c.KeyPrefix, c.ClientConfig.Cluster); err != nil {
+	if err := protocol.ValidatePrefixFor(c.KeyPrefix, c.Redis.Cluster); err != nil {
 		errs = append(errs, err)
 	}
-	if w := c.ClientConfig.WaitTimeout; c.ClientConfig.WaitReplicas > 0 && c.TimeoutConfig.Timeout > 0 && w >= c.TimeoutConfig.Timeout {
+	if w := c.Redis.WaitTimeout; c.Redis.WaitReplicas > 0 && c.TimeoutConfig.Timeout > 0 && w >= c.TimeoutConfig.Timeout {
 		errs = append(errs, fmt.Errorf(`"wait_timeout" (%s) must be below "timeout" (%s): each push waits for its replicas within its timeout`, w, c.TimeoutConfig.Timeout))
 	}
 	if c.TTL < minTTL {

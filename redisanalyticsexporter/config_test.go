@@ -36,7 +36,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, 30*time.Second, cfg.RetryConfig.MaxElapsedTime)
 	assert.True(t, cfg.RetryConfig.Enabled)
 	assert.Equal(t, []string{"log.record.uid"}, cfg.RecordIDAttributes)
-	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.ClientConfig)
+	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.Redis)
 	assert.Equal(t, protocol.DefaultPrefix, cfg.KeyPrefix)
 	assert.Equal(t, 7*24*time.Hour, cfg.TTL)
 	assert.Equal(t, 10*time.Minute, cfg.DedupWindow)
@@ -57,13 +57,13 @@ func TestUnmarshalConfig(t *testing.T) {
 	require.NoError(t, err)
 
 	full := createDefaultConfig().(*Config)
-	full.ClientConfig.Endpoint = "redis.internal:6380"
-	full.ClientConfig.Username = "analytics"
-	full.ClientConfig.Password = configopaque.String("s3cret")
-	full.ClientConfig.DB = 2
-	full.ClientConfig.PoolSize = 20
-	full.ClientConfig.TLS.Insecure = false
-	full.ClientConfig.TLS.CAFile = "/etc/ssl/redis-ca.pem"
+	full.Redis.Endpoint = "redis.internal:6380"
+	full.Redis.Username = "analytics"
+	full.Redis.Password = configopaque.String("s3cret")
+	full.Redis.DB = 2
+	full.Redis.PoolSize = 20
+	full.Redis.TLS.Insecure = false
+	full.Redis.TLS.CAFile = "/etc/ssl/redis-ca.pem"
 	full.KeyPrefix = "{shop}"
 	full.TTL = 48 * time.Hour
 	full.DedupWindow = 15 * time.Minute
@@ -85,8 +85,8 @@ func TestUnmarshalConfig(t *testing.T) {
 	full.QueueConfig = configoptional.Some(queue)
 
 	cluster := createDefaultConfig().(*Config)
-	cluster.ClientConfig.Endpoint = "redis-cluster.internal:6379"
-	cluster.ClientConfig.Cluster = true
+	cluster.Redis.Endpoint = "redis-cluster.internal:6379"
+	cluster.Redis.Cluster = true
 	cluster.KeyPrefix = "{analytics}"
 
 	tests := []struct {
@@ -193,8 +193,8 @@ func TestSampleExporterConfig(t *testing.T) {
 	cfg := sampleExporterConfig(t)
 	require.NoError(t, cfg.Validate())
 	assert.True(t, cfg.ReleaseRecords)
-	assert.Zero(t, cfg.ClientConfig.WaitReplicas)
-	assert.Empty(t, cfg.ClientConfig.Sentinel.MasterName)
-	assert.Empty(t, cfg.ClientConfig.Username)
-	assert.Empty(t, string(cfg.ClientConfig.Password))
+	assert.Zero(t, cfg.Redis.WaitReplicas)
+	assert.Empty(t, cfg.Redis.Sentinel.MasterName)
+	assert.Empty(t, cfg.Redis.Username)
+	assert.Empty(t, string(cfg.Redis.Password))
 }

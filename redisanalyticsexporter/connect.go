@@ -43,7 +43,7 @@ func (e *redisAnalyticsExporter) connect(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client, err := e.cfg.ClientConfig.NewClient(ctx)
+	client, err := e.cfg.Redis.NewClient(ctx)
 	if err != nil {
 		e.mu.Lock()
 		e.connErr = err
@@ -51,19 +51,19 @@ func (e *redisAnalyticsExporter) connect(ctx context.Context) error {
 		return err
 	}
 	// Before the hooks: redis_commands counts the counting path only.
-	e.cfg.ClientConfig.WarnIfEvicting(ctx, client, e.logger)
+	e.cfg.Redis.WarnIfEvicting(ctx, client, e.logger)
 	hooks := append(slices.Clone(e.hooks), commandCounter{e})
 	for _, h := range hooks {
 		client.AddHook(h)
 	}
-	runner := e.cfg.ClientConfig.NewScriptRunner(client, hooks...)
+	runner := e.cfg.Redis.NewScriptRunner(client, hooks...)
 	e.mu.Lock()
 	e.client, e.runner, e.connErr = client, runner, nil
 	e.mu.Unlock()
 	e.logger.Info("Connected to Redis",
-		zap.String("redis", e.cfg.ClientConfig.Describe()),
+		zap.String("redis", e.cfg.Redis.Describe()),
 		zap.String("key_prefix", e.cfg.KeyPrefix),
-		zap.Int("wait_replicas", e.cfg.ClientConfig.WaitReplicas))
+		zap.Int("wait_replicas", e.cfg.Redis.WaitReplicas))
 	return nil
 }
 
@@ -73,7 +73,7 @@ func (e *redisAnalyticsExporter) connect(ctx context.Context) error {
 func (e *redisAnalyticsExporter) connectInBackground(ctx context.Context, firstErr error) {
 	e.logger.Warn("Redis is not reachable: the exporter starts anyway and keeps connecting in the background; "+
 		"pushes fail with a retryable error until it connects",
-		zap.String("redis", e.cfg.ClientConfig.Describe()), zap.Error(firstErr))
+		zap.String("redis", e.cfg.Redis.Describe()), zap.Error(firstErr))
 	e.reportFailure(firstErr)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.mu.Lock()
@@ -104,7 +104,7 @@ func (e *redisAnalyticsExporter) connectLoop(ctx context.Context) {
 			return
 		case redisconn.Unrecoverable(err):
 			e.logger.Error("Redis refuses the exporter's settings: it stops connecting; fix them and restart the collector",
-				zap.String("redis", e.cfg.ClientConfig.Describe()), zap.Error(err))
+				zap.String("redis", e.cfg.Redis.Describe()), zap.Error(err))
 			if host := e.currentHost(); host != nil {
 				componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(fmt.Errorf("connect to redis: %w", err)))
 			}

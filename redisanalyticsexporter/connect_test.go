@@ -138,7 +138,7 @@ func TestStartFailsForWhatNoRetryFixes(t *testing.T) {
 	}{
 		{
 			name:      "wrong password",
-			configure: func(cfg *Config) { cfg.ClientConfig.Password = wrong },
+			configure: func(cfg *Config) { cfg.Redis.Password = wrong },
 			wantErr:   []string{"connect to redis: redis ping " + srv.Addr, "WRONGPASS"},
 		},
 		{
@@ -149,14 +149,14 @@ func TestStartFailsForWhatNoRetryFixes(t *testing.T) {
 		{
 			name: "server certificate of an unknown CA",
 			configure: func(cfg *Config) {
-				cfg.ClientConfig.Endpoint, cfg.ClientConfig.TLS = srv.TLSAddr, verifyWith(otherPKI.CAFile)
+				cfg.Redis.Endpoint, cfg.Redis.TLS = srv.TLSAddr, verifyWith(otherPKI.CAFile)
 			},
 			wantErr: []string{"redis ping " + srv.TLSAddr, "certificate signed by unknown authority"},
 		},
 		{
 			name: "plain text to the TLS port",
 			configure: func(cfg *Config) {
-				cfg.ClientConfig.Endpoint, cfg.ClientConfig.Password = srv.TLSAddr, wrong
+				cfg.Redis.Endpoint, cfg.Redis.Password = srv.TLSAddr, wrong
 			},
 			wantErr: []string{"redis ping " + srv.TLSAddr, "the server speaks TLS"},
 		},
@@ -188,7 +188,7 @@ func TestRefusedSettingsAfterStart(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	srv.Stop()
 	cfg := testConfig(srv.Addr, "{analytics}")
-	cfg.ClientConfig.Cluster = true
+	cfg.Redis.Cluster = true
 	set, logs := observedSettings()
 	host := &statusHost{}
 	_, e := startLogs(t, cfg, set, host, nil)

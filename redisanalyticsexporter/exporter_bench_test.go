@@ -127,7 +127,7 @@ func BenchmarkPushLogsWaitReplicas(b *testing.B) {
 		b.Run("wait_replicas="+strconv.Itoa(wait), func(b *testing.B) {
 			cfg := createDefaultConfig().(*Config)
 			cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
-			cfg.ClientConfig.WaitReplicas = wait
+			cfg.Redis.WaitReplicas = wait
 			pb := newPushBenchOn(b, cfg, master.Addr, "wait"+strconv.Itoa(wait))
 			pb.pushOneAtATime(b, realisticLogs(100))
 		})
@@ -198,8 +198,10 @@ func sampleExporterConfig(tb testing.TB) *Config {
 	sub, err := cm.Sub("exporters::" + metadata.Type.String())
 	require.NoError(tb, err)
 	require.NoError(tb, sub.Merge(confmap.NewFromStringMap(map[string]any{
-		"cluster": false, "wait_replicas": 0, "sentinel": map[string]any{"master_name": "", "endpoints": []string{}},
-		"username": "", "password": "",
+		"redis": map[string]any{
+			"cluster": false, "wait_replicas": 0, "sentinel": map[string]any{"master_name": "", "endpoints": []string{}},
+			"username": "", "password": "",
+		},
 	})))
 	cfg := createDefaultConfig().(*Config)
 	require.NoError(tb, sub.Unmarshal(cfg))
@@ -226,7 +228,7 @@ func newPushBench(b *testing.B, cfg *Config) *pushBench {
 // newPushBenchOn is newPushBench against the Redis at endpoint, under prefix.
 func newPushBenchOn(b *testing.B, cfg *Config, endpoint, prefix string) *pushBench {
 	b.Helper()
-	cfg.ClientConfig.Endpoint = endpoint
+	cfg.Redis.Endpoint = endpoint
 	cfg.KeyPrefix = prefix
 	set := exportertest.NewNopSettings(metadata.Type)
 	e, err := newRedisAnalyticsExporter(cfg, set, signalLogs)

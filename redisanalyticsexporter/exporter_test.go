@@ -43,7 +43,7 @@ import (
 // the default so the test can tell they were applied.
 func testConfig(endpoint, prefix string) *Config {
 	cfg := createDefaultConfig().(*Config)
-	cfg.ClientConfig.Endpoint = endpoint
+	cfg.Redis.Endpoint = endpoint
 	cfg.KeyPrefix = prefix
 	cfg.TTL = time.Hour
 	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()

@@ -34,7 +34,7 @@ func createDefaultConfig() component.Config {
 		TimeoutConfig:       exporterhelper.NewDefaultTimeoutConfig(),
 		QueueConfig:         configoptional.Some(defaultQueueConfig()),
 		RetryConfig:         defaultRetryConfig(),
-		ClientConfig:        redisconn.NewDefaultClientConfig(),
+		Redis:               redisconn.NewDefaultClientConfig(),
 		KeyPrefix:           protocol.DefaultPrefix,
 		TTL:                 defaultTTL,
 		DedupWindow:         defaultDedupWindow,

@@ -25,7 +25,7 @@ func replicated(t *testing.T, prefix string, waitReplicas int) (master, replica 
 	master = testservers.StartRedis(t)
 	replica = testservers.StartRedisReplica(t, master)
 	cfg = testConfig(master.Addr, prefix)
-	cfg.ClientConfig.WaitReplicas, cfg.ClientConfig.WaitTimeout = waitReplicas, 2*time.Second
+	cfg.Redis.WaitReplicas, cfg.Redis.WaitTimeout = waitReplicas, 2*time.Second
 	return master, replica, cfg
 }
 
@@ -146,9 +146,9 @@ func TestSentinelFailoversKeepAcknowledgedCounts(t *testing.T) {
 	const prefix, name = "sentinel", "analytics-master"
 	master, replica, cfg := replicated(t, prefix, 1)
 	sentinel := testservers.StartRedisSentinel(t, master, name, 1)
-	cfg.ClientConfig.Sentinel.MasterName = name
-	cfg.ClientConfig.Sentinel.Endpoints = []string{sentinel.Addr}
-	require.NoError(t, cfg.ClientConfig.Validate())
+	cfg.Redis.Sentinel.MasterName = name
+	cfg.Redis.Sentinel.Endpoints = []string{sentinel.Addr}
+	require.NoError(t, cfg.Redis.Validate())
 	_, e := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
 	// pushUntilAcknowledged retries one request as exporterhelper does and
 	// logs each new error on the way.

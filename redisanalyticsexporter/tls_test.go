@@ -22,9 +22,9 @@ func TestPushOverTLS(t *testing.T) {
 	srv := testservers.StartRedisTLS(t, pki)
 	const prefix = "tls"
 	cfg := testConfig(srv.TLSAddr, prefix)
-	cfg.ClientConfig.TLS.Insecure = false
-	cfg.ClientConfig.TLS.CAFile = pki.CAFile
-	cfg.ClientConfig.TLS.CertFile, cfg.ClientConfig.TLS.KeyFile = pki.ClientCertFile, pki.ClientKeyFile
+	cfg.Redis.TLS.Insecure = false
+	cfg.Redis.TLS.CAFile = pki.CAFile
+	cfg.Redis.TLS.CertFile, cfg.Redis.TLS.KeyFile = pki.ClientCertFile, pki.ClientKeyFile
 	require.NoError(t, cfg.Validate())
 	_, e := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), nil)
 	require.NoError(t, e.pushLogs(ctx, sampleLogs()))

@@ -117,7 +117,7 @@ start_redis() { # host port
 	esac
 	REDIS_LOG=$dir/redis.log
 	log "starting redis-server on $host:$port (AOF with appendfsync always in $dir, log $REDIS_LOG)"
-	# README, Guarantees: AOF with appendfsync always (each write is on disk before Redis answers),
+	# docs/guarantees.md: AOF with appendfsync always (each write is on disk before Redis answers),
 	# no RDB snapshots (the AOF is the only copy), noeviction (Redis' default, stated here).
 	redis-server --daemonize yes --bind "${bind[@]}" --port "$port" --dir "$dir" --logfile "$REDIS_LOG" \
 		--appendonly yes --appendfsync always --save "" --maxmemory-policy noeviction >&2 9>&- ||
@@ -134,7 +134,7 @@ warn_redis_persistence() {
 	[[ -n $aof && -n $fsync ]] || return 0
 	if [[ $aof != yes || $fsync != always ]]; then
 		log "warning: Redis on $host:$port runs with appendonly $aof, appendfsync $fsync (left as is);" \
-			"acknowledged counts survive a Redis crash only with appendonly yes and appendfsync always (README, Guarantees)"
+			"acknowledged counts survive a Redis crash only with appendonly yes and appendfsync always (docs/guarantees.md)"
 	fi
 }
 

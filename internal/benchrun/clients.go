@@ -174,8 +174,9 @@ func (e *e2eEnv) findSteadyRate(ctx context.Context, bin string, cfg e2eConfig) 
 }
 
 // unsaturated runs telemetrygen logs and traces with 4 clients (2 processes
-// × 2 workers) at a fixed rate, and measures records per collector
-// CPU-second.
+// × 2 workers), each with one request in flight (or at -unsaturated-rate),
+// far from the hundreds in flight of the saturation runs, and measures
+// records per collector CPU-second.
 func (e *e2eEnv) unsaturated(ctx context.Context, cfg e2eConfig) *runResult {
 	in := e.start(ctx, cfg)
 	defer e.cleanup(ctx, in)
@@ -311,7 +312,7 @@ func (r *clientsResult) print(w io.Writer) {
 	if base > 0 && analytics > 0 {
 		fmt.Fprintf(w, "    ratio: %.2f×\n", analytics/base)
 	}
-	fmt.Fprintln(w, "  telemetrygen, 4 clients below saturation (2 processes × 2 workers, fixed rate): records per collector CPU-second")
+	fmt.Fprintln(w, "  telemetrygen, 4 clients (2 processes × 2 workers, one request in flight each; logs 512, spans 100 per request): records per collector CPU-second")
 	var baseRR *runResult
 	for _, rr := range r.unsaturated {
 		if !rr.cfg.analytics {

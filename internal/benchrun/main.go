@@ -10,8 +10,7 @@
 //     key prefix: the do-nothing baseline (testdata/bench/baseline-debug.yaml),
 //     the sample config in durability mode (a) "acknowledge after Redis"
 //     (testdata/config.yaml) and mode (b) "persistent sending queue"
-//     (testdata/bench/persistent-queue.yaml); with -configs, also the baseline
-//     behind the sample config's sending_queue (generated, for information);
+//     (testdata/bench/persistent-queue.yaml);
 //  3. telemetrygen (pinned v0.161.0, built once into a temp dir; OTLP/gRPC,
 //     --rate 0) against each distro in turn, logs then traces, in interleaved
 //     rounds so drift and other processes' noise fall on every configuration
@@ -22,7 +21,11 @@
 //     in Redis;
 //  4. a saturation probe on the sample config (more records in flight than its
 //     sending queue holds) for the peak RSS (VmHWM);
-//  5. the Go benchmarks of every package: the exporter's with GOMAXPROCS=1 on
+//  5. the clients section (clients.go): OTel Go SDK instances at their
+//     default settings (cmd/sdkload) against the baseline and the sample
+//     config: export latency, SDK drops, exact totals, the largest steady
+//     rate of one instance, and telemetrygen below saturation;
+//  6. the Go benchmarks of every package: the exporter's with GOMAXPROCS=1 on
 //     the collector CPU (Redis on the other one), the flush benchmark once at
 //     1M per-user counters;
 //
@@ -136,7 +139,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.skipClients, "skip-clients", false, "skip the clients section (OTel SDK instances at default settings)")
 	flag.DurationVar(&o.clientsDuration, "clients-duration", 10*time.Second, "clients section: load per scenario and pipeline")
 	flag.DurationVar(&o.steadyDuration, "steady-duration", 5*time.Second, "clients section: load per step of the steady-rate search")
-	flag.IntVar(&o.unsaturatedRate, "unsaturated-rate", 5000, "clients section: telemetrygen records per second per worker below saturation")
+	flag.IntVar(&o.unsaturatedRate, "unsaturated-rate", 0,
+		"clients section: telemetrygen records per second per worker with 4 clients (0: each client sends its next request when the last one is answered)")
 	flag.BoolVar(&o.skipGoBench, "skip-gobench", false, "skip the Go benchmarks")
 	flag.IntVar(&o.flushCounters, "flush-counters", 1_000_000, "per-user counters in the flush target benchmark")
 	flag.IntVar(&o.benchCount, "bench-count", 3, "runs of each exporter benchmark (-test.count); the report takes the median of each metric")
