@@ -258,13 +258,63 @@ func TestCommitterShutdownIsSafe(t *testing.T) {
 	c := newCommitter(func(group []*pushWaiter) { answer(group, nil) })
 	c.shutdown() // never started
 	c.shutdown()
-	assert.False(t, c.submit(&pushWaiter{req: &countsRequest{}, done: make(chan error, 1)}))
+	require.ErrorIs(t, c.do(t.Context(), newPushWaiter(&countsRequest{})), errNotStarted)
 
 	c = newCommitter(func(group []*pushWaiter) { answer(group, nil) })
 	c.start()
-	w := &pushWaiter{req: &countsRequest{}, done: make(chan error, 1)}
-	require.True(t, c.submit(w))
-	require.NoError(t, <-w.done)
+	require.NoError(t, c.do(t.Context(), newPushWaiter(&countsRequest{})), "an idle committer: the push leads")
 	c.shutdown()
-	assert.False(t, c.submit(w))
+	require.ErrorIs(t, c.do(t.Context(), newPushWaiter(&countsRequest{})), errNotStarted)
+}
+
+// TestCommitterHandsTheLeadOn: pushes that wait while a call is in flight
+// are applied in one group by the oldest of them, and the committer goes
+// idle again.
+func TestCommitterHandsTheLeadOn(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var groups []int
+	c := newCommitter(func(group []*pushWaiter) {
+		mu.Lock()
+		first := len(groups) == 0
+		groups = append(groups, len(group))
+		mu.Unlock()
+		if first {
+			close(entered)
+			<-release
+		}
+		answer(group, nil)
+	})
+	c.start()
+	first := make(chan error, 1)
+	go func() { first <- c.do(t.Context(), newPushWaiter(&countsRequest{records: 1})) }()
+	<-entered
+	const n = 10
+	reqs := make([]*countsRequest, n)
+	for i := range reqs {
+		reqs[i] = &countsRequest{records: 1}
+	}
+	done := make(chan []error, 1)
+	go func() {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i, r := range reqs {
+			wg.Go(func() { errs[i] = c.do(t.Context(), newPushWaiter(r)) })
+		}
+		wg.Wait()
+		done <- errs
+	}()
+	waitPending(t, c, n)
+	close(release)
+	require.NoError(t, <-first)
+	for _, err := range <-done {
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	assert.Equal(t, []int{1, n}, groups)
+	mu.Unlock()
+	c.mu.Lock()
+	assert.False(t, c.leading, "idle again")
+	c.mu.Unlock()
 }

@@ -16,8 +16,8 @@ import (
 
 // A push, top to bottom: the request (already mapped and counted per
 // resource entry by convert.go) gets a batch id on its first attempt and
-// waits for the committer (committer.go), which applies it with the pushes
-// that arrived meanwhile. applyGroup folds the group into one increment per
+// goes to the committer (committer.go), which applies it at once, or with
+// the pushes that arrived while a call was in flight. applyGroup folds the group into one increment per
 // counter key, selects the resource markers (dedup.go) and makes one script
 // call (apply.go). Only when the script finds markers of pushes or entries
 // counted before does it take another round without them.
@@ -50,21 +50,7 @@ func (e *redisAnalyticsExporter) push(ctx context.Context, r xexporterhelper.Req
 	if req.batchID == "" {
 		req.batchID = newBatchID()
 	}
-	w := &pushWaiter{req: req, done: make(chan error, 1)}
-	if !e.committer.submit(w) {
-		return errNotStarted
-	}
-	select {
-	case err := <-w.done:
-		return err
-	case <-ctx.Done():
-		if e.committer.withdraw(w) {
-			return fmt.Errorf("redis apply counters: %w", ctx.Err())
-		}
-		// Its group is in flight: wait for the answer (the group's call is
-		// bounded by the timeout too), so that the outcome is known.
-		return <-w.done
-	}
+	return e.committer.do(ctx, newPushWaiter(req))
 }
 
 // applyGroup applies a group of pushes and answers each one.

@@ -187,9 +187,6 @@ func (e *e2eEnv) unsaturated(ctx context.Context, cfg e2eConfig) *runResult {
 	}
 	for _, sig := range signals {
 		shape := loadShape{procs: 2, workers: 2, batch: 512, rate: e.opts.unsaturatedRate}
-		if sig.name == "traces" {
-			shape.batch = 100
-		}
 		l, err := e.load(ctx, in, sig, e.opts.clientsDuration, shape)
 		rr.err = errors.Join(rr.err, err)
 		rr.add(l)
@@ -312,7 +309,7 @@ func (r *clientsResult) print(w io.Writer) {
 	if base > 0 && analytics > 0 {
 		fmt.Fprintf(w, "    ratio: %.2f×\n", analytics/base)
 	}
-	fmt.Fprintln(w, "  telemetrygen, 4 clients (2 processes × 2 workers, one request in flight each; logs 512, spans 100 per request): records per collector CPU-second")
+	fmt.Fprintln(w, "  telemetrygen, 4 clients (2 processes × 2 workers, one request in flight each; 512 records per request): records per collector CPU-second")
 	var baseRR *runResult
 	for _, rr := range r.unsaturated {
 		if !rr.cfg.analytics {

@@ -71,8 +71,8 @@ func (r *report) print(w io.Writer) (missed bool) {
 
 	if len(r.e2e) > 0 {
 		r.printE2E(w)
-		r.clients.print(w)
 	}
+	r.clients.print(w)
 	if len(r.benches) > 0 {
 		r.printBenches(w)
 	}
