@@ -35,15 +35,14 @@ const (
 // fails only for a DSN that does not parse; errors never contain the DSN's
 // password.
 func (f *flusher) newPool(ctx context.Context) error {
-	dsn := string(f.cfg.DSN)
-	f.secrets = dsnSecrets(dsn)
-	poolCfg, err := pgxpool.ParseConfig(dsn)
+	// pgx masks the password in a parse error's copy of the DSN.
+	poolCfg, err := pgxpool.ParseConfig(string(f.cfg.DSN))
 	if err != nil {
-		return fmt.Errorf(`pg_flush: parse "dsn": %w`, redactError(err, f.secrets))
+		return fmt.Errorf(`pg_flush: parse "dsn": %w`, err)
 	}
 	poolCfg.MaxConns = f.cfg.MaxConns
 	if p := poolCfg.ConnConfig.Password; p != "" {
-		f.secrets = append(f.secrets, p)
+		f.secrets = []string{p}
 	}
 	f.pgTarget = fmt.Sprintf("%s:%d/%s", poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Port, poolCfg.ConnConfig.Database)
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -70,7 +68,7 @@ type flusher struct {
 	client    redis.UniversalClient
 	store     *protocol.FlushStore
 	pgTarget  string   // host:port/database, for errors and logs
-	secrets   []string // the DSN's password spellings, masked in errors
+	secrets   []string // the DSN's password, masked in errors
 	pgReady   bool
 	connected bool
 
@@ -268,8 +266,9 @@ func (e *redactedError) Unwrap() error { return e.err }
 
 const redactedMask = "xxxxx"
 
-// redactError masks every occurrence of secrets in err's message (pgx
-// already redacts passwords, but only on a best-effort basis).
+// redactError masks every occurrence of secrets in err's message: a server
+// or a driver may echo a password pgx knows. (pgx itself masks the password
+// of a DSN that does not parse.)
 func redactError(err error, secrets []string) error {
 	msg := err.Error()
 	for _, s := range secrets {
@@ -278,40 +277,4 @@ func redactError(err error, secrets []string) error {
 		}
 	}
 	return &redactedError{msg: msg, err: err}
-}
-
-// passwordKV matches password=... in a keyword/value DSN or a URL query.
-var passwordKV = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)`)
-
-// dsnSecrets returns the password spellings found in dsn (raw and
-// percent-encoded), also for a DSN that does not parse.
-func dsnSecrets(dsn string) []string {
-	var secrets []string
-	add := func(s string) {
-		s = strings.Trim(s, "'")
-		if s == "" {
-			return
-		}
-		secrets = append(secrets, s)
-		if u, err := url.QueryUnescape(s); err == nil && u != s {
-			secrets = append(secrets, u)
-		}
-	}
-	if u, err := url.Parse(dsn); err == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok {
-			add(p)
-		}
-	}
-	// userinfo of a URL that does not parse: scheme://user:password@host
-	if _, rest, ok := strings.Cut(dsn, "://"); ok {
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-				add(rest[colon+1 : at])
-			}
-		}
-	}
-	for _, m := range passwordKV.FindAllStringSubmatch(dsn, -1) {
-		add(m[1])
-	}
-	return secrets
 }
