@@ -37,7 +37,7 @@ RUN_FLAGS ?=
 PKGS ?= ./...
 TEST_TIMEOUT ?= 15m
 TEST_FLAGS ?=
-# `make bench` driver flags (go run ./internal/benchrun -help), e.g. BENCH_FLAGS='-duration 30s -keep-tmp'.
+# `make bench` driver flags (go run ./tools/benchrun -help), e.g. BENCH_FLAGS='-duration 30s -keep-tmp'.
 BENCH_FLAGS ?=
 # `make bench-go` only: benchmark regexp and extra `go test` flags.
 BENCH ?= .
@@ -48,10 +48,10 @@ TOOLS_BIN := $(ROOT)/.tools/bin
 
 # Inputs of the distro: non-test Go sources of the root module, go.mod/go.sum, the ocb manifest
 # and the tools module (ocb version). Test files, _build/, bin/, internal/tools/ and the bench driver
-# (internal/benchrun, not part of the distro) are excluded.
+# and load drivers (tools/, cmd/sdkload, internal/sdkload: not part of the distro) are excluded.
 DIST_SOURCES := $(shell find . -type f -name '*.go' ! -name '*_test.go' \
 	! -path './_build/*' ! -path './bin/*' ! -path './.tools/*' ! -path './internal/tools/*' \
-	! -path './internal/benchrun/*' ! -path './.git/*' 2>/dev/null)
+	! -path './tools/*' ! -path './cmd/sdkload/*' ! -path './internal/sdkload/*' ! -path './.git/*' 2>/dev/null)
 DIST_INPUTS := $(BUILDER_CONFIG) go.mod go.sum internal/tools/go.mod $(DIST_SOURCES)
 
 .PHONY: all
@@ -94,12 +94,12 @@ test: services build
 ## bench: the performance targets (README, Performance): the distro under telemetrygen load next to a
 ##        do-nothing baseline (both durability modes), then the Go benchmarks; one summary (also in
 ##        bench-results.txt), ~6 min
-# The driver (internal/benchrun) starts a private Redis, a fresh PostgreSQL database per run, the distro
+# The driver (tools/benchrun) starts a private Redis, a fresh PostgreSQL database per run, the distro
 # and telemetrygen (pinned in internal/tools/telemetrygen/go.mod, compiled once into a temp dir), pins
 # them to CPUs with taskset when there are >= 2, and stops everything it started.
 .PHONY: bench
 bench: services build
-	$(GO) run ./internal/benchrun -root $(ROOT) $(BENCH_FLAGS)
+	$(GO) run ./tools/benchrun -root $(ROOT) $(BENCH_FLAGS)
 
 ## bench-go: only the Go benchmarks, plain `go test -bench` (BENCH regexp, GO_BENCH_FLAGS)
 .PHONY: bench-go

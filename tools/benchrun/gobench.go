@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/perf/benchfmt"
 )
 
 const (
@@ -79,7 +81,6 @@ func packageRuns(pkg string, o options) []benchRun {
 }
 
 var (
-	benchLineRE  = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
 	benchFuncRE  = regexp.MustCompile(`(?m)^func Benchmark\w*\(`)
 	testFailedRE = regexp.MustCompile(`^(--- FAIL|FAIL\b|panic:|fatal error:)`)
 )
@@ -154,36 +155,47 @@ func hasBenchmarks(dir string) bool {
 
 // parseBenchOutput reads `go test -bench` output: result lines and failures.
 func parseBenchOutput(path, pkg, run string) (lines []benchLine, failures []string) {
-	f, err := os.Open(path) //nolint:gosec // a log under our temp dir
+	data, err := os.ReadFile(path) //nolint:gosec // a log under our temp dir
 	if err != nil {
 		return nil, []string{err.Error()}
 	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		text := sc.Text()
+	for text := range strings.SplitSeq(string(data), "\n") {
 		if testFailedRE.MatchString(text) {
 			failures = append(failures, text)
-			continue
 		}
-		m := benchLineRE.FindStringSubmatch(text)
-		if m == nil {
-			continue
+	}
+	r := benchfmt.NewReader(bytes.NewReader(data), path)
+	for r.Scan() {
+		res, ok := r.Result().(*benchfmt.Result)
+		if !ok {
+			continue // unit metadata, or a line that is not a result
 		}
-		iters, _ := strconv.ParseInt(m[2], 10, 64)
-		bl := benchLine{pkg: pkg, run: run, name: m[1], iters: iters}
-		fs := strings.Fields(m[3])
-		for i := 0; i+1 < len(fs); i += 2 {
-			v, err := strconv.ParseFloat(fs[i], 64)
-			if err != nil {
-				break
+		bl := benchLine{pkg: pkg, run: run, name: "Benchmark" + trimProcs(string(res.Name.Full())), iters: int64(res.Iters)}
+		for _, v := range res.Values {
+			m := benchMetric{value: v.Value, unit: v.Unit}
+			if v.OrigUnit != "" { // benchfmt tidied it (ns/op -> sec/op): keep what go test printed
+				m = benchMetric{value: v.OrigValue, unit: v.OrigUnit}
 			}
-			bl.metrics = append(bl.metrics, benchMetric{value: v, unit: fs[i+1]})
+			bl.metrics = append(bl.metrics, m)
 		}
 		lines = append(lines, bl)
 	}
+	if err := r.Err(); err != nil {
+		failures = append(failures, err.Error())
+	}
 	return lines, failures
+}
+
+// trimProcs drops the -GOMAXPROCS suffix of a benchmark name.
+func trimProcs(name string) string {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 {
+		return name
+	}
+	if _, err := strconv.Atoi(name[i+1:]); err != nil {
+		return name
+	}
+	return name[:i]
 }
 
 // medians merges the lines of each benchmark run more than once (-test.count)

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestMedians(t *testing.T) {
@@ -54,4 +57,26 @@ func TestMedians(t *testing.T) {
 func withRuns(l benchLine, runs int) benchLine {
 	l.runs = runs
 	return l
+}
+
+func TestParseBenchOutput(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "bench.log")
+	out := `goos: linux
+goarch: amd64
+BenchmarkPushLogs/users=100-2         	     536	   2396000 ns/op	         0.0001221 commands/event	   3420000 events/s	 329900 B/op	     569 allocs/op
+BenchmarkAppendKey 	16876674	        88.00 ns/op	       0 B/op	       0 allocs/op
+--- FAIL: BenchmarkBroken
+PASS
+`
+	require.NoError(t, os.WriteFile(path, []byte(out), 0o600))
+	lines, failures := parseBenchOutput(path, "p", "r")
+	require.Len(t, lines, 2)
+	assert.Equal(t, "BenchmarkPushLogs/users=100", lines[0].name)
+	assert.Equal(t, int64(536), lines[0].iters)
+	v, ok := lines[0].metric("events/s")
+	require.True(t, ok)
+	assert.InDelta(t, 3.42e6, v, 1)
+	assert.Equal(t, "BenchmarkAppendKey", lines[1].name)
+	assert.Equal(t, []string{"--- FAIL: BenchmarkBroken"}, failures)
 }

@@ -34,7 +34,7 @@
 // errors exit 1. Run it with `make bench` (which builds the distro and makes
 // sure PostgreSQL answers), or directly, e.g.:
 //
-//	go run ./internal/benchrun -duration 30s -rounds 3 -keep-tmp
+//	go run ./tools/benchrun -duration 30s -rounds 3 -keep-tmp
 package main
 
 import (

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // promSnapshot holds the collector's own metrics, summed over labels, by name.
@@ -38,58 +39,42 @@ func scrape(ctx context.Context, url string) (promSnapshot, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
 	}
-	snap := promSnapshot{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		// name{labels} value [timestamp]; label values may hold spaces.
-		name, rest := line, ""
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			if j < i {
-				continue
-			}
-			name, rest = line[:i], line[j+1:]
-		} else if i := strings.IndexByte(line, ' '); i >= 0 {
-			name, rest = line[:i], line[i:]
-		}
-		fs := strings.Fields(rest)
-		if len(fs) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fs[0], 64)
-		if err != nil {
-			continue
-		}
-		snap[name] += v
-		if dt := labelValue(line, "data_type"); dt != "" {
-			snap[name+"{data_type="+dt+"}"] += v
-		}
-	}
-	if err := sc.Err(); err != nil {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	snap := promSnapshot{}
+	for name, mf := range families {
+		for _, m := range mf.GetMetric() {
+			v := sampleValue(m)
+			snap[name] += v
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "data_type" {
+					snap[name+"{data_type="+l.GetValue()+"}"] += v
+				}
+			}
+		}
 	}
 	return snap, nil
 }
 
-// labelValue returns the value of label key in a sample line, or "".
-func labelValue(line, key string) string {
-	i := strings.Index(line, key+`="`)
-	if i < 0 {
-		return ""
+// sampleValue is a counter's, a gauge's or an untyped sample's value (the
+// collector's own metrics the driver reads are of these types).
+func sampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	case m.GetUntyped() != nil:
+		return m.GetUntyped().GetValue()
+	default:
+		return 0
 	}
-	v, _, ok := strings.Cut(line[i+len(key)+2:], `"`)
-	if !ok {
-		return ""
-	}
-	return v
 }
 
-// healthy reports whether the health_check extension answers 200.
+// healthy reports whether the health check extension answers 200.
 func healthy(ctx context.Context, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
 	if err != nil {
