@@ -74,7 +74,9 @@ const recentPairs = 2
 // and scans the pair's few hours; events of one of the last few pairs skip
 // the map. A uint64 key hashes and compares in a few instructions, where a
 // (type, user) key hashes both strings again. The map stays small (types ×
-// active users).
+// active users). Measured against a plain map[pairKey]int32 (benchstat, 6
+// runs each): BenchmarkConvert/traces 1.7× slower (2× with a one-pair cache
+// instead of two), /logs 3–12% slower, BenchmarkAggregate/users=1000 14%.
 type pairCounter struct {
 	// byHash indexes pairs by hashPair; a pair whose hash another pair
 	// already holds (a 64-bit collision) goes to collided.
