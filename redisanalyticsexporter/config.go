@@ -70,6 +70,14 @@ type Config struct {
 	// record then on its resource, for the user id (string or int value).
 	// Empty means no per-user counters. default: ["user.id", "enduser.id"]
 	UserIDAttributes []string `mapstructure:"user_id_attributes"`
+	// CountSpans counts each span as an event named after the span.
+	// default: true
+	CountSpans bool `mapstructure:"count_spans"`
+	// CountSpanEvents counts each span event as an event named after the
+	// span event. For auto-instrumented services, turn count_spans off (or
+	// list event_types) so that HTTP and database spans do not become event
+	// types. default: true
+	CountSpanEvents bool `mapstructure:"count_span_events"`
 	// EventTypes is an allowlist of event types; other types are dropped and
 	// counted. Empty means every type is counted. default: [] (all types)
 	EventTypes []string `mapstructure:"event_types"`
@@ -120,6 +128,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DedupWindow < minDedupWindow {
 		errs = append(errs, fmt.Errorf(`"dedup_window" must be at least %s, got %s`, minDedupWindow, c.DedupWindow))
+	}
+	if !c.CountSpans && !c.CountSpanEvents {
+		errs = append(errs, errors.New(`"count_spans" and "count_span_events" are both false: a traces pipeline would count nothing`))
 	}
 	errs = append(errs, validateNames("event_name_attributes", c.EventNameAttributes, false)...)
 	errs = append(errs, validateNames("user_id_attributes", c.UserIDAttributes, false)...)

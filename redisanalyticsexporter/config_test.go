@@ -36,6 +36,8 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, 30*time.Second, cfg.RetryConfig.MaxElapsedTime)
 	assert.True(t, cfg.RetryConfig.Enabled)
 	assert.Equal(t, []string{"log.record.uid"}, cfg.RecordIDAttributes)
+	assert.True(t, cfg.CountSpans)
+	assert.True(t, cfg.CountSpanEvents)
 	assert.Equal(t, redisconn.NewDefaultClientConfig(), cfg.Redis)
 	assert.Equal(t, protocol.DefaultPrefix, cfg.KeyPrefix)
 	assert.Equal(t, 7*24*time.Hour, cfg.TTL)
@@ -71,6 +73,7 @@ func TestUnmarshalConfig(t *testing.T) {
 	full.EventNameAttributes = []string{"event.name", "analytics.event"}
 	full.UserIDAttributes = []string{"app.user_id"}
 	full.EventTypes = []string{"page_view", "signup"}
+	full.CountSpans = false
 	full.TimeoutConfig.Timeout = 3 * time.Second
 	full.RetryConfig.InitialInterval = time.Second
 	full.RetryConfig.MaxInterval = 10 * time.Second
@@ -139,6 +142,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{"wait_forever", []string{`"wait_timeout" must be at least 1ms with "wait_replicas"`}},
 		{"wait_longer_than_timeout", []string{`"wait_timeout" (5s) must be below "timeout" (5s)`}},
 		{"several_errors", []string{`"key_prefix"`, `"ttl"`}},
+		{"count_nothing", []string{`"count_spans" and "count_span_events" are both false`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

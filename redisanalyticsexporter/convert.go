@@ -109,7 +109,7 @@ func (e *redisAnalyticsExporter) convertTraces(_ context.Context, td ptrace.Trac
 // the hour of nowNanos.
 func (c *converter) logs(ld plog.Logs, m *mapper, nowNanos int64) *countsRequest {
 	rls := ld.ResourceLogs()
-	req := &countsRequest{entries: make([]entryCounts, 0, rls.Len())}
+	req := &countsRequest{entries: make([]entryCounts, 0, rls.Len()), items: ld.LogRecordCount()}
 	for i := range rls.Len() {
 		rl := rls.At(i)
 		resUser := m.resourceUser(rl.Resource())
@@ -136,10 +136,11 @@ func (c *converter) logs(ld plog.Logs, m *mapper, nowNanos int64) *countsRequest
 	return req
 }
 
-// traces counts td per resource entry.
+// traces counts td per resource entry: each span (count_spans) and each span
+// event (count_span_events) is an event.
 func (c *converter) traces(td ptrace.Traces, m *mapper, nowNanos int64) *countsRequest {
 	rss := td.ResourceSpans()
-	req := &countsRequest{entries: make([]entryCounts, 0, rss.Len())}
+	req := &countsRequest{entries: make([]entryCounts, 0, rss.Len()), items: td.SpanCount()}
 	for i := range rss.Len() {
 		rs := rss.At(i)
 		resUser := m.resourceUser(rs.Resource())
@@ -149,21 +150,54 @@ func (c *converter) traces(td ptrace.Traces, m *mapper, nowNanos int64) *countsR
 			spans := sss.At(j).Spans()
 			for k := range spans.Len() {
 				span := spans.At(k)
-				ev, ok := m.spanEvent(span, resUser, nowNanos)
-				if !ok {
-					missing++
-					continue
+				if m.spans {
+					missing += c.addSpan(span, m, resUser, nowNanos)
 				}
-				if c.ids.addSpan(span) {
-					c.identified.add(ev)
-				} else {
-					c.anonymous.add(ev)
+				if m.spanEvents {
+					missing += c.addSpanEvents(span, m, resUser, nowNanos)
 				}
 			}
 		}
 		c.takeEntries(req, missing)
 	}
 	return req
+}
+
+// addSpan counts span as an event; it returns 1 when the span has no name.
+func (c *converter) addSpan(span ptrace.Span, m *mapper, resUser userRef, nowNanos int64) (missing int64) {
+	ev, ok := m.fromSpan(span, resUser, nowNanos)
+	if !ok {
+		return 1
+	}
+	if c.ids.addSpan(span) {
+		c.identified.add(ev)
+	} else {
+		c.anonymous.add(ev)
+	}
+	return 0
+}
+
+// addSpanEvents counts each event of span; it returns how many have no name.
+func (c *converter) addSpanEvents(span ptrace.Span, m *mapper, resUser userRef, nowNanos int64) (missing int64) {
+	events := span.Events()
+	if events.Len() == 0 {
+		return 0
+	}
+	spanUser := m.userOf(span.Attributes(), resUser)
+	for i := range events.Len() {
+		se := events.At(i)
+		ev, ok := m.fromSpanEvent(se, span, spanUser, nowNanos)
+		if !ok {
+			missing++
+			continue
+		}
+		if c.ids.addSpanEvent(span, i, se) {
+			c.identified.add(ev)
+		} else {
+			c.anonymous.add(ev)
+		}
+	}
+	return missing
 }
 
 func (e *redisAnalyticsExporter) getConverter() *converter {

@@ -21,6 +21,8 @@ import (
 // identity take part:
 //
 //   - a span, by its TraceID and SpanID (an all-zero SpanID is no identity);
+//   - a span event, by its span's ids, its index among the span's events and
+//     its timestamp;
 //   - a log record, by the first of record_id_attributes it holds with a
 //     non-empty string, bytes or int value (default: log.record.uid, the
 //     OpenTelemetry attribute for exactly this).
@@ -65,10 +67,11 @@ type resEntry struct {
 // Tags that start each identity in the hashed bytes, so that identities of
 // different kinds or lengths never run together.
 const (
-	idTagSpan  = 's'
-	idTagStr   = 'l'
-	idTagBytes = 'b'
-	idTagInt   = 'i'
+	idTagSpan      = 's'
+	idTagSpanEvent = 'e'
+	idTagStr       = 'l'
+	idTagBytes     = 'b'
+	idTagInt       = 'i'
 )
 
 // identities collects the identities of one resource entry's identified
@@ -90,6 +93,23 @@ func (ids *identities) addSpan(span ptrace.Span) bool {
 	ids.buf = append(ids.buf, idTagSpan)
 	ids.buf = append(ids.buf, tid[:]...)
 	ids.buf = append(ids.buf, sid[:]...)
+	ids.n++
+	return true
+}
+
+// addSpanEvent adds the identity of the i-th event of span: the span's ids,
+// the index and the event's timestamp; false when the SpanID is all zero.
+func (ids *identities) addSpanEvent(span ptrace.Span, i int, se ptrace.SpanEvent) bool {
+	sid := span.SpanID()
+	if sid.IsEmpty() {
+		return false
+	}
+	tid := span.TraceID()
+	ids.buf = append(ids.buf, idTagSpanEvent)
+	ids.buf = append(ids.buf, tid[:]...)
+	ids.buf = append(ids.buf, sid[:]...)
+	ids.buf = binary.AppendUvarint(ids.buf, uint64(i)) //nolint:gosec // an index, never negative
+	ids.buf = binary.LittleEndian.AppendUint64(ids.buf, uint64(se.Timestamp()))
 	ids.n++
 	return true
 }

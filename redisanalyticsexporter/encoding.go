@@ -15,16 +15,17 @@ import (
 // (sending_queue::storage). The format is versioned; all integers are
 // varints:
 //
-//	version=3, body, CRC-32C (Castagnoli) of the version and the body
+//	version=4, body, CRC-32C (Castagnoli) of the version and the body
 //	  (4 bytes, little endian).
-//	body: records, number of entries, then per entry:
+//	body: records (events), items (log records or spans), number of
+//	  entries, then per entry:
 //	  flags (1: fingerprinted, 2: excluded), fingerprint hi and lo (8 bytes
 //	  each, little endian), records, missing, number of pairs, then per
 //	  pair: type (length, bytes), user kind (0 none, 1 string, 2 int), the
 //	  user (length and bytes, or a signed varint); number of counts, then
 //	  per count: pair index, hour (signed), n.
 //
-// Versions 1 and 2 were never released and are not read. The fingerprint is
+// Versions 1 to 3 were never released and are not read. The fingerprint is
 // the identity fingerprint of dedup.go.
 //
 // Unmarshal checks the checksum, then every length and sum against the
@@ -35,7 +36,7 @@ import (
 type countsEncoding struct{}
 
 const (
-	countsEncodingVersion = 3
+	countsEncodingVersion = 4
 	checksumBytes         = 4
 )
 
@@ -58,6 +59,7 @@ func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]b
 	buf := make([]byte, 0, req.bytes+16+checksumBytes)
 	buf = append(buf, countsEncodingVersion)
 	buf = binary.AppendUvarint(buf, uint64(req.records)) //nolint:gosec // a count, never negative
+	buf = binary.AppendUvarint(buf, uint64(req.items))   //nolint:gosec // a count, never negative
 	buf = binary.AppendUvarint(buf, uint64(len(req.entries)))
 	for i := range req.entries {
 		en := &req.entries[i]
@@ -146,13 +148,17 @@ func (d *decoder) request() (*countsRequest, error) {
 	if err != nil {
 		return nil, err
 	}
+	items, err := d.count()
+	if err != nil {
+		return nil, err
+	}
 	// Each entry takes at least 20 bytes: bounding the count by the input
 	// keeps a corrupt length from allocating gigabytes.
 	numEntries, err := d.length(20)
 	if err != nil {
 		return nil, err
 	}
-	req := &countsRequest{entries: make([]entryCounts, 0, numEntries)}
+	req := &countsRequest{entries: make([]entryCounts, 0, numEntries), items: int(items)}
 	var sum int64
 	for range numEntries {
 		en, err := d.entry()

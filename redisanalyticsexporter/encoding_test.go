@@ -99,8 +99,8 @@ func TestCountsEncodingRejectsCorruptInput(t *testing.T) {
 		{"sealed trailing bytes", sealed(append(bytes.Clone(body), 0)), "1 trailing bytes"},
 		{"sealed record total", func() []byte { d := bytes.Clone(body); d[1]++; return sealed(d) }(), "entries hold 2 records, the request 3"},
 		{"sealed truncated body", sealed(body[:len(body)-1]), "truncated"},
-		{"sealed huge entry count", sealed(binary.AppendUvarint([]byte{countsEncodingVersion, 0}, 1<<40)), "truncated"},
-		{"sealed unknown flags", func() []byte { d := bytes.Clone(body); d[3] = 0x80; return sealed(d) }(), "unknown entry flags"},
+		{"sealed huge entry count", sealed(binary.AppendUvarint([]byte{countsEncodingVersion, 0, 0}, 1<<40)), "truncated"},
+		{"sealed unknown flags", func() []byte { d := bytes.Clone(body); d[4] = 0x80; return sealed(d) }(), "unknown entry flags"},
 		{"pair index out of range", func() []byte {
 			r := testRequest(t, []logRecord{{"view", "u1", tsRecord}})
 			r.entries[0].counts[0].pair = 5

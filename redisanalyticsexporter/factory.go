@@ -41,6 +41,8 @@ func createDefaultConfig() component.Config {
 		EventNameAttributes: defaultEventNameAttributes(),
 		UserIDAttributes:    defaultUserIDAttributes(),
 		RecordIDAttributes:  defaultRecordIDAttributes(),
+		CountSpans:          true,
+		CountSpanEvents:     true,
 	}
 }
 

@@ -18,7 +18,7 @@ type dropReason uint8
 
 const (
 	// reasonMissingEventType: no EventName and no event name attribute (logs),
-	// or an empty span name.
+	// or an empty span or span event name.
 	reasonMissingEventType dropReason = iota
 	// reasonNotAllowed: the event type is not in event_types.
 	reasonNotAllowed
@@ -82,6 +82,8 @@ type mapper struct {
 	// recordIDAttrs name the log record attributes that identify a record
 	// (dedup.go).
 	recordIDAttrs []string
+	// spans and spanEvents say which of a trace's parts count as events.
+	spans, spanEvents bool
 	// allowed is the event_types allowlist; nil counts every type.
 	allowed map[string]struct{}
 }
@@ -91,6 +93,8 @@ func newMapper(cfg *Config) mapper {
 		eventNameAttrs: cfg.EventNameAttributes,
 		userIDAttrs:    cfg.UserIDAttributes,
 		recordIDAttrs:  cfg.RecordIDAttributes,
+		spans:          cfg.CountSpans,
+		spanEvents:     cfg.CountSpanEvents,
 	}
 	if len(cfg.EventTypes) > 0 {
 		m.allowed = make(map[string]struct{}, len(cfg.EventTypes))
@@ -123,8 +127,8 @@ func (m *mapper) logEvent(lr plog.LogRecord, resUser userRef, nowNanos int64) (e
 	return ev, true
 }
 
-// spanEvent maps a span: its name is the event type, its start the time.
-func (m *mapper) spanEvent(span ptrace.Span, resUser userRef, nowNanos int64) (ev event, ok bool) {
+// fromSpan maps a span: its name is the event type, its start the time.
+func (m *mapper) fromSpan(span ptrace.Span, resUser userRef, nowNanos int64) (ev event, ok bool) {
 	ev.typ = span.Name()
 	if ev.typ == "" {
 		return event{}, false
@@ -133,6 +137,26 @@ func (m *mapper) spanEvent(span ptrace.Span, resUser userRef, nowNanos int64) (e
 	ts := validNanos(span.StartTimestamp())
 	if ts == 0 {
 		ts = nowNanos
+	}
+	ev.hour = protocol.HourOfUnixNano(ts)
+	return ev, true
+}
+
+// fromSpanEvent maps a span event: its name is the event type, its user the
+// one on the event, else the span's (spanUser: the span's own, else its
+// resource's), its time its timestamp, else the span's start.
+func (m *mapper) fromSpanEvent(se ptrace.SpanEvent, span ptrace.Span, spanUser userRef, nowNanos int64) (ev event, ok bool) {
+	ev.typ = se.Name()
+	if ev.typ == "" {
+		return event{}, false
+	}
+	ev.user = m.userOf(se.Attributes(), spanUser)
+	ts := validNanos(se.Timestamp())
+	if ts == 0 {
+		ts = validNanos(span.StartTimestamp())
+		if ts == 0 {
+			ts = nowNanos
+		}
 	}
 	ev.hour = protocol.HourOfUnixNano(ts)
 	return ev, true

@@ -23,9 +23,13 @@ import (
 // concatenate their entries.
 type countsRequest struct {
 	entries []entryCounts
-	// records is every record received, mapped or dropped: the item count
-	// the sending queue sizes batches by and reports as sent.
+	// records is every event of the request, counted or dropped: each log
+	// record, span and span event. Entries sum up to it.
 	records int
+	// items is the number of OTLP items (log records or spans) the request
+	// came with: what the sending queue reports as sent. Span events are
+	// events but not items.
+	items int
 	// bytes approximates the encoded size (the queue's bytes sizer).
 	bytes int
 
@@ -92,7 +96,7 @@ func (r *countsRequest) addEntry(en entryCounts) {
 	r.entries = append(r.entries, en)
 }
 
-func (r *countsRequest) ItemsCount() int { return r.records }
+func (r *countsRequest) ItemsCount() int { return r.items }
 
 func (r *countsRequest) BytesSize() int { return r.bytes }
 
@@ -111,8 +115,9 @@ func (r *countsRequest) MergeSplit(_ context.Context, maxSize int, szt exporterh
 		}
 		r.entries = append(r.entries, o.entries...)
 		r.records += o.records
+		r.items += o.items
 		r.bytes += o.bytes
-		o.entries, o.records, o.bytes = nil, 0, 0
+		o.entries, o.records, o.items, o.bytes = nil, 0, 0, 0
 	}
 	itemsSizer := szt == exporterhelper.RequestSizerTypeItems
 	if !itemsSizer && szt != exporterhelper.RequestSizerTypeBytes {
@@ -156,6 +161,9 @@ func (s *splitter) room() int64 {
 
 func (s *splitter) close() {
 	if s.cur != nil && (len(s.cur.entries) > 0 || s.cur.records > 0) {
+		// A piece reports its events as items: exact for logs and spans,
+		// an overcount for span events, on this rare path (max_size).
+		s.cur.items = s.cur.records
 		s.out = append(s.out, s.cur)
 	}
 	s.cur, s.used = nil, 0

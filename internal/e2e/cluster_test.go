@@ -33,7 +33,7 @@ func TestDistroCountsThroughRedisCluster(t *testing.T) {
 		sendLogs(ctx, t, d, 600, seed, exp)
 		sendTraces(ctx, t, d, 300, seed, exp)
 	}
-	require.Equal(t, int64(2400), exp.events, "3 × (500 counted logs + 300 spans)")
+	require.Equal(t, int64(2700), exp.events, "3 × (500 counted logs + 300 spans + 100 span events)")
 	require.Positive(t, rdb.ZCard(ctx, prefix+":pending").Val(), "acknowledged counts are in the cluster")
 	d.stop()
 

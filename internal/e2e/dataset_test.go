@@ -118,7 +118,8 @@ func spanIDs(seed, i int) (pcommon.TraceID, pcommon.SpanID) {
 	return tid, sid
 }
 
-// tracesBatch builds n spans: the span name is the event type.
+// tracesBatch builds n spans: the span name is the event type; every third
+// span carries a span event, counted under its own name.
 func tracesBatch(n, seed int, exp *expected) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
@@ -141,6 +142,12 @@ func tracesBatch(n, seed int, exp *expected) ptrace.Traces {
 			sp.Attributes().PutStr("enduser.id", user)
 		}
 		exp.add(eventType, user, ts)
+		if k%3 == 0 { // a product event recorded on the span, with its own time
+			se := sp.Events().AppendEmpty()
+			se.SetName("event:" + eventTypes[k%len(eventTypes)])
+			se.SetTimestamp(pcommon.NewTimestampFromTime(ts.Add(time.Minute)))
+			exp.add(se.Name(), user, ts.Add(time.Minute))
+		}
 	}
 	return td
 }

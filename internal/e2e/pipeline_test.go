@@ -78,7 +78,7 @@ func TestDistroCountsOnShutdownFlush(t *testing.T) {
 		sendTraces(ctx, t, d, 300, seed, exp)
 	}
 	require.NotEmpty(t, exp.userDaily)
-	require.Equal(t, int64(4000), exp.events, "5 × (500 counted logs + 300 spans)")
+	require.Equal(t, int64(4500), exp.events, "5 × (500 counted logs + 300 spans + 100 span events)")
 	// wait_for_result: every acknowledged request is already in Redis.
 	require.Positive(t, rdb.ZCard(ctx, prefix+":pending").Val())
 	// Records without an event type are dropped and counted, not lost silently.
