@@ -22,7 +22,7 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 )
 
-// Distro-level fault tests (issue #3). Each one ends with the system
+// Distro-level fault tests. Each one ends with the system
 // quiescent and a final flush (SIGTERM), then compares the three tables with
 // exact expectations: the sum over every request of what it counts times the
 // number of times it was applied, read from its probe row (see request).
@@ -92,7 +92,7 @@ func TestFaultPostgresOutage(t *testing.T) {
 	pg.Kill()
 	outage := time.Now()
 	before := len(reqs)
-	// A minute of outage (issue #3), with a request every 100 ms: the flusher
+	// A minute of outage, with a request every 100 ms: the flusher
 	// fails every tick meanwhile and must hold everything it moved.
 	pace := time.NewTicker(100 * time.Millisecond)
 	defer pace.Stop()

@@ -41,7 +41,7 @@ func modeBConfig(t testing.TB, maxElapsed time.Duration) string {
 	src, err := os.ReadFile(filepath.Join(repoRoot(t), "testdata", "bench", "persistent-queue.yaml"))
 	require.NoError(t, err)
 	require.Contains(t, string(src), modeBSampleRetry,
-		"mode (b) must retry without a time limit (issue #19); update modeBSampleRetry if its retry block changed")
+		"mode (b) must retry without a time limit; update modeBSampleRetry if its retry block changed")
 	retry := fmt.Sprintf(`    retry_on_failure:
       enabled: true
       initial_interval: 100ms
@@ -154,8 +154,8 @@ func runModeBOutage(t *testing.T, maxElapsed time.Duration, waitCounted bool) mo
 	return run
 }
 
-// TestFaultPersistentQueueSurvivesLongRedisOutage covers issue #19 in
-// durability mode (b), testdata/bench/persistent-queue.yaml: requests
+// TestFaultPersistentQueueSurvivesLongRedisOutage: in durability mode (b),
+// testdata/bench/persistent-queue.yaml, requests
 // acknowledged into the disk queue while Redis is down must survive an
 // outage of any length. With max_elapsed_time 0 (the sample's setting) the
 // exporter retries until Redis is back and every request is counted exactly

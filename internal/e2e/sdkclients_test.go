@@ -18,7 +18,7 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 )
 
-// TestSDKClientsAtDefaultSettingsDropNothing runs what deployments run (#20):
+// TestSDKClientsAtDefaultSettingsDropNothing runs what deployments run:
 // a few application instances, each with the OTel Go SDK log pipeline at its
 // default settings (batch processor: queue 2048, exports of up to 512, one
 // export in flight), against the distro with the sample config. An instance

@@ -1,5 +1,6 @@
-// Command benchrun is the `make bench` driver (issue #4: target 3, the end-to-end
-// comparison; target 5, memory; and the benchmark targets).
+// Command benchrun is the `make bench` driver: the end-to-end comparison with
+// a do-nothing pipeline, memory, the clients section and the benchmark
+// targets (docs/performance.md).
 //
 // It starts what it needs and stops all of it, by PID (process group), even on
 // failure or Ctrl-C:

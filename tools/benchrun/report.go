@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Targets of issue #4 this driver checks.
+// Targets this driver checks (docs/performance.md, Targets).
 const (
 	targetPushEventsPerSec = 2_000_000 // exporter push, 100 users, GOMAXPROCS=1
 	// pushQueuedBenchName is the push as the distro runs it: the sample
