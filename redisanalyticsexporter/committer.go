@@ -59,10 +59,14 @@ type committer struct {
 	heir    *pushWaiter
 	started bool
 	stopped bool
+	// idle is signaled when leading turns false.
+	idle *sync.Cond
 }
 
 func newCommitter(apply func(group []*pushWaiter)) *committer {
-	return &committer{apply: apply}
+	c := &committer{apply: apply}
+	c.idle = sync.NewCond(&c.mu)
+	return c
 }
 
 func (c *committer) start() {
@@ -71,12 +75,17 @@ func (c *committer) start() {
 	c.started = !c.stopped
 }
 
-// shutdown answers what still waits with errStopped and refuses new pushes.
+// shutdown refuses new pushes, waits until no push leads (the groups in
+// flight and those already waiting are applied, so that the exporter closes
+// its client after them), and answers what is left with errStopped.
 // exporterhelper drains the queue before it shuts the exporter down, so
 // normally nothing waits. It is safe without start and when called twice.
 func (c *committer) shutdown() {
 	c.mu.Lock()
 	c.stopped, c.started = true, false
+	for c.leading {
+		c.idle.Wait()
+	}
 	left := c.pending
 	c.pending, c.heir = nil, nil
 	c.mu.Unlock()
@@ -155,6 +164,7 @@ func (c *committer) leadGroups() {
 	defer c.mu.Unlock()
 	if len(c.pending) == 0 {
 		c.leading = false
+		c.idle.Broadcast()
 		return
 	}
 	c.heir = c.pending[0]

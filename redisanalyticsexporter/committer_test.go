@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
@@ -317,4 +318,40 @@ func TestCommitterHandsTheLeadOn(t *testing.T) {
 	c.mu.Lock()
 	assert.False(t, c.leading, "idle again")
 	c.mu.Unlock()
+}
+
+// TestPermanentErrorDropsOnlyItsPush: a group whose call aborts (a counter
+// key of the wrong type) is applied push by push, so that only the push
+// that adds to that key fails, permanently; the others count.
+func TestPermanentErrorDropsOnlyItsPush(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	gate := newGateHook()
+	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
+		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, gate) })
+	ctx := t.Context()
+	broken := counterKeys(prefix, "broken", "", tsRecord, 1)
+	for k := range broken {
+		require.NoError(t, client.HSet(ctx, k, "not", "a counter").Err())
+	}
+	blocker := make(chan error, 1)
+	go func() { blocker <- e.push(ctx, e.logsRequestCtx(ctx, newLogs([]logRecord{{"blocker", "", tsRecord}}))) }()
+	<-gate.entered
+	reqs := []*countsRequest{
+		e.logsRequestCtx(ctx, newLogs([]logRecord{{"good-1", "", tsRecord}})),
+		e.logsRequestCtx(ctx, newLogs([]logRecord{{"broken", "", tsRecord}})),
+		e.logsRequestCtx(ctx, newLogs([]logRecord{{"good-2", "", tsRecord}})),
+	}
+	done := make(chan []error, 1)
+	go func() { done <- pushAll(ctx, e, reqs) }()
+	waitPending(t, e.committer, len(reqs))
+	close(gate.open)
+	require.NoError(t, <-blocker)
+	errs := <-done
+	require.NoError(t, errs[0])
+	require.Error(t, errs[1])
+	assert.True(t, consumererror.IsPermanent(errs[1]), errs[1])
+	require.NoError(t, errs[2])
+	want := sumKeys(counterKeys(prefix, "good-1", "", tsRecord, 1), counterKeys(prefix, "good-2", "", tsRecord, 1))
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
 }

@@ -91,6 +91,17 @@ func (e *redisAnalyticsExporter) applyGroup(group []*pushWaiter) {
 			err = errApplyRounds
 		}
 		if err != nil {
+			if consumererror.IsPermanent(err) && len(live) > 1 {
+				// An error that recurs (a counter key of the wrong type, an
+				// overflow) belongs to some pushes of the group, not all:
+				// apply each on its own, so that only those are dropped. The
+				// call changed nothing, and each push keeps its batch id.
+				forgetSameAsEarlier(live)
+				for _, w := range live {
+					e.applyGroup([]*pushWaiter{w})
+				}
+				return
+			}
 			e.groupFailed(ctx, agg, live, err)
 			return
 		}
