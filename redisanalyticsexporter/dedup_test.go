@@ -5,11 +5,9 @@ import (
 	"maps"
 	"regexp"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componentstatus"
@@ -59,13 +57,7 @@ func resourceFPsWith(cfg *Config, ld plog.Logs) []resFP {
 	m := newMapper(cfg)
 	a := newAggregator(testSchema)
 	a.addLogs(ld, &m, tsNow.UnixNano())
-	out := make([]resFP, len(a.res))
-	for i, r := range a.res {
-		if r.ok {
-			out[i] = r.fp
-		}
-	}
-	return out
+	return a.fingerprints()
 }
 
 func TestResourceFingerprintLogs(t *testing.T) {
@@ -177,16 +169,14 @@ func dedupTraces(typ string, groups ...int) ptrace.Traces {
 }
 
 func spanFPs(td ptrace.Traces) []resFP {
-	m := newMapper(createDefaultConfig().(*Config))
+	return spanFPsWith(createDefaultConfig().(*Config), td)
+}
+
+func spanFPsWith(cfg *Config, td ptrace.Traces) []resFP {
+	m := newMapper(cfg)
 	a := newAggregator(testSchema)
 	a.addTraces(td, &m, tsNow.UnixNano())
-	out := make([]resFP, len(a.res))
-	for i, r := range a.res {
-		if r.ok {
-			out[i] = r.fp
-		}
-	}
-	return out
+	return a.fingerprints()
 }
 
 func TestResourceFingerprintSpans(t *testing.T) {
@@ -344,7 +334,7 @@ func TestResendOfSpansCountsOnce(t *testing.T) {
 func TestLostReplyAfterExclusionCountsOnce(t *testing.T) {
 	t.Parallel()
 	client, prefix := testservers.SharedRedis(t)
-	lost := &lostReplyAt{at: 3} // the applying round of the second push
+	lost := &faultAt{at: 3, afterApply: true} // the applying round of the second push
 	_, e := startLogs(t, testConfig(testservers.RedisEndpoint(), prefix), exportertest.NewNopSettings(metadata.Type),
 		componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, lost) })
 	ctx := t.Context()
@@ -389,29 +379,3 @@ func TestRetryOfCountedResendReportsRecovery(t *testing.T) {
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "counted once")
 }
 
-// lostReplyAt is a go-redis hook that loses the reply of the at-th script
-// call (1-based): the script ran, the caller sees an error.
-type lostReplyAt struct {
-	at    int32
-	calls atomic.Int32
-}
-
-func (*lostReplyAt) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (*lostReplyAt) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
-func (l *lostReplyAt) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if name := cmd.Name(); name != "evalsha" && name != "eval" {
-			return next(ctx, cmd)
-		}
-		err := next(ctx, cmd)
-		if l.calls.Add(1) == l.at && err == nil {
-			cmd.SetErr(errLostReply)
-			return errLostReply
-		}
-		return err
-	}
-}

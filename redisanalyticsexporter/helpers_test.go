@@ -65,3 +65,15 @@ var testSchema = func() protocol.Schema {
 	}
 	return s
 }()
+
+// fingerprints returns the fingerprint of each entry folded into a, the
+// zero resFP for an entry without one.
+func (a *aggregator) fingerprints() []resFP {
+	out := make([]resFP, len(a.res))
+	for i, r := range a.res {
+		if r.ok {
+			out[i] = r.fp
+		}
+	}
+	return out
+}

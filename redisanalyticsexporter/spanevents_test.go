@@ -136,18 +136,7 @@ func TestSpanEventIdentity(t *testing.T) {
 	t.Parallel()
 	cfg := createDefaultConfig().(*Config)
 	cfg.CountSpans = false
-	fps := func(td ptrace.Traces) []resFP {
-		m := newMapper(cfg)
-		a := newAggregator(testSchema)
-		a.addTraces(td, &m, tsNow.UnixNano())
-		out := make([]resFP, len(a.res))
-		for i, r := range a.res {
-			if r.ok {
-				out[i] = r.fp
-			}
-		}
-		return out
-	}
+	fps := func(td ptrace.Traces) []resFP { return spanFPsWith(cfg, td) }
 	base := fps(spanWithEvents("", false, named("a"), named("b")))
 	require.Len(t, base, 1)
 	assert.NotEqual(t, resFP{}, base[0])

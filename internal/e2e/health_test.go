@@ -33,20 +33,16 @@ func (d *distro) healthStatus(ctx context.Context) (code int, body string) {
 }
 
 // waitHealthCode polls the health check until it answers code and returns
-// that answer's body; on timeout it fails with the last body.
+// that answer's body.
 func (d *distro) waitHealthCode(ctx context.Context, code int, msg string) string {
 	d.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, body := d.healthStatus(ctx)
-		if got == code {
-			return body
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s: still %d after 30s: %s", msg, got, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var body string
+	waitFor(d.t, 30*time.Second, 50*time.Millisecond, msg, func() bool {
+		var got int
+		got, body = d.healthStatus(ctx)
+		return got == code
+	})
+	return body
 }
 
 // waitUnhealthy waits until the health check answers 500 because component
