@@ -378,4 +378,3 @@ func TestRetryOfCountedResendReportsRecovery(t *testing.T) {
 	want := counterKeys(prefix, "r-evt", "", tsRecord, 5)
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)), "counted once")
 }
-
