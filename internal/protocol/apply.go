@@ -18,13 +18,21 @@ import (
 //	KEYS[1]              pending sorted set (counter key -> Unix ms it first became pending)
 //	KEYS[2…1+b]          batch markers, one per push of the group (its batch id)
 //	KEYS[2+b…1+b+m]      resource markers, one per fingerprinted resource entry (dedup.go)
-//	KEYS[2+b+m…]         counter keys, each distinct
+//	KEYS[2+b+m…1+b+m+g]  cardinality sets, one per guard (see Guard)
+//	KEYS[2+b+m+g…]       counters: per counter its key, then the keys it folds
+//	                     into: [type folded] when it has a type guard, [value
+//	                     folded, both folded] when it also has a value guard
+//	                     ([value folded] when it has only that one)
 //	ARGV[1]              counter TTL in seconds
 //	ARGV[2]              batch marker TTL in seconds
 //	ARGV[3]              b, the number of batch markers (at least 1)
 //	ARGV[4]              m, the number of resource markers
 //	ARGV[5]              resource marker TTL in seconds (the dedup window)
-//	ARGV[6…]             increments, in the order of the counter keys
+//	ARGV[6]              g, the number of guards
+//	ARGV[7]              cardinality set TTL in seconds
+//	ARGV[8…7+2g]         per guard: its member, its limit
+//	ARGV[8+2g…]          per counter: increment, type guard, value guard
+//	                     (1-based guard positions, 0 for none), 1 for a sum
 //
 // It answers with an array whose first element says what it did:
 //
@@ -33,13 +41,23 @@ import (
 //	               for replicas failed). It changed nothing but their TTLs;
 //	               the caller answers those pushes and calls again without
 //	               them.
-//	{1, lost}      applied. lost is the number of counter keys it created
+//	{1, lost, f, j…, c…}
+//	               applied. lost is the number of counter keys it created
 //	               whose pending-set entry already existed: such a key
 //	               expired (ttl) before a flush moved it, and its count is
-//	               gone.
+//	               gone. The f guards j found their set full, so their
+//	               counters went to the folded keys. The sum counters c
+//	               (1-based among the counters) would have overflowed a
+//	               64-bit integer and were left out.
 //	{2, j…}        the resource markers KEYS[1+b+j] exist. It changed nothing
 //	               but their TTLs: the caller drops those entries (already
 //	               counted) and calls again with the same batch ids.
+//
+// A guard admits its member when the set holds it already or has room: the
+// member joins it (the set's TTL is set as it is created). A full set folds
+// the counters of that guard into OverflowValue, so totals stay exact while
+// the keys stay bounded; every collector shares the sets, so the caps hold
+// across them.
 //
 // Its first write sets the first batch marker with SET NX, because that may
 // allocate: Redis refuses such a command inside a script when it was at
@@ -56,12 +74,16 @@ import (
 // another collector.
 //
 // Scripts run atomically but do not roll back, so a failed INCRBY (WRONGTYPE,
-// overflow) is undone by hand, markers included: the group is all or
-// nothing. The pending set's type is checked first, so the later ZADD cannot
-// fail half-way. unpack() is chunked below Lua's C stack limit.
+// or the overflow of a count) is undone by hand, markers and set members
+// included: the group is all or nothing. The types of the pending set and
+// the cardinality sets are checked first, so the later ZADD, SISMEMBER and
+// SADD cannot fail half-way. A sum's overflow leaves out that one sum (the
+// caller counts it as dropped) instead of refusing the group. unpack() is chunked below Lua's C stack limit.
 //
-// Only a key this script created gets its TTL and its pending-set entry: a
-// counter key that already exists is always pending already, because this
+// Only a key this script created gets its TTL and its pending-set entry (a
+// count key is new when INCRBY answers its increment, counts being
+// positive; a sum key when it did not exist before): a counter key that
+// already exists is always pending already, because this
 // script adds it in the step that creates it and the flusher's STAGE removes
 // the pending entry in the step that deletes the key. So ZADD NX adding fewer
 // members than keys were created means keys expired while pending. The
@@ -86,8 +108,10 @@ const (
 	argNumBatches
 	argNumMarkers
 	argDedupWindow
-	// counterArgsOffset is the index of the first increment in ARGV.
-	counterArgsOffset
+	argNumGuards
+	argGuardTTL
+	// headArgs is the number of ARGV entries before the guards'.
+	headArgs
 )
 
 // ApplyOutcome is what the apply script did with a group.
@@ -115,6 +139,14 @@ type ApplyResult struct {
 	// entry already existed: they expired before a flush moved them, and the
 	// counts they held are gone (Applied only).
 	Expired int64
+	// Folded holds the 0-based positions, in the order they were added, of
+	// the guards whose set was full: their counters went to OverflowValue
+	// (Applied only).
+	Folded []int
+	// Overflowed holds the 0-based positions, in the order they were added,
+	// of the sum counters left out because they would have overflowed
+	// (Applied only).
+	Overflowed []int
 }
 
 // ApplyTTLs are the lifetimes the apply script sets, rounded up to whole
@@ -126,6 +158,9 @@ type ApplyTTLs struct {
 	BatchMarker time.Duration
 	// ResourceMarker is the dedup window.
 	ResourceMarker time.Duration
+	// Guard runs from a cardinality set's creation; it must outlive every
+	// event that can still arrive for the set's day.
+	Guard time.Duration
 }
 
 // ApplyCall holds the arguments of one apply call. It is built in place and
@@ -137,9 +172,13 @@ type ApplyCall struct {
 	batchKeys   []string
 	markerBuf   []byte
 	markers     int
+	guardBuf    []byte
+	guardEnds   []int
+	guardArgs   []any // member, limit per guard
 	counterBuf  []byte
 	counterEnds []int
-	incrs       []int64
+	counterArgs []any // increment, type guard, value guard, sum flag per counter
+	counters    int
 
 	keys []string
 	args []any
@@ -154,8 +193,11 @@ func (c *ApplyCall) Reset() {
 	clear(c.keys)
 	clear(c.args)
 	c.batchKeys, c.keys, c.args = c.batchKeys[:0], c.keys[:0], c.args[:0]
+	clear(c.guardArgs)
+	clear(c.counterArgs)
 	c.markerBuf, c.markers = c.markerBuf[:0], 0
-	c.counterBuf, c.counterEnds, c.incrs = c.counterBuf[:0], c.counterEnds[:0], c.incrs[:0]
+	c.guardBuf, c.guardEnds, c.guardArgs = c.guardBuf[:0], c.guardEnds[:0], c.guardArgs[:0]
+	c.counterBuf, c.counterEnds, c.counterArgs, c.counters = c.counterBuf[:0], c.counterEnds[:0], c.counterArgs[:0], 0
 }
 
 // AddBatch adds the batch marker of a push (its batch id). A call needs at
@@ -169,16 +211,52 @@ func (c *ApplyCall) AddResourceMarker(hi, lo uint64) {
 	c.markers++
 }
 
+// AddGuard adds a cardinality check and returns its 1-based position, which
+// counters name in their CounterGuards. Add each distinct guard once.
+func (c *ApplyCall) AddGuard(g Guard) int {
+	c.guardBuf = c.schema.AppendGuardKey(c.guardBuf, g)
+	c.guardEnds = append(c.guardEnds, len(c.guardBuf))
+	c.guardArgs = append(c.guardArgs, g.Member, g.Limit)
+	return len(c.guardEnds)
+}
+
+// NumGuards is the number of guards added.
+func (c *ApplyCall) NumGuards() int { return len(c.guardEnds) }
+
 // AddCounter adds an increment of n to counter ctr. Each counter may be
-// added once per call.
-func (c *ApplyCall) AddCounter(ctr Counter, n int64) {
+// added once per call; counts are positive, sums may be any value.
+func (c *ApplyCall) AddCounter(ctr Counter, n int64) { c.AddGuardedCounter(ctr, n, CounterGuards{}) }
+
+// AddGuardedCounter adds an increment of n to counter ctr, or to the key its
+// guards fold it into (see AddCounter).
+func (c *ApplyCall) AddGuardedCounter(ctr Counter, n int64, guards CounterGuards) {
+	if !ctr.Family.hasDim() {
+		guards.Dim = 0
+	}
 	c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr)
 	c.counterEnds = append(c.counterEnds, len(c.counterBuf))
-	c.incrs = append(c.incrs, n)
+	if guards.Type > 0 {
+		c.counterBuf = c.schema.AppendKey(c.counterBuf, folded(ctr, true, false))
+		c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+	}
+	if guards.Dim > 0 {
+		c.counterBuf = c.schema.AppendKey(c.counterBuf, folded(ctr, false, true))
+		c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+		if guards.Type > 0 {
+			c.counterBuf = c.schema.AppendKey(c.counterBuf, folded(ctr, true, true))
+			c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+		}
+	}
+	var sum int64
+	if ctr.Family == SumDaily || ctr.Family == SumHourly {
+		sum = 1
+	}
+	c.counterArgs = append(c.counterArgs, n, int64(guards.Type), int64(guards.Dim), sum)
+	c.counters++
 }
 
 // NumCounters is the number of counters added.
-func (c *ApplyCall) NumCounters() int { return len(c.incrs) }
+func (c *ApplyCall) NumCounters() int { return c.counters }
 
 // Build lays out KEYS and ARGV (see apply.lua) with ttls; Run sends them.
 // Keys and Args return them until the next Reset.
@@ -193,24 +271,34 @@ func (c *ApplyCall) Build(ttls ApplyTTLs) {
 			c.keys = append(c.keys, markers[j*n:(j+1)*n])
 		}
 	}
-	var head [counterArgsOffset]any
+	c.keys = appendSplit(c.keys, string(c.guardBuf), c.guardEnds)
+	c.keys = appendSplit(c.keys, string(c.counterBuf), c.counterEnds)
+	var head [headArgs]any
 	head[argCounterTTL] = seconds(ttls.Counter)
 	head[argBatchMarkerTTL] = seconds(ttls.BatchMarker)
 	head[argNumBatches] = int64(len(c.batchKeys))
 	head[argNumMarkers] = int64(c.markers)
 	head[argDedupWindow] = seconds(ttls.ResourceMarker)
+	head[argNumGuards] = int64(len(c.guardEnds))
+	head[argGuardTTL] = seconds(ttls.Guard)
 	c.args = append(c.args, head[:]...)
-	counters := string(c.counterBuf)
+	c.args = append(c.args, c.guardArgs...)
+	c.args = append(c.args, c.counterArgs...)
+}
+
+// appendSplit appends the substrings of all that end at ends to dst: the
+// keys of one kind share one string, so they cost one allocation.
+func appendSplit(dst []string, all string, ends []int) []string {
 	start := 0
-	for i, end := range c.counterEnds {
-		c.keys = append(c.keys, counters[start:end])
-		c.args = append(c.args, c.incrs[i])
+	for _, end := range ends {
+		dst = append(dst, all[start:end])
 		start = end
 	}
+	return dst
 }
 
 // Keys returns the built KEYS: the pending set, the batch markers, the
-// resource markers, the counter keys.
+// resource markers, the cardinality sets, the counter keys.
 func (c *ApplyCall) Keys() []string { return c.keys }
 
 // Args returns the built ARGV.
@@ -251,8 +339,19 @@ func parseApplyReply(res any) (ApplyResult, error) {
 		}
 	}
 	switch {
-	case nums[0] == 1 && len(nums) == 2 && nums[1] >= 0:
-		return ApplyResult{Outcome: Applied, Expired: nums[1]}, nil
+	case nums[0] == 1 && len(nums) >= 3 && nums[1] >= 0 && nums[2] >= 0 && nums[2] <= int64(len(nums)-3):
+		res := ApplyResult{Outcome: Applied, Expired: nums[1]}
+		for i, x := range nums[3:] {
+			if x < 1 {
+				return ApplyResult{}, unexpected
+			}
+			if int64(i) < nums[2] {
+				res.Folded = append(res.Folded, int(x-1))
+			} else {
+				res.Overflowed = append(res.Overflowed, int(x-1))
+			}
+		}
+		return res, nil
 	case (nums[0] == 0 || nums[0] == 2) && len(nums) > 1:
 		positions := make([]int, 0, len(nums)-1)
 		for _, j := range nums[1:] {

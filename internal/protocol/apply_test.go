@@ -194,7 +194,29 @@ func TestApplyCallLayout(t *testing.T) {
 	call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: 0}, 7)
 	call.Build(protocol.ApplyTTLs{Counter: 1500 * time.Millisecond, BatchMarker: time.Minute, ResourceMarker: time.Hour})
 	assert.Equal(t, []string{"p:pending", "p:batch:b1", "p:res:c7e0f1a2b3c4d5e6f708192a3b4c5d6e", "p:counter:view:1970-01-01"}, call.Keys())
-	assert.Equal(t, []any{int64(2), int64(60), int64(1), int64(1), int64(3600), int64(7)}, call.Args())
+	assert.Equal(t, []any{int64(2), int64(60), int64(1), int64(1), int64(3600), int64(0), int64(1), int64(7), int64(0), int64(0), int64(0)}, call.Args())
+
+	call.Reset()
+	call.AddBatch("b1")
+	types := call.AddGuard(protocol.Guard{Kind: protocol.GuardEventTypes, Member: "view", Day: 0, Limit: 10})
+	values := call.AddGuard(protocol.Guard{Kind: protocol.GuardPropertyValues, Attribute: "plan", Member: "pro", Day: 0, Limit: 5})
+	call.AddGuardedCounter(protocol.Counter{Family: protocol.PropertyDaily, EventType: "view", Attribute: "plan", Value: "pro", Hour: 0}, 3,
+		protocol.CounterGuards{Type: types, Dim: values})
+	call.AddGuardedCounter(protocol.Counter{Family: protocol.SumHourly, EventType: "view", Attribute: "tokens", Hour: 1}, -4,
+		protocol.CounterGuards{Type: types, Dim: values}) // a sum has no value guard: Dim is ignored
+	call.Build(protocol.ApplyTTLs{Counter: time.Second, BatchMarker: time.Second, ResourceMarker: time.Second, Guard: 48 * time.Hour})
+	assert.Equal(t, []string{
+		"p:pending", "p:batch:b1", "p:seen:types:1970-01-01", "p:seen:values:plan:1970-01-01",
+		"p:prop:view:plan:pro:1970-01-01", "p:prop:__other__:plan:pro:1970-01-01",
+		"p:prop:view:plan:__other__:1970-01-01", "p:prop:__other__:plan:__other__:1970-01-01",
+		"p:sum:view:tokens:1970-01-01:01", "p:sum:__other__:tokens:1970-01-01:01",
+	}, call.Keys())
+	assert.Equal(t, []any{
+		int64(1), int64(1), int64(1), int64(0), int64(1), int64(2), int64(172800),
+		"view", int64(10), "pro", int64(5),
+		int64(3), int64(1), int64(2), int64(0),
+		int64(-4), int64(1), int64(0), int64(1),
+	}, call.Args())
 
 	_, err = protocol.NewApplyCall(schema).Run(t.Context(), nil)
 	require.Error(t, err, "a call needs a batch marker")

@@ -11,6 +11,13 @@
 //	analytics:counter:{type}:{YYYY-MM-DD}          daily count per event type (string, INCRBY, TTL)
 //	analytics:counter:{type}:{YYYY-MM-DD:HH}       hourly count per event type (string, INCRBY, TTL)
 //	analytics:user:{user}:{type}:{YYYY-MM-DD}      daily count per user and event type (string, INCRBY, TTL)
+//	analytics:prop:{type}:{property}:{value}:{YYYY-MM-DD}[:HH]
+//	                                               daily / hourly count per event type and property value
+//	analytics:sum:{type}:{attribute}:{YYYY-MM-DD}[:HH]
+//	                                               daily / hourly sum of an integer attribute per event type
+//	analytics:seen:types:{YYYY-MM-DD}              set of the day's event types (cardinality cap, TTL)
+//	analytics:seen:values:{property}:{YYYY-MM-DD}  set of the day's values of one property (cap, TTL)
+//	analytics:seen:users:{YYYY-MM-DD}              set of the day's users (cap, TTL)
 //	analytics:pending                              sorted set of counter keys awaiting a flush,
 //	                                               scored by Redis' clock (Unix ms) when they were created
 //	analytics:batch:{id}                           marker of an applied exporter push (TTL: its retry window)
@@ -22,7 +29,7 @@
 //	analytics:staging-claim:{id}                   marker (with TTL) that flush id {id} was used by a STAGE
 //	analytics:quarantine                           hash of counts the flusher could not parse
 //
-// Event types and user ids are escaped (see [Escape]) so that a value holding
+// Event types, user ids, properties and their values are escaped (see [Escape]) so that a value holding
 // the separator, a brace or a control byte can neither collide with another
 // key nor change the key's shape, and comes back unchanged from [Schema.Parse].
 // In a Redis Cluster the prefix holds a hash tag ([ValidatePrefixFor]), so
@@ -56,7 +63,13 @@
 //     it twice. The ledger keeps the id of every entry still in the staging
 //     index.
 //  6. Scores and ages are Redis' clock (TIME), never a collector's.
-//  7. The first write of every script that may allocate is one Redis refuses
+//  7. Cardinality caps are decided inside the apply call, against sets that
+//     every collector shares: a member joins its day's set while the set has
+//     room, and the counters of a member that finds it full go to the
+//     OverflowValue key instead, in the same atomic step (never dropped), so
+//     totals stay exact and the keys bounded. A call that aborts takes its
+//     new members back.
+//  8. The first write of every script that may allocate is one Redis refuses
 //     at maxmemory, so a full Redis refuses a push before it changes
 //     anything, while a flush (which frees memory) still runs.
 package protocol

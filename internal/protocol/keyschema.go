@@ -12,7 +12,7 @@ import (
 // DefaultPrefix is the key prefix used when none is configured.
 const DefaultPrefix = "analytics"
 
-// Family names one of the three counter families.
+// Family names one of the counter families.
 type Family uint8
 
 const (
@@ -22,7 +22,19 @@ const (
 	Hourly
 	// UserDaily counts events per user, type and UTC day.
 	UserDaily
+	// PropertyDaily counts events per type, property value and UTC day.
+	PropertyDaily
+	// PropertyHourly counts events per type, property value and UTC hour.
+	PropertyHourly
+	// SumDaily sums an integer attribute per type and UTC day.
+	SumDaily
+	// SumHourly sums an integer attribute per type and UTC hour.
+	SumHourly
 )
+
+// OverflowValue is the event type, property value or user id that counts
+// fold into once a cardinality cap is reached (see [Guard]).
+const OverflowValue = "__other__"
 
 // String returns the family name used in logs and metrics.
 func (f Family) String() string {
@@ -33,6 +45,14 @@ func (f Family) String() string {
 		return "hourly"
 	case UserDaily:
 		return "user_daily"
+	case PropertyDaily:
+		return "property_daily"
+	case PropertyHourly:
+		return "property_hourly"
+	case SumDaily:
+		return "sum_daily"
+	case SumHourly:
+		return "sum_hourly"
 	default:
 		return fmt.Sprintf("family(%d)", uint8(f))
 	}
@@ -44,10 +64,18 @@ type Counter struct {
 	EventType string
 	// UserID is set for the UserDaily family only.
 	UserID string
+	// Attribute is the property (PropertyDaily, PropertyHourly) or the
+	// summed attribute (SumDaily, SumHourly).
+	Attribute string
+	// Value is the property value (PropertyDaily, PropertyHourly).
+	Value string
 	// Hour is the bucket start in whole hours since the Unix epoch (UTC). For
 	// the daily families it is a multiple of 24 (the day's first hour).
 	Hour int64
 }
+
+// IsHourly reports whether the family's buckets are hours (else days).
+func (f Family) IsHourly() bool { return f == Hourly || f == PropertyHourly || f == SumHourly }
 
 // Day returns the bucket's day number since the Unix epoch (UTC).
 func (c Counter) Day() int64 { return floorDiv(c.Hour, 24) }
@@ -80,6 +108,8 @@ type Schema struct {
 	prefix        string // "analytics:"
 	counterPrefix string // "analytics:counter:"
 	userPrefix    string // "analytics:user:"
+	propPrefix    string // "analytics:prop:"
+	sumPrefix     string // "analytics:sum:"
 }
 
 // New returns the schema for prefix. The prefix is used verbatim (it may hold
@@ -89,7 +119,10 @@ func New(prefix string) (Schema, error) {
 		return Schema{}, err
 	}
 	p := prefix + ":"
-	return Schema{prefix: p, counterPrefix: p + "counter:", userPrefix: p + "user:"}, nil
+	return Schema{
+		prefix: p, counterPrefix: p + "counter:", userPrefix: p + "user:",
+		propPrefix: p + "prop:", sumPrefix: p + "sum:",
+	}, nil
 }
 
 // ValidatePrefix reports why prefix cannot be used, or nil.
@@ -187,13 +220,26 @@ func (s Schema) AppendKey(dst []byte, c Counter) []byte {
 		dst = append(dst, s.userPrefix...)
 		dst = AppendEscape(dst, c.UserID)
 		dst = append(dst, ':')
+		dst = AppendEscape(dst, c.EventType)
+	case PropertyDaily, PropertyHourly:
+		dst = append(dst, s.propPrefix...)
+		dst = AppendEscape(dst, c.EventType)
+		dst = append(dst, ':')
+		dst = AppendEscape(dst, c.Attribute)
+		dst = append(dst, ':')
+		dst = AppendEscape(dst, c.Value)
+	case SumDaily, SumHourly:
+		dst = append(dst, s.sumPrefix...)
+		dst = AppendEscape(dst, c.EventType)
+		dst = append(dst, ':')
+		dst = AppendEscape(dst, c.Attribute)
 	default:
 		dst = append(dst, s.counterPrefix...)
+		dst = AppendEscape(dst, c.EventType)
 	}
-	dst = AppendEscape(dst, c.EventType)
 	dst = append(dst, ':')
 	dst = appendDate(dst, c.Day())
-	if c.Family == Hourly {
+	if c.Family.IsHourly() {
 		h := floorMod(c.Hour, 24)
 		dst = append(dst, ':', digit(h/10), digit(h%10))
 	}
@@ -204,56 +250,65 @@ func (s Schema) AppendKey(dst []byte, c Counter) []byte {
 // AppendKey produces: for every key it accepts, Key of the result is that key
 // again, so no two keys name the same counter.
 func (s Schema) Parse(key string) (Counter, error) {
+	// Each layout: its prefix, the number of escaped segments before the
+	// date, and the families for a key without and with an hour.
 	var (
-		c    Counter
-		rest string
+		c      Counter
+		rest   string
+		labels int
+		daily  Family
+		hourly Family
 	)
 	switch {
 	case strings.HasPrefix(key, s.counterPrefix):
-		rest = key[len(s.counterPrefix):]
-		parts := strings.Split(rest, ":")
-		switch len(parts) {
-		case 2:
-			c.Family = Daily
-		case 3:
-			c.Family = Hourly
-		default:
-			return Counter{}, fmt.Errorf("%w: %q", errKeyShape, key)
-		}
-		if err := parseInto(&c, parts[0], parts[1:]); err != nil {
-			return Counter{}, fmt.Errorf("parse %q: %w", key, err)
-		}
+		rest, labels, daily, hourly = key[len(s.counterPrefix):], 1, Daily, Hourly
 	case strings.HasPrefix(key, s.userPrefix):
-		rest = key[len(s.userPrefix):]
-		parts := strings.Split(rest, ":")
-		if len(parts) != 3 {
-			return Counter{}, fmt.Errorf("%w: %q", errKeyShape, key)
-		}
-		c.Family = UserDaily
-		user, err := Unescape(parts[0])
-		if err != nil {
-			return Counter{}, fmt.Errorf("parse %q: user: %w", key, err)
-		}
-		c.UserID = user
-		if err := parseInto(&c, parts[1], parts[2:]); err != nil {
-			return Counter{}, fmt.Errorf("parse %q: %w", key, err)
-		}
+		rest, labels, daily = key[len(s.userPrefix):], 2, UserDaily
+	case strings.HasPrefix(key, s.propPrefix):
+		rest, labels, daily, hourly = key[len(s.propPrefix):], 3, PropertyDaily, PropertyHourly
+	case strings.HasPrefix(key, s.sumPrefix):
+		rest, labels, daily, hourly = key[len(s.sumPrefix):], 2, SumDaily, SumHourly
 	default:
 		return Counter{}, fmt.Errorf("%w: %q", errForeignKey, key)
+	}
+	parts := strings.Split(rest, ":")
+	switch {
+	case len(parts) == labels+1:
+		c.Family = daily
+	case len(parts) == labels+2 && hourly != 0:
+		c.Family = hourly
+	default:
+		return Counter{}, fmt.Errorf("%w: %q", errKeyShape, key)
+	}
+	values := make([]string, labels)
+	for i := range labels {
+		v, err := Unescape(parts[i])
+		if err != nil {
+			return Counter{}, fmt.Errorf("parse %q: segment %d: %w", key, i+1, err)
+		}
+		if v == "" {
+			return Counter{}, fmt.Errorf("parse %q: segment %d is empty", key, i+1)
+		}
+		values[i] = v
+	}
+	switch c.Family {
+	case UserDaily:
+		c.UserID, c.EventType = values[0], values[1]
+	case PropertyDaily, PropertyHourly:
+		c.EventType, c.Attribute, c.Value = values[0], values[1], values[2]
+	case SumDaily, SumHourly:
+		c.EventType, c.Attribute = values[0], values[1]
+	default:
+		c.EventType = values[0]
+	}
+	if err := parseBucket(&c, parts[labels:]); err != nil {
+		return Counter{}, fmt.Errorf("parse %q: %w", key, err)
 	}
 	return c, nil
 }
 
-// parseInto fills the event type and the bucket: timeParts is [date] or [date, HH].
-func parseInto(c *Counter, typeSeg string, timeParts []string) error {
-	eventType, err := Unescape(typeSeg)
-	if err != nil {
-		return fmt.Errorf("event type: %w", err)
-	}
-	if eventType == "" {
-		return errors.New("empty event type")
-	}
-	c.EventType = eventType
+// parseBucket fills the bucket: timeParts is [date] or [date, HH].
+func parseBucket(c *Counter, timeParts []string) error {
 	day, err := parseDate(timeParts[0])
 	if err != nil {
 		return err

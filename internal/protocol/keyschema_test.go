@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -35,6 +36,11 @@ func TestKeyLayout(t *testing.T) {
 		{"epoch", Counter{Family: Hourly, EventType: "t", Hour: 0}, "analytics:counter:t:1970-01-01:00"},
 		{"before epoch", Counter{Family: Hourly, EventType: "t", Hour: -1}, "analytics:counter:t:1969-12-31:23"},
 		{"year 9999", Counter{Family: Daily, EventType: "t", Hour: maxHour - 23}, "analytics:counter:t:9999-12-31"},
+		{"property daily", Counter{Family: PropertyDaily, EventType: "gen", Attribute: "model", Value: "gpt-4", Hour: day}, "analytics:prop:gen:model:gpt-4:2024-03-09"},
+		{"property hourly", Counter{Family: PropertyHourly, EventType: "gen", Attribute: "model", Value: "gpt-4", Hour: hour}, "analytics:prop:gen:model:gpt-4:2024-03-09:14"},
+		{"property escaped", Counter{Family: PropertyDaily, EventType: "a:b", Attribute: "url.path", Value: "/a:b c", Hour: day}, "analytics:prop:a%3Ab:url.path:/a%3Ab%20c:2024-03-09"},
+		{"sum daily", Counter{Family: SumDaily, EventType: "gen", Attribute: "gen_ai.usage.output_tokens", Hour: day}, "analytics:sum:gen:gen_ai.usage.output_tokens:2024-03-09"},
+		{"sum hourly", Counter{Family: SumHourly, EventType: "gen", Attribute: "tokens", Hour: hour}, "analytics:sum:gen:tokens:2024-03-09:14"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -261,6 +267,10 @@ func FuzzParseRoundTrip(f *testing.F) {
 		"analytics:user:x%3Ay:a%3Ab:2024-03-09",
 		"analytics:counter:%41:2024-01-01",
 		"analytics:user::a:2024-01-01",
+		"analytics:prop:gen:model:gpt-4:2024-03-09:14",
+		"analytics:prop:gen:model::2024-03-09",
+		"analytics:sum:gen:tokens:2024-03-09",
+		"analytics:sum:gen:tokens:x:2024-03-09",
 		"analytics:counter:t:0000-01-01",
 		"analytics:counter:%7Bslot%7D:9999-12-31:23",
 	} {
@@ -282,19 +292,37 @@ func FuzzKeyRoundTrip(f *testing.F) {
 	f.Add(uint8(1), "page_view", "", int64(474_000))
 	f.Add(uint8(2), "a:b", "", int64(-5))
 	f.Add(uint8(3), "t", "u:1%{}", int64(0))
-	f.Fuzz(func(t *testing.T, fam uint8, eventType, user string, hour int64) {
-		family := Family(fam%3 + 1)
+	f.Add(uint8(4), "t", "model:gpt-4", int64(480_000))
+	f.Add(uint8(5), "t", "url.path:/a:b", int64(480_001))
+	f.Add(uint8(6), "t", "tokens:", int64(480_000))
+	f.Add(uint8(7), "t", "tokens:", int64(-1))
+	// labels holds the family's other segments: the user id, or the
+	// attribute and the value separated by the first ':'.
+	f.Fuzz(func(t *testing.T, fam uint8, eventType, labels string, hour int64) {
+		family := Family(fam%7 + 1)
 		if eventType == "" || !ValidHour(hour) {
 			return
 		}
-		if family != Hourly {
+		if !family.IsHourly() {
 			hour -= floorMod(hour, 24)
 		}
-		if family != UserDaily {
-			user = ""
+		c := Counter{Family: family, EventType: eventType, Hour: hour}
+		attr, value, _ := strings.Cut(labels, ":")
+		switch family {
+		case UserDaily:
+			c.UserID = labels
+		case PropertyDaily, PropertyHourly:
+			c.Attribute, c.Value = attr, value
+		case SumDaily, SumHourly:
+			c.Attribute = attr
+		default:
+		}
+		if (family == UserDaily && c.UserID == "") ||
+			(family >= PropertyDaily && c.Attribute == "") ||
+			(family <= PropertyHourly && family >= PropertyDaily && c.Value == "") {
+			return // the schema has no key for an empty segment
 		}
 		s := mustSchema(t, DefaultPrefix)
-		c := Counter{Family: family, EventType: eventType, UserID: user, Hour: hour}
 		key := s.Key(c)
 		got, err := s.Parse(key)
 		if err != nil {
@@ -303,7 +331,7 @@ func FuzzKeyRoundTrip(f *testing.F) {
 		if got != c {
 			t.Fatalf("round trip %+v -> %q -> %+v", c, key, got)
 		}
-		if utf8.ValidString(eventType) && utf8.ValidString(user) && !utf8.ValidString(key) {
+		if utf8.ValidString(eventType) && utf8.ValidString(labels) && !utf8.ValidString(key) {
 			t.Fatalf("key %q of valid UTF-8 values is not valid UTF-8", key)
 		}
 	})
