@@ -223,6 +223,18 @@ type aggregator struct {
 	userDaily map[userBucket]int64
 	days      []hourCount // scratch: one pair's events per day
 
+	// Details (details.go): folded from the entries, then checked and
+	// summed up per day by finalize.
+	props       map[propBucket]int64
+	sums        map[sumBucket]sumAmount
+	propsDaily  map[propBucket]int64
+	sumsDaily   map[sumBucket]sumAmount
+	valueDrops  [numValueDropReasons]int64
+	typeAllowed map[string]bool
+
+	// guards are the cardinality checks of the call (guard.go).
+	guards guardSet
+
 	// call holds the script arguments built by encode, reused across pushes.
 	call *protocol.ApplyCall
 }
@@ -236,6 +248,12 @@ func newAggregator(schema protocol.Schema) *aggregator {
 		daily:       make(map[typeHour]int64),
 		userDaily:   make(map[userBucket]int64),
 		seenFP:      make(map[resFP]struct{}),
+		props:       make(map[propBucket]int64),
+		sums:        make(map[sumBucket]sumAmount),
+		propsDaily:  make(map[propBucket]int64),
+		sumsDaily:   make(map[sumBucket]sumAmount),
+		typeAllowed: make(map[string]bool),
+		guards:      newGuardSet(),
 	}
 }
 
@@ -253,16 +271,26 @@ func (a *aggregator) reset() {
 	clear(a.hourly)
 	clear(a.daily)
 	clear(a.userDaily)
+	clear(a.props)
+	clear(a.sums)
+	clear(a.propsDaily)
+	clear(a.sumsDaily)
+	clear(a.typeAllowed)
+	a.valueDrops = [numValueDropReasons]int64{}
+	a.guards.reset()
 	a.call.Reset()
 }
 
 // reusable reports whether the aggregator is small enough to keep pooled.
 func (a *aggregator) reusable() bool {
-	return a.pairCounter.reusable() && len(a.userDaily) <= maxPooledEntries && len(a.seenFP) <= maxPooledEntries
+	return a.pairCounter.reusable() && len(a.userDaily) <= maxPooledEntries && len(a.seenFP) <= maxPooledEntries &&
+		len(a.props) <= maxPooledEntries && len(a.sums) <= maxPooledEntries
 }
 
-// numKeys is the number of distinct counter keys derived by finalize.
-func (a *aggregator) numKeys() int { return len(a.daily) + len(a.hourly) + len(a.userDaily) }
+// numKeys is the number of distinct counters derived by finalize.
+func (a *aggregator) numKeys() int {
+	return len(a.daily) + len(a.hourly) + len(a.userDaily) + len(a.props) + len(a.propsDaily) + len(a.sums) + len(a.sumsDaily)
+}
 
 // entryRef locates an entry folded into the aggregator: request member
 // (its position in the group) and entry index.
@@ -283,6 +311,9 @@ func (a *aggregator) fold(req *countsRequest, member int) {
 			continue
 		}
 		a.dropped[reasonMissingEventType] += en.missing
+		a.dropped[reasonTooOld] += en.tooOld
+		a.dropped[reasonInFuture] += en.inFuture
+		a.foldDetails(en)
 		// Resolve the entry's pairs once; its counts then cost no lookup.
 		a.entryPairs = a.entryPairs[:0]
 		for j := range en.pairs {
@@ -298,7 +329,7 @@ func (a *aggregator) fold(req *countsRequest, member int) {
 				a.pairs[idx].anonymousN += c.n
 			}
 		}
-		a.res = append(a.res, resEntry{fp: en.fp, mapped: en.records - en.missing, ok: en.fingerprinted})
+		a.res = append(a.res, resEntry{fp: en.fp, mapped: en.records - en.unmapped(), ok: en.fingerprinted})
 	}
 }
 
@@ -340,6 +371,7 @@ func (a *aggregator) finalize(m *mapper) {
 	for th, n := range a.hourly {
 		a.daily[typeHour{typ: th.typ, hour: th.hour - floorMod(th.hour, 24)}] += n
 	}
+	a.finalizeDetails(m)
 }
 
 // admit checks a pair's values and the allowlist, and resolves its type index
@@ -389,9 +421,9 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 }
 
 // encode builds the script call (protocol.ApplyCall): the batch markers of
-// batchIDs, the resource markers chosen by selectMarkers, and one increment
-// per counter key.
-func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs) {
+// batchIDs, the resource markers chosen by selectMarkers, the cardinality
+// guards under limits, and one increment per counter.
+func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits CardinalityLimits) {
 	a.call.Reset()
 	for _, id := range batchIDs {
 		a.call.AddBatch(id)
@@ -399,14 +431,39 @@ func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs) {
 	for _, i := range a.markerRes {
 		a.call.AddResourceMarker(a.res[i].fp.hi, a.res[i].fp.lo)
 	}
+	g := &a.guards
+	g.begin(a.call, limits)
 	for b, n := range a.daily {
-		a.call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: a.types[b.typ], Hour: b.hour}, n)
+		typ := a.types[b.typ]
+		guards := protocol.CounterGuards{Type: g.eventType(typ, b.hour, n)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.Daily, EventType: typ, Hour: b.hour}, n, guards)
 	}
 	for b, n := range a.hourly {
-		a.call.AddCounter(protocol.Counter{Family: protocol.Hourly, EventType: a.types[b.typ], Hour: b.hour}, n)
+		typ := a.types[b.typ]
+		guards := protocol.CounterGuards{Type: g.eventType(typ, b.hour, 0)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.Hourly, EventType: typ, Hour: b.hour}, n, guards)
 	}
 	for b, n := range a.userDaily {
-		a.call.AddCounter(protocol.Counter{Family: protocol.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n)
+		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.day, 0), Dim: g.user(b.user, b.day, n)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n, guards)
+	}
+	for b, n := range a.propsDaily {
+		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0), Dim: g.value(b.prop, b.value, b.hour, n)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.PropertyDaily, EventType: b.typ, Attribute: b.prop, Value: b.value, Hour: b.hour}, n, guards)
+	}
+	for b, n := range a.props {
+		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0), Dim: g.value(b.prop, b.value, b.hour, 0)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.PropertyHourly, EventType: b.typ, Attribute: b.prop, Value: b.value, Hour: b.hour}, n, guards)
+	}
+	for b, s := range a.sumsDaily {
+		g.sum(a.call.NumCounters(), s.n)
+		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.SumDaily, EventType: b.typ, Attribute: b.attr, Hour: b.hour}, s.sum, guards)
+	}
+	for b, s := range a.sums {
+		g.sum(a.call.NumCounters(), s.n)
+		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0)}
+		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.SumHourly, EventType: b.typ, Attribute: b.attr, Hour: b.hour}, s.sum, guards)
 	}
 	a.call.Build(ttls)
 }

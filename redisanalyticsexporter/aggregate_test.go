@@ -100,24 +100,25 @@ func TestAggregatorReuse(t *testing.T) {
 
 	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode([]string{"b1"}, testTTLs)
-	assert.Len(t, a.call.Keys(), a.counterKeysStart()+3)
+	a.encode([]string{"b1"}, testTTLs, cfg.CardinalityLimits)
+	assert.Len(t, a.layout(t).Counters, 3)
 	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
 
 	a.reset()
 	a.addLogs(newLogs([]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode([]string{"b1"}, testTTLs)
+	a.encode([]string{"b1"}, testTTLs, CardinalityLimits{})
 	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
 	assert.Equal(t, int64(1), a.counted)
-	require.Len(t, a.call.Keys(), a.counterKeysStart()+2)
-	assert.Equal(t, schema.PendingKey(), a.call.Keys()[0])
-	assert.Equal(t, schema.BatchKey("b1"), a.call.Keys()[batchKeyIndex])
-	assert.ElementsMatch(t, []string{
-		key(protocol.Counter{Family: protocol.Daily, EventType: "buy", Hour: protocol.HourOf(tsRecord) / 24 * 24}),
-		key(protocol.Counter{Family: protocol.Hourly, EventType: "buy", Hour: protocol.HourOf(tsRecord)}),
-	}, a.call.Keys()[a.counterKeysStart():])
-	assert.Equal(t, []any{int64(10), int64(30), int64(1), int64(0), int64(40), int64(1), int64(1)}, a.call.Args())
+	l := a.layout(t)
+	assert.Equal(t, schema.PendingKey(), l.Pending)
+	assert.Equal(t, []string{schema.BatchKey("b1")}, l.Batches)
+	assert.Empty(t, l.Guards, "no caps, no guards")
+	assert.Equal(t, map[string]int64{
+		key(protocol.Counter{Family: protocol.Daily, EventType: "buy", Hour: protocol.HourOf(tsRecord) / 24 * 24}): 1,
+		key(protocol.Counter{Family: protocol.Hourly, EventType: "buy", Hour: protocol.HourOf(tsRecord)}):          1,
+	}, increments(t, l))
+	assert.Equal(t, []int64{10, 30, 40}, []int64{l.CounterTTL, l.BatchMarkerTTL, l.ResourceMarkerTTL})
 }
 
 func TestAggregatorReusable(t *testing.T) {
@@ -131,9 +132,10 @@ func TestAggregatorReusable(t *testing.T) {
 	assert.False(t, a.reusable(), "an aggregator that grew past the bound is not pooled")
 }
 
-// FuzzMapping feeds arbitrary attribute values through mapping and
-// aggregation: nothing panics, and every key parses back with protocol.Schema to
-// the event type and user id the record carried.
+// FuzzMapping feeds arbitrary attribute values and timestamps through
+// mapping and aggregation: nothing panics, a record outside the time horizon
+// is dropped with its reason, and every key parses back with protocol.Schema
+// to the event type and user id the record carried.
 func FuzzMapping(f *testing.F) {
 	f.Add("signup", "", "u1", "", int64(0), false, uint64(1_748_769_300_000_000_000))
 	f.Add("", "page:view", "", "team{1}", int64(0), false, uint64(0))
@@ -173,25 +175,38 @@ func FuzzMapping(f *testing.F) {
 		a := newAggregator(testSchema)
 		a.addLogs(ld, &m, tsNow.UnixNano())
 		a.finalize(&m)
-		a.encode([]string{"b1"}, testTTLs)
+		a.encode([]string{"b1"}, testTTLs, cfg.CardinalityLimits)
+		l := a.layout(t)
 
+		stamp := validNanos(pcommon.Timestamp(ts))
+		if stamp == 0 {
+			stamp = tsNow.UnixNano() // the clock stands in for a missing time
+		}
 		switch {
 		case wantType == "":
 			require.Equal(t, int64(1), a.dropped[reasonMissingEventType])
-			require.Len(t, a.call.Keys(), a.counterKeysStart())
+			require.Empty(t, l.Counters)
+			return
+		case stamp < tsNow.UnixNano()-int64(cfg.MaxEventAge):
+			require.Equal(t, int64(1), a.dropped[reasonTooOld])
+			require.Empty(t, l.Counters)
+			return
+		case stamp > tsNow.UnixNano()+int64(cfg.MaxClockSkew):
+			require.Equal(t, int64(1), a.dropped[reasonInFuture])
+			require.Empty(t, l.Counters)
 			return
 		case !validValue(wantType) || !validValue(wantUser):
 			require.Equal(t, int64(1), a.dropped[reasonInvalidValue])
-			require.Len(t, a.call.Keys(), a.counterKeysStart())
+			require.Empty(t, l.Counters)
 			return
 		}
 		wantKeys := 2
 		if wantUser != "" {
 			wantKeys = 3
 		}
-		require.Len(t, a.call.Keys(), a.counterKeysStart()+wantKeys)
-		incrs := a.call.Args()[counterArgsOffset:]
-		for i, k := range a.call.Keys()[a.counterKeysStart():] {
+		require.Len(t, l.Counters, wantKeys)
+		for _, lc := range l.Counters {
+			k := lc.Key
 			c, err := schema.Parse(k)
 			require.NoError(t, err, k)
 			require.Equal(t, wantType, c.EventType, k)
@@ -199,7 +214,7 @@ func FuzzMapping(f *testing.F) {
 				require.Equal(t, wantUser, c.UserID, k)
 			}
 			require.True(t, protocol.ValidHour(c.Hour))
-			require.Equal(t, int64(1), incrs[i].(int64))
+			require.Equal(t, int64(1), lc.Incr)
 		}
 	})
 }
@@ -214,7 +229,8 @@ func TestAggregateBackfillBeyondPairHours(t *testing.T) {
 		at := tsRecord.Add(time.Duration(h) * time.Hour)
 		records = append(records, logRecord{"view", "u1", at}, logRecord{"view", "u1", at}, logRecord{"view", "bad\xff", at})
 	}
-	got, dropped := counters(t, createDefaultConfig().(*Config), logsFill(newLogs(records)), tsNow)
+	now := tsRecord.Add(hours * time.Hour) // every record inside the horizon
+	got, dropped := counters(t, createDefaultConfig().(*Config), logsFill(newLogs(records)), now)
 	assert.Equal(t, map[string]int64{"invalid_value": hours}, dropped)
 
 	schema, err := protocol.New(protocol.DefaultPrefix)

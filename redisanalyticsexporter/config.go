@@ -26,6 +26,14 @@ const (
 	defaultDedupWindow = 10 * time.Minute
 	// minDedupWindow is the smallest accepted dedup_window.
 	minDedupWindow = time.Minute
+	// defaultMaxEventAge keeps a day of margin below the default ttl.
+	defaultMaxEventAge = defaultTTL - 24*time.Hour
+	// defaultMaxClockSkew is how far ahead of the collector's clock an
+	// event may be stamped.
+	defaultMaxClockSkew = time.Hour
+	// Default cardinality caps: a product's vocabulary, not an attack's.
+	defaultEventTypesPerDay  = 1000
+	defaultValuesPerProperty = 1000
 )
 
 // defaultEventNameAttributes and defaultUserIDAttributes return fresh slices so
@@ -103,6 +111,60 @@ type Config struct {
 	// redis_analytics is the pipeline's sole consumer. default: false
 	ReleaseRecords bool `mapstructure:"release_records"`
 
+	// Properties are the attributes to break counts down by: per event type,
+	// property value and day (and hour). Each is looked up on the record, then
+	// on its span (span events), then on its resource. default: [] (none)
+	Properties []PropertyConfig `mapstructure:"properties"`
+	// Sums are the integer attributes to sum per event type and day (and
+	// hour). default: [] (none)
+	Sums []SumConfig `mapstructure:"sums"`
+	// CardinalityLimits cap the distinct event types, property values and
+	// users per UTC day, across every collector sharing the Redis.
+	CardinalityLimits CardinalityLimits `mapstructure:"cardinality_limits"`
+	// MaxEventAge drops events stamped longer ago than this (by the
+	// collector's clock when the request arrives). default: 144 hours
+	MaxEventAge time.Duration `mapstructure:"max_event_age"`
+	// MaxClockSkew drops events stamped further ahead than this.
+	// default: 1 hour
+	MaxClockSkew time.Duration `mapstructure:"max_clock_skew"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// PropertyConfig is one property to break counts down by.
+type PropertyConfig struct {
+	// Attribute is the attribute key, e.g. "model".
+	Attribute string `mapstructure:"attribute"`
+	// Default is the value counted for a record without the attribute (or
+	// with an empty value). Empty: such a record is left out of this
+	// property's breakdown. default: ""
+	Default string `mapstructure:"default"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// SumConfig is one integer attribute to sum.
+type SumConfig struct {
+	// Attribute is the attribute key, e.g. "gen_ai.usage.output_tokens".
+	Attribute string `mapstructure:"attribute"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// CardinalityLimits are the caps on distinct values per UTC day; 0 means no
+// cap. What goes over a cap is counted under "__other__".
+type CardinalityLimits struct {
+	// EventTypesPerDay caps the distinct event types. default: 1000
+	EventTypesPerDay int64 `mapstructure:"event_types_per_day"`
+	// ValuesPerPropertyPerDay caps the distinct values of each property.
+	// default: 1000
+	ValuesPerPropertyPerDay int64 `mapstructure:"values_per_property_per_day"`
+	// UsersPerDay caps the distinct users. default: 0 (no cap)
+	UsersPerDay int64 `mapstructure:"users_per_day"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -136,7 +198,47 @@ func (c *Config) Validate() error {
 	errs = append(errs, validateNames("user_id_attributes", c.UserIDAttributes, false)...)
 	errs = append(errs, validateNames("record_id_attributes", c.RecordIDAttributes, false)...)
 	errs = append(errs, validateNames("event_types", c.EventTypes, true)...)
+	errs = append(errs, c.validateDetails()...)
 	return errors.Join(errs...)
+}
+
+// validateDetails checks properties, sums, caps and the time horizon.
+func (c *Config) validateDetails() []error {
+	var errs []error
+	props := make([]string, len(c.Properties))
+	for i, p := range c.Properties {
+		props[i] = p.Attribute
+		if p.Default != "" && (!validValue(p.Default) || p.Default == protocol.OverflowValue) {
+			errs = append(errs, fmt.Errorf(`"properties[%d].default" must be valid UTF-8 without NUL bytes, at most %d bytes, and not %q`,
+				i, maxValueBytes, protocol.OverflowValue))
+		}
+	}
+	errs = append(errs, validateNames("properties[].attribute", props, true)...)
+	sums := make([]string, len(c.Sums))
+	for i, s := range c.Sums {
+		sums[i] = s.Attribute
+	}
+	errs = append(errs, validateNames("sums[].attribute", sums, true)...)
+	l := c.CardinalityLimits
+	if l.EventTypesPerDay < 0 || l.ValuesPerPropertyPerDay < 0 || l.UsersPerDay < 0 {
+		errs = append(errs, errors.New(`"cardinality_limits" must not be negative (0: no cap)`))
+	}
+	if c.MaxEventAge <= 0 {
+		errs = append(errs, fmt.Errorf(`"max_event_age" must be positive, got %s`, c.MaxEventAge))
+	}
+	if c.MaxClockSkew < 0 {
+		errs = append(errs, fmt.Errorf(`"max_clock_skew" must not be negative, got %s`, c.MaxClockSkew))
+	}
+	return errs
+}
+
+// guardTTL is how long a day's cardinality set lives from its creation: past
+// the last moment an event of its day can arrive (the day's end plus
+// max_event_age; the set may be created as early as max_clock_skew before
+// the day starts), so a set never expires and restarts its cap while its day
+// still takes events.
+func (c *Config) guardTTL() time.Duration {
+	return c.MaxClockSkew + 24*time.Hour + c.MaxEventAge + time.Hour
 }
 
 // validateNames reports empty and duplicate entries of the list under key;

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -13,11 +14,33 @@ import (
 // goroutine.
 type converter struct {
 	// identified counts the records of the current resource entry that carry
-	// an identity (dedup.go), anonymous the others.
-	identified pairCounter
-	anonymous  pairCounter
-	ids        identities
+	// an identity (dedup.go), anonymous the others; with their details.
+	identified        pairCounter
+	anonymous         pairCounter
+	identifiedDetails detailCounter
+	anonymousDetails  detailCounter
+	ids               identities
+	// unmapped counts the entry's records that reach no counter.
+	unmapped unmapped
 }
+
+// unmapped counts records that reach no counter, by reason.
+type unmapped struct {
+	missing, tooOld, inFuture int64
+}
+
+func (u *unmapped) add(reason dropReason) {
+	switch reason {
+	case reasonTooOld:
+		u.tooOld++
+	case reasonInFuture:
+		u.inFuture++
+	default:
+		u.missing++
+	}
+}
+
+func (u unmapped) total() int64 { return u.missing + u.tooOld + u.inFuture }
 
 func newConverter() *converter {
 	return &converter{identified: newPairCounter(), anonymous: newPairCounter()}
@@ -26,12 +49,29 @@ func newConverter() *converter {
 func (c *converter) reset() {
 	c.identified.reset()
 	c.anonymous.reset()
+	c.identifiedDetails.reset()
+	c.anonymousDetails.reset()
 	c.ids.reset()
+	c.unmapped = unmapped{}
 }
 
 // reusable reports whether the converter is small enough to keep pooled.
 func (c *converter) reusable() bool {
-	return c.identified.reusable() && c.anonymous.reusable() && cap(c.ids.buf) <= maxPooledIDBytes
+	return c.identified.reusable() && c.anonymous.reusable() && cap(c.ids.buf) <= maxPooledIDBytes &&
+		c.identifiedDetails.reusable() && c.anonymousDetails.reusable()
+}
+
+// count adds ev, with its details found in attrs, to the identified or the
+// anonymous counts.
+func (c *converter) count(ev event, identified bool, m *mapper, attrs ...pcommon.Map) {
+	pc, d := &c.anonymous, &c.anonymousDetails
+	if identified {
+		pc, d = &c.identified, &c.identifiedDetails
+	}
+	pc.add(ev)
+	if m.hasDetails() {
+		m.details(d, ev, attrs...)
+	}
 }
 
 // maxPooledIDBytes bounds the identity buffer a pooled converter keeps.
@@ -39,17 +79,19 @@ const maxPooledIDBytes = 1 << 20
 
 // takeEntries appends the resource entry counted so far to req, as up to
 // two entries: the identified records with their fingerprint, and the
-// anonymous ones with the records that have no event type (missing). It
+// anonymous ones with the records that reach no counter (unmapped). It
 // empties the converter.
-func (c *converter) takeEntries(req *countsRequest, missing int64) {
+func (c *converter) takeEntries(req *countsRequest) {
 	if c.ids.n > 0 {
 		en := takeCounts(&c.identified, c.ids.n)
 		en.fp, en.fingerprinted = c.ids.sum(), true
+		c.identifiedDetails.take(&en)
 		req.addEntry(en)
 	}
-	if anonymous := c.anonymous.total; anonymous > 0 || missing > 0 {
-		en := takeCounts(&c.anonymous, anonymous+missing)
-		en.missing = missing
+	if anonymous, u := c.anonymous.total, c.unmapped; anonymous > 0 || u.total() > 0 {
+		en := takeCounts(&c.anonymous, anonymous+u.total())
+		en.missing, en.tooOld, en.inFuture = u.missing, u.tooOld, u.inFuture
+		c.anonymousDetails.take(&en)
 		req.addEntry(en)
 	}
 	c.reset()
@@ -112,26 +154,22 @@ func (c *converter) logs(ld plog.Logs, m *mapper, nowNanos int64) *countsRequest
 	req := &countsRequest{entries: make([]entryCounts, 0, rls.Len()), items: ld.LogRecordCount()}
 	for i := range rls.Len() {
 		rl := rls.At(i)
-		resUser := m.resourceUser(rl.Resource())
-		var missing int64
+		res := rl.Resource()
+		resUser := m.resourceUser(res)
 		sls := rl.ScopeLogs()
 		for j := range sls.Len() {
 			lrs := sls.At(j).LogRecords()
 			for k := range lrs.Len() {
 				lr := lrs.At(k)
-				ev, ok := m.logEvent(lr, resUser, nowNanos)
+				ev, reason, ok := m.logEvent(lr, resUser, nowNanos)
 				if !ok {
-					missing++
+					c.unmapped.add(reason)
 					continue
 				}
-				if c.ids.addLog(lr, m.recordIDAttrs) {
-					c.identified.add(ev)
-				} else {
-					c.anonymous.add(ev)
-				}
+				c.count(ev, c.ids.addLog(lr, m.recordIDAttrs), m, lr.Attributes(), res.Attributes())
 			}
 		}
-		c.takeEntries(req, missing)
+		c.takeEntries(req)
 	}
 	return req
 }
@@ -143,61 +181,52 @@ func (c *converter) traces(td ptrace.Traces, m *mapper, nowNanos int64) *countsR
 	req := &countsRequest{entries: make([]entryCounts, 0, rss.Len()), items: td.SpanCount()}
 	for i := range rss.Len() {
 		rs := rss.At(i)
-		resUser := m.resourceUser(rs.Resource())
-		var missing int64
+		res := rs.Resource()
+		resUser := m.resourceUser(res)
 		sss := rs.ScopeSpans()
 		for j := range sss.Len() {
 			spans := sss.At(j).Spans()
 			for k := range spans.Len() {
 				span := spans.At(k)
 				if m.spans {
-					missing += c.addSpan(span, m, resUser, nowNanos)
+					c.addSpan(span, m, res, resUser, nowNanos)
 				}
 				if m.spanEvents {
-					missing += c.addSpanEvents(span, m, resUser, nowNanos)
+					c.addSpanEvents(span, m, res, resUser, nowNanos)
 				}
 			}
 		}
-		c.takeEntries(req, missing)
+		c.takeEntries(req)
 	}
 	return req
 }
 
-// addSpan counts span as an event; it returns 1 when the span has no name.
-func (c *converter) addSpan(span ptrace.Span, m *mapper, resUser userRef, nowNanos int64) (missing int64) {
-	ev, ok := m.fromSpan(span, resUser, nowNanos)
+// addSpan counts span as an event.
+func (c *converter) addSpan(span ptrace.Span, m *mapper, res pcommon.Resource, resUser userRef, nowNanos int64) {
+	ev, reason, ok := m.fromSpan(span, resUser, nowNanos)
 	if !ok {
-		return 1
+		c.unmapped.add(reason)
+		return
 	}
-	if c.ids.addSpan(span) {
-		c.identified.add(ev)
-	} else {
-		c.anonymous.add(ev)
-	}
-	return 0
+	c.count(ev, c.ids.addSpan(span), m, span.Attributes(), res.Attributes())
 }
 
-// addSpanEvents counts each event of span; it returns how many have no name.
-func (c *converter) addSpanEvents(span ptrace.Span, m *mapper, resUser userRef, nowNanos int64) (missing int64) {
+// addSpanEvents counts each event of span.
+func (c *converter) addSpanEvents(span ptrace.Span, m *mapper, res pcommon.Resource, resUser userRef, nowNanos int64) {
 	events := span.Events()
 	if events.Len() == 0 {
-		return 0
+		return
 	}
 	spanUser := m.userOf(span.Attributes(), resUser)
 	for i := range events.Len() {
 		se := events.At(i)
-		ev, ok := m.fromSpanEvent(se, span, spanUser, nowNanos)
+		ev, reason, ok := m.fromSpanEvent(se, span, spanUser, nowNanos)
 		if !ok {
-			missing++
+			c.unmapped.add(reason)
 			continue
 		}
-		if c.ids.addSpanEvent(span, i, se) {
-			c.identified.add(ev)
-		} else {
-			c.anonymous.add(ev)
-		}
+		c.count(ev, c.ids.addSpanEvent(span, i, se), m, se.Attributes(), span.Attributes(), res.Attributes())
 	}
-	return missing
 }
 
 func (e *redisAnalyticsExporter) getConverter() *converter {

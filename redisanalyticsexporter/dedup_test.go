@@ -261,11 +261,11 @@ func TestResendOfResourceEntriesCountsOnce(t *testing.T) {
 	assert.Equal(t, 3, scriptMarkers(t, calls[1]))
 	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
-	for _, k := range scriptKeys(t, calls[1])[markerKeysOffset : markerKeysOffset+3] {
+	for _, k := range scriptLayout(t, calls[1]).Markers {
 		assert.Regexp(t, "^"+regexp.QuoteMeta(schema.ResourceKey(""))+"[0-9a-f]{32}$", k)
 	}
 	assert.Equal(t, 1, scriptMarkers(t, calls[2]), "only B's entry is marked")
-	assert.Equal(t, scriptKeys(t, calls[1])[batchKeyIndex], scriptKeys(t, calls[2])[batchKeyIndex], "same batch id")
+	assert.Equal(t, scriptLayout(t, calls[1]).Batches, scriptLayout(t, calls[2]).Batches, "same batch id")
 
 	// A alone again: nothing to count.
 	require.NoError(t, le.ConsumeLogs(ctx, dedupLogs("a-evt", 3, 4)))

@@ -15,17 +15,21 @@ import (
 // (sending_queue::storage). The format is versioned; all integers are
 // varints:
 //
-//	version=4, body, CRC-32C (Castagnoli) of the version and the body
+//	version=5, body, CRC-32C (Castagnoli) of the version and the body
 //	  (4 bytes, little endian).
 //	body: records (events), items (log records or spans), number of
 //	  entries, then per entry:
 //	  flags (1: fingerprinted, 2: excluded), fingerprint hi and lo (8 bytes
-//	  each, little endian), records, missing, number of pairs, then per
-//	  pair: type (length, bytes), user kind (0 none, 1 string, 2 int), the
-//	  user (length and bytes, or a signed varint); number of counts, then
-//	  per count: pair index, hour (signed), n.
+//	  each, little endian), records, missing, too old, in future, number of
+//	  pairs, then per pair: type (length, bytes), user kind (0 none, 1
+//	  string, 2 int), the user (length and bytes, or a signed varint);
+//	  number of counts, then per count: pair index, hour (signed), n;
+//	  the value drops by reason (3); number of property counts, then per
+//	  count: type, property, value (each length, bytes), hour (signed), n;
+//	  number of sums, then per sum: type, attribute, hour (signed), sum
+//	  (signed), number of values.
 //
-// Versions 1 to 3 were never released and are not read. The fingerprint is
+// Versions 1 to 4 were never released and are not read. The fingerprint is
 // the identity fingerprint of dedup.go.
 //
 // Unmarshal checks the checksum, then every length and sum against the
@@ -36,7 +40,7 @@ import (
 type countsEncoding struct{}
 
 const (
-	countsEncodingVersion = 4
+	countsEncodingVersion = 5
 	checksumBytes         = 4
 )
 
@@ -73,8 +77,10 @@ func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]b
 		buf = append(buf, flags)
 		buf = binary.LittleEndian.AppendUint64(buf, en.fp.hi)
 		buf = binary.LittleEndian.AppendUint64(buf, en.fp.lo)
-		buf = binary.AppendUvarint(buf, uint64(en.records)) //nolint:gosec // a count, never negative
-		buf = binary.AppendUvarint(buf, uint64(en.missing)) //nolint:gosec // a count, never negative
+		buf = binary.AppendUvarint(buf, uint64(en.records))  //nolint:gosec // a count, never negative
+		buf = binary.AppendUvarint(buf, uint64(en.missing))  //nolint:gosec // a count, never negative
+		buf = binary.AppendUvarint(buf, uint64(en.tooOld))   //nolint:gosec // a count, never negative
+		buf = binary.AppendUvarint(buf, uint64(en.inFuture)) //nolint:gosec // a count, never negative
 		buf = binary.AppendUvarint(buf, uint64(len(en.pairs)))
 		for j := range en.pairs {
 			k := &en.pairs[j]
@@ -94,8 +100,35 @@ func (countsEncoding) Marshal(_ context.Context, r xexporterhelper.Request) ([]b
 			buf = binary.AppendVarint(buf, c.hour)
 			buf = binary.AppendUvarint(buf, uint64(c.n)) //nolint:gosec // a count, never negative
 		}
+		buf = appendDetails(buf, en)
 	}
 	return binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli)), nil
+}
+
+// appendDetails appends an entry's value drops, property counts and sums.
+func appendDetails(buf []byte, en *entryCounts) []byte {
+	for _, n := range en.valueDrops {
+		buf = binary.AppendUvarint(buf, uint64(n)) //nolint:gosec // a count, never negative
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(en.props)))
+	for i := range en.props {
+		p := &en.props[i]
+		buf = appendString(buf, p.typ)
+		buf = appendString(buf, p.prop)
+		buf = appendString(buf, p.value)
+		buf = binary.AppendVarint(buf, p.hour)
+		buf = binary.AppendUvarint(buf, uint64(p.n)) //nolint:gosec // a count, never negative
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(en.sums)))
+	for i := range en.sums {
+		s := &en.sums[i]
+		buf = appendString(buf, s.typ)
+		buf = appendString(buf, s.attr)
+		buf = binary.AppendVarint(buf, s.hour)
+		buf = binary.AppendVarint(buf, s.sum)
+		buf = binary.AppendUvarint(buf, uint64(s.n)) //nolint:gosec // a count, never negative
+	}
+	return buf
 }
 
 func appendString(buf []byte, s string) []byte {
@@ -202,6 +235,12 @@ func (d *decoder) entry() (entryCounts, error) {
 	if en.missing, err = d.count(); err != nil {
 		return en, err
 	}
+	if en.tooOld, err = d.count(); err != nil {
+		return en, err
+	}
+	if en.inFuture, err = d.count(); err != nil {
+		return en, err
+	}
 	// Each pair takes at least 2 bytes, each count 3.
 	numPairs, err := d.length(2)
 	if err != nil {
@@ -224,7 +263,10 @@ func (d *decoder) entry() (entryCounts, error) {
 	if numCounts > 0 {
 		en.counts = make([]eventCount, 0, numCounts)
 	}
-	mapped := en.missing
+	mapped := en.unmapped()
+	if mapped > en.records {
+		return en, errors.New("unmapped records exceed the entry's records")
+	}
 	for range numCounts {
 		c, err := d.eventCount(numPairs)
 		if err != nil {
@@ -238,7 +280,77 @@ func (d *decoder) entry() (entryCounts, error) {
 	if mapped != en.records {
 		return en, fmt.Errorf("entry counts %d of its %d records", mapped, en.records)
 	}
-	return en, nil
+	return en, d.details(&en)
+}
+
+// details reads an entry's value drops, property counts and sums.
+func (d *decoder) details(en *entryCounts) error {
+	var err error
+	for i := range en.valueDrops {
+		if en.valueDrops[i], err = d.count(); err != nil {
+			return err
+		}
+	}
+	// A property count takes at least 5 bytes, a sum 5.
+	numProps, err := d.length(5)
+	if err != nil {
+		return err
+	}
+	if numProps > 0 {
+		en.props = make([]propCount, 0, numProps)
+	}
+	for range numProps {
+		var p propCount
+		if p.typ, err = d.string(); err != nil {
+			return err
+		}
+		if p.prop, err = d.string(); err != nil {
+			return err
+		}
+		if p.value, err = d.string(); err != nil {
+			return err
+		}
+		if p.hour, err = d.varint(); err != nil {
+			return err
+		}
+		if p.n, err = d.count(); err != nil {
+			return err
+		}
+		if p.n == 0 {
+			return errors.New("empty property count")
+		}
+		en.props = append(en.props, p)
+	}
+	numSums, err := d.length(5)
+	if err != nil {
+		return err
+	}
+	if numSums > 0 {
+		en.sums = make([]sumCount, 0, numSums)
+	}
+	for range numSums {
+		var s sumCount
+		if s.typ, err = d.string(); err != nil {
+			return err
+		}
+		if s.attr, err = d.string(); err != nil {
+			return err
+		}
+		if s.hour, err = d.varint(); err != nil {
+			return err
+		}
+		if s.sum, err = d.varint(); err != nil {
+			return err
+		}
+		if s.n, err = d.count(); err != nil {
+			return err
+		}
+		if s.n == 0 {
+			return errors.New("empty sum")
+		}
+		en.sums = append(en.sums, s)
+	}
+	return nil
 }
 
 func (d *decoder) pair() (pairKey, error) {

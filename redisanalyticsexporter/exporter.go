@@ -60,15 +60,32 @@ type redisAnalyticsExporter struct {
 	stopConnect context.CancelFunc
 	connecting  sync.WaitGroup
 	failing     atomic.Bool // the last push failed on Redis; report OK on recovery
+	// overflowWarn rate-limits the warnings about cardinality caps and sums.
+	overflowWarn everyInterval
+}
+
+// everyInterval allows one event per interval, from any goroutine.
+type everyInterval struct {
+	interval time.Duration
+	next     atomic.Int64 // Unix nanoseconds of the next allowed event
+}
+
+// Allow reports whether an event may happen now, and if so, takes its turn.
+func (l *everyInterval) Allow() bool {
+	now := time.Now().UnixNano()
+	next := l.next.Load()
+	return now >= next && l.next.CompareAndSwap(next, now+int64(l.interval))
 }
 
 // signalAttrs holds the metric attribute options of one signal, built once
 // so that recording a measurement does not allocate.
 type signalAttrs struct {
-	signal    metric.MeasurementOption
-	dropped   [numDropReasons]metric.MeasurementOption
-	retryable metric.MeasurementOption
-	permanent metric.MeasurementOption
+	signal       metric.MeasurementOption
+	dropped      [numDropReasons]metric.MeasurementOption
+	valueDropped [numValueDropReasons]metric.MeasurementOption
+	folded       map[protocol.GuardKind]metric.MeasurementOption
+	retryable    metric.MeasurementOption
+	permanent    metric.MeasurementOption
 }
 
 func newSignalAttrs(signal string) signalAttrs {
@@ -80,6 +97,15 @@ func newSignalAttrs(signal string) signalAttrs {
 	for r := range numDropReasons {
 		a.dropped[r] = metric.WithAttributeSet(attribute.NewSet(
 			attribute.String("signal", signal), attribute.String("reason", r.String())))
+	}
+	for r := range numValueDropReasons {
+		a.valueDropped[r] = metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("signal", signal), attribute.String("reason", r.String())))
+	}
+	a.folded = make(map[protocol.GuardKind]metric.MeasurementOption)
+	for _, k := range []protocol.GuardKind{protocol.GuardEventTypes, protocol.GuardPropertyValues, protocol.GuardUsers} {
+		a.folded[k] = metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("signal", signal), attribute.String("reason", k.String())))
 	}
 	return a
 }
@@ -95,17 +121,20 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 	}
 	markerTTL := cfg.batchMarkerTTL()
 	e := &redisAnalyticsExporter{
-		cfg:         cfg,
-		logger:      set.Logger,
-		telemetry:   tb,
-		schema:      schema,
-		mapper:      newMapper(cfg),
-		now:         time.Now,
-		ttls:        protocol.ApplyTTLs{Counter: cfg.TTL, BatchMarker: markerTTL, ResourceMarker: cfg.DedupWindow},
+		cfg:       cfg,
+		logger:    set.Logger,
+		telemetry: tb,
+		schema:    schema,
+		mapper:    newMapper(cfg),
+		now:       time.Now,
+		ttls: protocol.ApplyTTLs{
+			Counter: cfg.TTL, BatchMarker: markerTTL, ResourceMarker: cfg.DedupWindow, Guard: cfg.guardTTL(),
+		},
 		attrs:       newSignalAttrs(signal),
 		converters:  sync.Pool{New: func() any { return newConverter() }},
 		aggregators: sync.Pool{New: func() any { return newAggregator(schema) }},
 	}
+	e.overflowWarn.interval = overflowWarnInterval
 	e.committer = newCommitter(e.applyWhenConnected)
 	return e, nil
 }

@@ -92,7 +92,8 @@ func BenchmarkAggregate(b *testing.B) {
 				a.fold(req, 0)
 				_ = a.selectMarkers()
 				a.finalize(&m)
-				a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 3600 * time.Second, BatchMarker: 370 * time.Second, ResourceMarker: 600 * time.Second})
+				a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 3600 * time.Second, BatchMarker: 370 * time.Second, ResourceMarker: 600 * time.Second},
+					cfg.CardinalityLimits)
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")

@@ -1,11 +1,13 @@
 package redisanalyticsexporter
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,12 +42,14 @@ import (
 
 // testConfig is the default config pointed at endpoint and prefix, with a
 // synchronous pipeline (no queue) and fast retries, and a TTL distinct from
-// the default so the test can tell they were applied.
+// the default so the test can tell they were applied. Its horizon admits
+// the test records, stamped in 2025.
 func testConfig(endpoint, prefix string) *Config {
 	cfg := createDefaultConfig().(*Config)
 	cfg.Redis.Endpoint = endpoint
 	cfg.KeyPrefix = prefix
 	cfg.TTL = time.Hour
+	cfg.MaxEventAge = 100 * 365 * 24 * time.Hour
 	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
 	cfg.RetryConfig.InitialInterval = 10 * time.Millisecond
 	cfg.RetryConfig.MaxInterval = 100 * time.Millisecond
@@ -156,43 +160,41 @@ func scriptKeys(t *testing.T, args []any) []string {
 	return keys
 }
 
+// scriptLayout reads a recorded script call back.
+func scriptLayout(t *testing.T, args []any) protocol.ApplyLayout {
+	t.Helper()
+	keys := scriptKeys(t, args)
+	l, err := protocol.ParseApplyArgs(keys, args[3+len(keys):])
+	require.NoError(t, err)
+	return l
+}
+
 // scriptMarkers returns the number of resource markers of a recorded script call.
 func scriptMarkers(t *testing.T, args []any) int {
 	t.Helper()
-	keys := scriptKeys(t, args)
-	argv := args[3+len(keys):]
-	require.GreaterOrEqual(t, len(argv), counterArgsOffset)
-	m, err := strconv.Atoi(fmt.Sprint(argv[argNumMarkers]))
-	require.NoError(t, err)
-	return m
+	return len(scriptLayout(t, args).Markers)
 }
 
-// scriptIncrements returns a recorded script call as the ARGV before the
-// increments plus the KEYS before the counter keys, and a map of counter key
-// -> increment, which does not depend on key order.
+// scriptIncrements returns a recorded script call as its parts before the
+// counters, and a map of counter key -> increment, which does not depend on
+// the order of keys and guards.
 func scriptIncrements(t *testing.T, args []any) scriptCall {
 	t.Helper()
-	keys := scriptKeys(t, args)
-	argv := args[3+len(keys):]
-	m := scriptMarkers(t, args)
-	b, err := strconv.Atoi(fmt.Sprint(argv[argNumBatches]))
-	require.NoError(t, err)
-	offset := batchKeysOffset + b + m
-	require.Len(t, argv, counterArgsOffset+len(keys)-offset)
-	fixed := append([]any(nil), argv[:counterArgsOffset]...)
-	for _, k := range keys[:offset] {
-		fixed = append(fixed, k)
+	l := scriptLayout(t, args)
+	incrs := make(map[string]int64, len(l.Counters))
+	for _, c := range l.Counters {
+		incrs[c.Key] = c.Incr
 	}
-	incrs := make(map[string]string, len(keys))
-	for i, k := range keys[offset:] {
-		incrs[k] = fmt.Sprint(argv[counterArgsOffset+i])
-	}
-	return scriptCall{fixed: fixed, incrs: incrs}
+	l.Counters = nil
+	slices.SortFunc(l.Guards, func(a, b protocol.LaidOutGuard) int {
+		return cmp.Or(strings.Compare(a.Key, b.Key), strings.Compare(a.Member, b.Member))
+	})
+	return scriptCall{fixed: l, incrs: incrs}
 }
 
 type scriptCall struct {
-	fixed []any
-	incrs map[string]string
+	fixed protocol.ApplyLayout
+	incrs map[string]int64
 }
 
 // startLogs builds the logs exporter with the factory's wiring
@@ -416,8 +418,8 @@ func TestFactoryExportersCountIntoRedis(t *testing.T) {
 			assert.ElementsMatch(t, keysOf(want), members)
 			assert.Equal(t, map[protocol.Family]int{protocol.Daily: 2, protocol.Hourly: 3, protocol.UserDaily: 3}, families)
 
-			// Every other key under the prefix is a batch marker or a resource
-			// marker, with a TTL.
+			// Every other key under the prefix is a batch marker, a resource
+			// marker or the day's set of event types, with a TTL.
 			all, err := client.Keys(ctx, prefix+":*").Result()
 			require.NoError(t, err)
 			batchMarkers, resMarkers := 0, 0
@@ -426,10 +428,13 @@ func TestFactoryExportersCountIntoRedis(t *testing.T) {
 					continue
 				}
 				maxTTL := cfg.batchMarkerTTL()
-				if strings.HasPrefix(k, schema.ResourceKey("")) {
+				switch {
+				case strings.HasPrefix(k, schema.ResourceKey("")):
 					resMarkers++
 					maxTTL = cfg.DedupWindow
-				} else {
+				case strings.HasPrefix(k, prefix+":seen:types:"):
+					maxTTL = cfg.guardTTL()
+				default:
 					require.True(t, strings.HasPrefix(k, schema.BatchKey("")), k)
 					batchMarkers++
 				}
@@ -478,23 +483,21 @@ func TestOneScriptCallWithOneIncrementPerDistinctKey(t *testing.T) {
 
 	calls := rec.scriptCalls()
 	require.Len(t, calls, 1, "one round trip per push")
-	keys := scriptKeys(t, calls[0])
-	require.Zero(t, scriptMarkers(t, calls[0]), "records without identity: no marker")
-	counterKeys := keys[markerKeysOffset:]
-	require.Len(t, counterKeys, 2+3, "daily + hourly + 3 users")
+	l := scriptLayout(t, calls[0])
+	require.Empty(t, l.Markers, "records without identity: no marker")
+	require.Len(t, l.Counters, 2+3, "daily + hourly + 3 users")
 	seen := map[string]bool{}
-	for _, k := range counterKeys {
-		assert.False(t, seen[k], "key %q sent twice", k)
-		seen[k] = true
+	counterKeys := make([]string, len(l.Counters))
+	for i, c := range l.Counters {
+		assert.False(t, seen[c.Key], "key %q sent twice", c.Key)
+		seen[c.Key] = true
+		counterKeys[i] = c.Key
 	}
-	// ARGV after ttl, now, marker ttl, marker count and dedup window: one
-	// increment per key, summing to n per family.
-	argv := calls[0][3+len(keys):]
-	require.Len(t, argv, counterArgsOffset+len(counterKeys))
+	// One increment per key, summing to n per family.
 	got := counterValues(t, client, counterKeys)
 	var users int64
 	for i, k := range counterKeys {
-		assert.Equal(t, fmt.Sprint(argv[counterArgsOffset+i]), strconv.FormatInt(got[k], 10), k)
+		assert.Equal(t, l.Counters[i].Incr, got[k], k)
 		if i >= 2 {
 			users += got[k]
 		}

@@ -43,6 +43,12 @@ func createDefaultConfig() component.Config {
 		RecordIDAttributes:  defaultRecordIDAttributes(),
 		CountSpans:          true,
 		CountSpanEvents:     true,
+		CardinalityLimits: CardinalityLimits{
+			EventTypesPerDay:        defaultEventTypesPerDay,
+			ValuesPerPropertyPerDay: defaultValuesPerProperty,
+		},
+		MaxEventAge:  defaultMaxEventAge,
+		MaxClockSkew: defaultMaxClockSkew,
 	}
 }
 

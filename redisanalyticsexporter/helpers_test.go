@@ -2,12 +2,14 @@ package redisanalyticsexporter
 
 import (
 	"context"
+	"testing"
 	"time"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
-
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // addLogs converts ld as the exporter's converter does and folds the result
@@ -36,22 +38,26 @@ func (e *redisAnalyticsExporter) pushLogs(ctx context.Context, ld plog.Logs) err
 	return e.push(ctx, e.logsRequestCtx(ctx, ld))
 }
 
-// counterKeysStart is the index of the first counter key in the encoded KEYS:
-// after the pending set, the batch marker and the resource markers.
-func (a *aggregator) counterKeysStart() int { return markerKeysOffset + len(a.markerRes) }
+// layout reads the encoded script call back (protocol.ParseApplyArgs).
+func (a *aggregator) layout(t testing.TB) protocol.ApplyLayout {
+	t.Helper()
+	l, err := protocol.ParseApplyArgs(a.call.Keys(), a.call.Args())
+	require.NoError(t, err)
+	return l
+}
 
-// Where the apply script's KEYS hold the batch markers (after the pending
-// set) and, with one batch marker (a group of one push), the first resource
-// marker; where its ARGV holds the numbers of markers and the first
-// increment (see internal/protocol/apply.lua).
-const (
-	batchKeysOffset   = 1
-	batchKeyIndex     = batchKeysOffset
-	markerKeysOffset  = batchKeysOffset + 1
-	argNumBatches     = 2
-	argNumMarkers     = 3
-	counterArgsOffset = 5
-)
+// increments returns a call's counters as key -> increment; a key must not
+// appear twice.
+func increments(t testing.TB, l protocol.ApplyLayout) map[string]int64 {
+	t.Helper()
+	got := make(map[string]int64, len(l.Counters))
+	for _, c := range l.Counters {
+		_, dup := got[c.Key]
+		require.False(t, dup, "key %q appears twice in one call", c.Key)
+		got[c.Key] = c.Incr
+	}
+	return got
+}
 
 // testTTLs are the script's TTLs of the aggregation tests: 10 s, 30 s, 40 s.
 var testTTLs = protocol.ApplyTTLs{Counter: 10 * time.Second, BatchMarker: 30 * time.Second, ResourceMarker: 40 * time.Second}

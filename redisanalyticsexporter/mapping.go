@@ -30,6 +30,12 @@ const (
 	// window: a client resent a request whose response it did not receive
 	// (see dedup.go).
 	reasonDuplicate
+	// reasonTooOld: the record is stamped more than max_event_age before the
+	// collector's clock when it arrived.
+	reasonTooOld
+	// reasonInFuture: the record is stamped more than max_clock_skew after
+	// the collector's clock when it arrived.
+	reasonInFuture
 	numDropReasons
 )
 
@@ -43,6 +49,10 @@ func (r dropReason) String() string {
 		return "invalid_value"
 	case reasonDuplicate:
 		return "duplicate"
+	case reasonTooOld:
+		return "too_old"
+	case reasonInFuture:
+		return "in_future"
 	default:
 		return "unknown"
 	}
@@ -86,6 +96,11 @@ type mapper struct {
 	spans, spanEvents bool
 	// allowed is the event_types allowlist; nil counts every type.
 	allowed map[string]struct{}
+	// maxAge and maxSkew bound an event's timestamp around the clock.
+	maxAge, maxSkew int64
+	// props and sums are the attributes counted per value and summed.
+	props []PropertyConfig
+	sums  []SumConfig
 }
 
 func newMapper(cfg *Config) mapper {
@@ -95,6 +110,10 @@ func newMapper(cfg *Config) mapper {
 		recordIDAttrs:  cfg.RecordIDAttributes,
 		spans:          cfg.CountSpans,
 		spanEvents:     cfg.CountSpanEvents,
+		maxAge:         int64(cfg.MaxEventAge),
+		maxSkew:        int64(cfg.MaxClockSkew),
+		props:          cfg.Properties,
+		sums:           cfg.Sums,
 	}
 	if len(cfg.EventTypes) > 0 {
 		m.allowed = make(map[string]struct{}, len(cfg.EventTypes))
@@ -105,14 +124,15 @@ func newMapper(cfg *Config) mapper {
 	return m
 }
 
-// logEvent maps a log record. ok is false when it has no event type. nowNanos
-// is the conversion's clock reading, used when the record has no timestamp.
-func (m *mapper) logEvent(lr plog.LogRecord, resUser userRef, nowNanos int64) (ev event, ok bool) {
+// logEvent maps a log record. ok is false when it has no event type or its
+// time is outside the horizon, and reason says which. nowNanos is the
+// conversion's clock reading, used when the record has no timestamp.
+func (m *mapper) logEvent(lr plog.LogRecord, resUser userRef, nowNanos int64) (ev event, reason dropReason, ok bool) {
 	ev.typ = lr.EventName()
 	if ev.typ == "" {
 		ev.typ = firstString(lr.Attributes(), m.eventNameAttrs)
 		if ev.typ == "" {
-			return event{}, false
+			return event{}, reasonMissingEventType, false
 		}
 	}
 	ev.user = m.userOf(lr.Attributes(), resUser)
@@ -123,32 +143,43 @@ func (m *mapper) logEvent(lr plog.LogRecord, resUser userRef, nowNanos int64) (e
 			ts = nowNanos
 		}
 	}
+	return m.stamp(ev, ts, nowNanos)
+}
+
+// stamp sets ev's hour from its timestamp ts, or says why ts is outside
+// the horizon around nowNanos.
+func (m *mapper) stamp(ev event, ts, nowNanos int64) (event, dropReason, bool) {
+	switch {
+	case ts < nowNanos-m.maxAge:
+		return event{}, reasonTooOld, false
+	case ts > nowNanos+m.maxSkew:
+		return event{}, reasonInFuture, false
+	}
 	ev.hour = protocol.HourOfUnixNano(ts)
-	return ev, true
+	return ev, 0, true
 }
 
 // fromSpan maps a span: its name is the event type, its start the time.
-func (m *mapper) fromSpan(span ptrace.Span, resUser userRef, nowNanos int64) (ev event, ok bool) {
+func (m *mapper) fromSpan(span ptrace.Span, resUser userRef, nowNanos int64) (ev event, reason dropReason, ok bool) {
 	ev.typ = span.Name()
 	if ev.typ == "" {
-		return event{}, false
+		return event{}, reasonMissingEventType, false
 	}
 	ev.user = m.userOf(span.Attributes(), resUser)
 	ts := validNanos(span.StartTimestamp())
 	if ts == 0 {
 		ts = nowNanos
 	}
-	ev.hour = protocol.HourOfUnixNano(ts)
-	return ev, true
+	return m.stamp(ev, ts, nowNanos)
 }
 
 // fromSpanEvent maps a span event: its name is the event type, its user the
 // one on the event, else the span's (spanUser: the span's own, else its
 // resource's), its time its timestamp, else the span's start.
-func (m *mapper) fromSpanEvent(se ptrace.SpanEvent, span ptrace.Span, spanUser userRef, nowNanos int64) (ev event, ok bool) {
+func (m *mapper) fromSpanEvent(se ptrace.SpanEvent, span ptrace.Span, spanUser userRef, nowNanos int64) (ev event, reason dropReason, ok bool) {
 	ev.typ = se.Name()
 	if ev.typ == "" {
-		return event{}, false
+		return event{}, reasonMissingEventType, false
 	}
 	ev.user = m.userOf(se.Attributes(), spanUser)
 	ts := validNanos(se.Timestamp())
@@ -158,8 +189,7 @@ func (m *mapper) fromSpanEvent(se ptrace.SpanEvent, span ptrace.Span, spanUser u
 			ts = nowNanos
 		}
 	}
-	ev.hour = protocol.HourOfUnixNano(ts)
-	return ev, true
+	return m.stamp(ev, ts, nowNanos)
 }
 
 // resourceUser is the user id found on a resource, looked up once per resource.

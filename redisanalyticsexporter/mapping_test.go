@@ -34,14 +34,9 @@ func counters(t testing.TB, cfg *Config, fill func(*aggregator, *mapper, int64),
 	a := newAggregator(testSchema)
 	fill(a, &m, now.UnixNano())
 	a.finalize(&m)
-	a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 60 * time.Second, BatchMarker: 60 * time.Second, ResourceMarker: 600 * time.Second})
-	got := make(map[string]int64)
-	incrs := a.call.Args()[counterArgsOffset:]
-	for i, key := range a.call.Keys()[a.counterKeysStart():] {
-		_, dup := got[key]
-		require.False(t, dup, "key %q appears twice in one push", key)
-		got[key] = incrs[i].(int64)
-	}
+	a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 60 * time.Second, BatchMarker: 60 * time.Second, ResourceMarker: 600 * time.Second},
+		cfg.CardinalityLimits)
+	got := increments(t, a.layout(t))
 	var sum int64
 	for key, n := range got {
 		c, err := schema.Parse(key)

@@ -157,7 +157,7 @@ func (e *redisAnalyticsExporter) aggregate(agg *aggregator, live []*pushWaiter) 
 	for i, w := range live {
 		batchIDs[i] = w.req.batchID
 	}
-	agg.encode(batchIDs, e.ttls)
+	agg.encode(batchIDs, e.ttls, e.cfg.CardinalityLimits)
 }
 
 // groupApplied records an applied group and answers its pushes.
@@ -171,6 +171,7 @@ func (e *redisAnalyticsExporter) groupApplied(ctx context.Context, agg *aggregat
 			"Make ttl much longer than the flush interval and check that pg_flush runs with the same key_prefix",
 			zap.Int64("counters", res.Expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
 	}
+	e.recordFolded(ctx, agg, res)
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.Int("pushes", len(live)), zap.Int64("events", agg.counted),
 			zap.Int("keys", agg.numKeys()), zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
@@ -221,6 +222,44 @@ func forgetSameAsEarlier(group []*pushWaiter) {
 	}
 }
 
+// overflowWarnInterval is the least time between two warnings about a
+// cardinality cap or a sum overflow: a flood of new values must not flood
+// the log too.
+const overflowWarnInterval = time.Minute
+
+// recordFolded records the events that a full cardinality set folded into
+// protocol.OverflowValue and the sums Redis left out, with a rate-limited
+// warning that names one of them.
+func (e *redisAnalyticsExporter) recordFolded(ctx context.Context, agg *aggregator, res protocol.ApplyResult) {
+	for _, pos := range res.Folded {
+		info := agg.guards.infos[pos]
+		if info.events > 0 {
+			e.telemetry.ExporterRedisAnalyticsCardinalityOverflow.Add(ctx, info.events, e.attrs.folded[info.key.kind])
+		}
+	}
+	var overflowed int64
+	for _, pos := range res.Overflowed {
+		overflowed += agg.guards.sumValues(pos)
+	}
+	if overflowed > 0 {
+		e.telemetry.ExporterRedisAnalyticsValuesDropped.Add(ctx, overflowed, e.attrs.valueDropped[valueSumOverflow])
+	}
+	if len(res.Folded)+len(res.Overflowed) == 0 || !e.overflowWarn.Allow() {
+		return
+	}
+	if len(res.Folded) > 0 {
+		k := agg.guards.infos[res.Folded[0]].key
+		e.logger.Warn("A cardinality cap of the day is reached: new values are counted under "+protocol.OverflowValue+
+			" (see cardinality_limits; this warning repeats at most once a minute)",
+			zap.Stringer("cap", k.kind), zap.String("property", k.attr), zap.String("value", k.member),
+			zap.Time("day", time.Unix(k.day*3600, 0).UTC()), zap.Int("caps_reached", len(res.Folded)))
+	}
+	if overflowed > 0 {
+		e.logger.Warn("Sums in Redis would overflow 64 bits: their values are dropped (this warning repeats at most once a minute)",
+			zap.Int64("values", overflowed))
+	}
+}
+
 // recordCounted adds what agg counted and dropped to the metrics.
 func (e *redisAnalyticsExporter) recordCounted(ctx context.Context, agg *aggregator) {
 	e.recordDrops(ctx, agg)
@@ -232,11 +271,17 @@ func (e *redisAnalyticsExporter) recordCounted(ctx context.Context, agg *aggrega
 	}
 }
 
-// recordDrops adds agg's drops to the events_dropped metric.
+// recordDrops adds agg's drops to the events_dropped and values_dropped
+// metrics.
 func (e *redisAnalyticsExporter) recordDrops(ctx context.Context, agg *aggregator) {
 	for r, n := range agg.dropped {
 		if n > 0 {
 			e.telemetry.ExporterRedisAnalyticsEventsDropped.Add(ctx, n, e.attrs.dropped[r])
+		}
+	}
+	for r, n := range agg.valueDrops {
+		if n > 0 {
+			e.telemetry.ExporterRedisAnalyticsValuesDropped.Add(ctx, n, e.attrs.valueDropped[r])
 		}
 	}
 }

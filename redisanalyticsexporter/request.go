@@ -55,15 +55,26 @@ type entryCounts struct {
 	// a duplicate of that entry in this group's call only, never kept for a
 	// retry, which may go without the earlier entry. Not encoded.
 	sameAsEarlier bool
-	// records is every record of the entry; missing those without an event type.
-	records int64
-	missing int64
+	// records is every record of the entry; missing those without an event
+	// type, tooOld and inFuture those outside the time horizon.
+	records  int64
+	missing  int64
+	tooOld   int64
+	inFuture int64
 	// pairs are the entry's distinct (type, user) pairs, each stored once;
 	// counts refer to them by index, so the counts hold no pointers (the
 	// garbage collector does not scan them) and take 24 bytes each.
 	pairs  []pairKey
 	counts []eventCount
+	// props and sums are the entry's property counts and sums (details.go);
+	// valueDrops counts the values they left out.
+	props      []propCount
+	sums       []sumCount
+	valueDrops [numValueDropReasons]int64
 }
+
+// unmapped is the number of the entry's records that reach no counter.
+func (en *entryCounts) unmapped() int64 { return en.missing + en.tooOld + en.inFuture }
 
 // eventCount is a number of events of one pair of its entry in one hour.
 type eventCount struct {
@@ -187,6 +198,20 @@ func (en *entryCounts) bytesSize() int64 {
 	for i := range en.pairs {
 		n += en.pairs[i].bytesSize()
 	}
+	return n + en.detailsBytes()
+}
+
+// detailsBytes approximates the encoded size of the entry's details.
+func (en *entryCounts) detailsBytes() int64 {
+	var n int64
+	for i := range en.props {
+		p := &en.props[i]
+		n += int64(countOverheadBytes + 3 + len(p.typ) + len(p.prop) + len(p.value))
+	}
+	for i := range en.sums {
+		s := &en.sums[i]
+		n += int64(countOverheadBytes + 12 + len(s.typ) + len(s.attr))
+	}
 	return n
 }
 
@@ -212,10 +237,15 @@ func (s *splitter) add(en *entryCounts) {
 		s.close()
 		p.reset()
 	}
+	// The records outside the time horizon and the details (property
+	// counts, sums, value drops) go whole with the first piece.
+	p.tooOld, p.inFuture, p.records = en.tooOld, en.inFuture, en.tooOld+en.inFuture
+	p.props, p.sums, p.valueDrops = en.props, en.sums, en.valueDrops
+	p.size = p.records
 	missing := en.missing
 	if !s.itemsSizer { // unmapped records cost no bytes: all go with the first piece
-		p.size = entryOverheadBytes
-		p.missing, p.records, missing = en.missing, en.missing, 0
+		p.size = entryOverheadBytes + en.detailsBytes()
+		p.missing, p.records, missing = en.missing, p.records+en.missing, 0
 	}
 	for missing > 0 {
 		take := min(missing, s.room()-p.size)

@@ -221,3 +221,39 @@ func TestApplyCallLayout(t *testing.T) {
 	_, err = protocol.NewApplyCall(schema).Run(t.Context(), nil)
 	require.Error(t, err, "a call needs a batch marker")
 }
+
+// TestParseApplyArgsReadsBuild: what Build lays out, ParseApplyArgs reads
+// back.
+func TestParseApplyArgsReadsBuild(t *testing.T) {
+	t.Parallel()
+	schema, err := protocol.New("p")
+	require.NoError(t, err)
+	call := protocol.NewApplyCall(schema)
+	call.AddBatch("b1")
+	call.AddBatch("b2")
+	call.AddResourceMarker(1, 2)
+	types := call.AddGuard(protocol.Guard{Kind: protocol.GuardEventTypes, Member: "v", Limit: 3})
+	users := call.AddGuard(protocol.Guard{Kind: protocol.GuardUsers, Member: "u", Limit: 4})
+	user := protocol.Counter{Family: protocol.UserDaily, EventType: "v", UserID: "u"}
+	sum := protocol.Counter{Family: protocol.SumHourly, EventType: "v", Attribute: "n", Hour: 5}
+	call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: "v"}, 2)
+	call.AddGuardedCounter(user, 1, protocol.CounterGuards{Type: types, Dim: users})
+	call.AddGuardedCounter(sum, -9, protocol.CounterGuards{Type: types})
+	call.Build(protocol.ApplyTTLs{Counter: time.Second, BatchMarker: 2 * time.Second, ResourceMarker: 3 * time.Second, Guard: 4 * time.Second})
+
+	l, err := protocol.ParseApplyArgs(call.Keys(), call.Args())
+	require.NoError(t, err)
+	assert.Equal(t, "p:pending", l.Pending)
+	assert.Equal(t, []string{"p:batch:b1", "p:batch:b2"}, l.Batches)
+	assert.Len(t, l.Markers, 1)
+	assert.Equal(t, []protocol.LaidOutGuard{{Key: "p:seen:types:1970-01-01", Member: "v", Limit: 3}, {Key: "p:seen:users:1970-01-01", Member: "u", Limit: 4}}, l.Guards)
+	assert.Equal(t, []int64{1, 2, 3, 4}, []int64{l.CounterTTL, l.BatchMarkerTTL, l.ResourceMarkerTTL, l.GuardTTL})
+	require.Len(t, l.Counters, 3)
+	assert.Equal(t, protocol.LaidOutCounter{Key: "p:counter:v:1970-01-01", Folded: []string{}, Incr: 2}, l.Counters[0])
+	assert.Equal(t, schema.Key(user), l.Counters[1].Key)
+	assert.Len(t, l.Counters[1].Folded, 3)
+	assert.Equal(t, protocol.LaidOutCounter{Key: schema.Key(sum), Folded: []string{"p:sum:__other__:n:1970-01-01:05"}, Incr: -9, TypeGuard: 1, Sum: true}, l.Counters[2])
+
+	_, err = protocol.ParseApplyArgs(call.Keys()[:len(call.Keys())-1], call.Args())
+	require.Error(t, err)
+}

@@ -27,6 +27,7 @@ type TelemetryBuilder struct {
 	mu                                          sync.Mutex
 	registrations                               []metric.Registration
 	ExporterRedisAnalyticsBatchesDeduplicated   metric.Int64Counter
+	ExporterRedisAnalyticsCardinalityOverflow   metric.Int64Counter
 	ExporterRedisAnalyticsCountersExpired       metric.Int64Counter
 	ExporterRedisAnalyticsEvents                metric.Int64Counter
 	ExporterRedisAnalyticsEventsDropped         metric.Int64Counter
@@ -34,6 +35,7 @@ type TelemetryBuilder struct {
 	ExporterRedisAnalyticsKeysWritten           metric.Int64Histogram
 	ExporterRedisAnalyticsRedisCommands         metric.Int64Counter
 	ExporterRedisAnalyticsRedisErrors           metric.Int64Counter
+	ExporterRedisAnalyticsValuesDropped         metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -69,6 +71,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_exporter_redis_analytics_batches_deduplicated",
 		metric.WithDescription("Number of pushes skipped because Redis had already applied their batch id (a retry after a lost reply). [Development]"),
 		metric.WithUnit("{batch}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterRedisAnalyticsCardinalityOverflow, err = builder.meter.Int64Counter(
+		"otelcol_exporter_redis_analytics_cardinality_overflow",
+		metric.WithDescription("Number of events counted under __other__ because a cardinality cap of their day was reached, by cap (an event folded by two caps counts under both). [Development]"),
+		metric.WithUnit("{event}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ExporterRedisAnalyticsCountersExpired, err = builder.meter.Int64Counter(
@@ -112,6 +120,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_exporter_redis_analytics_redis_errors",
 		metric.WithDescription("Number of pushes that failed on Redis. [Development]"),
 		metric.WithUnit("{error}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterRedisAnalyticsValuesDropped, err = builder.meter.Int64Counter(
+		"otelcol_exporter_redis_analytics_values_dropped",
+		metric.WithDescription("Number of property and sum values not counted, by reason; their events are counted. [Development]"),
+		metric.WithUnit("{value}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

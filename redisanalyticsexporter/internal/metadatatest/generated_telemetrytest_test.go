@@ -20,6 +20,7 @@ func TestSetupTelemetry(t *testing.T) {
 	require.NoError(t, err)
 	defer tb.Shutdown()
 	tb.ExporterRedisAnalyticsBatchesDeduplicated.Add(context.Background(), 1)
+	tb.ExporterRedisAnalyticsCardinalityOverflow.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsCountersExpired.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsEvents.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsEventsDropped.Add(context.Background(), 1)
@@ -27,7 +28,11 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ExporterRedisAnalyticsKeysWritten.Record(context.Background(), 1)
 	tb.ExporterRedisAnalyticsRedisCommands.Add(context.Background(), 1)
 	tb.ExporterRedisAnalyticsRedisErrors.Add(context.Background(), 1)
+	tb.ExporterRedisAnalyticsValuesDropped.Add(context.Background(), 1)
 	AssertEqualExporterRedisAnalyticsBatchesDeduplicated(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterRedisAnalyticsCardinalityOverflow(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterRedisAnalyticsCountersExpired(t, testTel,
@@ -49,6 +54,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualExporterRedisAnalyticsRedisErrors(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualExporterRedisAnalyticsValuesDropped(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
