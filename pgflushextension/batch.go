@@ -239,25 +239,25 @@ func (b *parsedBatch) rows(f protocol.Family) *familyRows {
 		}
 	case protocol.PropertyDaily:
 		rows := sortedRows(b.propDaily, propDayKey.compare)
-		r.makeColumns(len(rows), true, true, false)
+		r.makeColumns(len(rows), true, false)
 		for i, row := range rows {
 			r.eventTypes[i], r.attributes[i], r.values[i], r.days[i], r.counts[i] = row.key.eventType, row.key.property, row.key.value, row.key.day, row.count
 		}
 	case protocol.PropertyHourly:
 		rows := sortedRows(b.propHourly, propHourKey.compare)
-		r.makeColumns(len(rows), true, true, true)
+		r.makeColumns(len(rows), true, true)
 		for i, row := range rows {
 			r.eventTypes[i], r.attributes[i], r.values[i], r.hours[i], r.counts[i] = row.key.eventType, row.key.property, row.key.value, row.key.hour, row.count
 		}
 	case protocol.SumDaily:
 		rows := sortedRows(b.sumDaily, sumDayKey.compare)
-		r.makeColumns(len(rows), true, false, false)
+		r.makeColumns(len(rows), false, false)
 		for i, row := range rows {
 			r.eventTypes[i], r.attributes[i], r.days[i], r.counts[i] = row.key.eventType, row.key.attribute, row.key.day, row.count
 		}
 	case protocol.SumHourly:
 		rows := sortedRows(b.sumHourly, sumHourKey.compare)
-		r.makeColumns(len(rows), true, false, true)
+		r.makeColumns(len(rows), false, true)
 		for i, row := range rows {
 			r.eventTypes[i], r.attributes[i], r.hours[i], r.counts[i] = row.key.eventType, row.key.attribute, row.key.hour, row.count
 		}
@@ -266,13 +266,9 @@ func (b *parsedBatch) rows(f protocol.Family) *familyRows {
 }
 
 // makeColumns allocates the columns of n rows of a property or sum family:
-// eventTypes and counts always, attributes and values when asked, and hours
-// or days.
-func (r *familyRows) makeColumns(n int, attributes, values, hourly bool) {
-	r.eventTypes, r.counts = make([]string, n), make([]int64, n)
-	if attributes {
-		r.attributes = make([]string, n)
-	}
+// eventTypes, attributes and counts, values when asked, and hours or days.
+func (r *familyRows) makeColumns(n int, values, hourly bool) {
+	r.eventTypes, r.attributes, r.counts = make([]string, n), make([]string, n), make([]int64, n)
 	if values {
 		r.values = make([]string, n)
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -237,4 +238,55 @@ func FuzzParseBatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkParseBatch parses one default-sized batch of staged fields: only
+// per-user counters (the common case), and a mix of every family.
+func BenchmarkParseBatch(b *testing.B) {
+	s, err := protocol.New("bench")
+	require.NoError(b, err)
+	mixed := make([]protocol.StagedField, 0, defaultBatchSize)
+	for i := range defaultBatchSize {
+		typ := benchEventTypes[i%4]
+		at := day1.Add(time.Duration(i%24) * time.Hour)
+		var c protocol.Counter
+		switch i % 7 {
+		case 0:
+			c = daily(typ+strconv.Itoa(i), at)
+		case 1:
+			c = hourly(typ+strconv.Itoa(i), at)
+		case 2:
+			c = benchUserCounter(i)
+		case 3:
+			c = propDaily(typ, "model", "v-"+strconv.Itoa(i), at)
+		case 4:
+			c = propHourly(typ, "model", "v-"+strconv.Itoa(i), at)
+		case 5:
+			c = sumDaily(typ, "n-"+strconv.Itoa(i), at)
+		default:
+			c = sumHourly(typ, "n-"+strconv.Itoa(i), at)
+		}
+		mixed = append(mixed, protocol.StagedField{Key: s.Key(c), Value: strconv.Itoa(i%97 + 1)})
+	}
+	for _, bc := range []struct {
+		name   string
+		fields []protocol.StagedField
+	}{
+		{"UserDaily", userDailyFields(s, 0, defaultBatchSize)},
+		{"AllFamilies", mixed},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				pb := parseBatch(s, bc.fields)
+				for _, f := range families {
+					_ = pb.rows(f)
+				}
+				if pb.counters != len(bc.fields) {
+					b.Fatalf("counted %d of %d", pb.counters, len(bc.fields))
+				}
+			}
+			b.ReportMetric(float64(len(bc.fields))*float64(b.N)/b.Elapsed().Seconds(), "fields/s")
+		})
+	}
 }

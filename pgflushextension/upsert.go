@@ -13,8 +13,9 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
-// upsertFunc writes one family's rows inside the flush transaction and
-// returns the number of rows inserted or updated.
+// upsertFunc writes one count family's rows inside the flush transaction and
+// returns the number of rows inserted or updated. The sum families always go
+// through upsertSums.
 type upsertFunc func(ctx context.Context, tx pgx.Tx, rows *familyRows) (int64, error)
 
 // Upserts through unnest(): one statement per family, the rows sent as three
