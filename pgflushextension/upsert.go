@@ -18,8 +18,8 @@ import (
 // through upsertSums.
 type upsertFunc func(ctx context.Context, tx pgx.Tx, rows *familyRows) (int64, error)
 
-// Upserts through unnest(): one statement per family, the rows sent as three
-// or four arrays. Measured fastest (see flush_bench_test.go and README.md).
+// Upserts through unnest(): one statement per family, the rows sent as one
+// array per column. Measured fastest (see flush_bench_test.go and README.md).
 // Dates and hours travel as integers since the epoch, so no time zone is
 // involved anywhere.
 const (
