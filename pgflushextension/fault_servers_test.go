@@ -3,16 +3,12 @@ package pgflushextension
 import (
 	"context"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 )
 
@@ -124,9 +120,10 @@ func TestPostgresKilledDuringFlushes(t *testing.T) {
 
 	counters := seedCounters()
 	rng := rand.New(rand.NewPCG(1, 2))
-	want := seed(ctx, t, env.write, counters, rng)
-	stopA := startWriter(ctx, t, env.write, counters, 11, 10_000)
-	stopB := startWriter(ctx, t, env.write, counters, 12, 10_000)
+	write := applyWrite(env.rdb, env.schema)
+	want := seed(ctx, t, write, counters, rng)
+	stopA := startWriter(ctx, t, write, counters, 11, 10_000)
+	stopB := startWriter(ctx, t, write, counters, 12, 10_000)
 
 	for _, step := range []string{stepApplyBegun, stepAfterLedger, stepBeforeCommit, stepAfterCommit} {
 		waitPending(ctx, t, env, 3*int64(cfg.BatchSize))
@@ -150,59 +147,14 @@ func TestPostgresKilledDuringFlushes(t *testing.T) {
 	mergeTotals(want, stopB())
 	flushUntilOK(ctx, t, f)
 	env.db.Reset() // its connections died with the server
-	requireExactTotals(ctx, t, env, want, nil)
-}
-
-// idempotentWriteScript is exporterScript made idempotent the way the
-// exporter does it: a batch marker (SET NX with a TTL) in the same atomic
-// script, so that a batch re-sent after a lost reply is applied once. As in
-// the exporter, only a counter the INCRBY created gets its TTL and its
-// pending entry.
-//
-//	KEYS[1] pending, KEYS[2] batch marker, KEYS[3..] counter keys
-//	ARGV[1] now ms, ARGV[2] counter ttl s, ARGV[3] marker ttl s, ARGV[4..] increments
-var idempotentWriteScript = redis.NewScript(`
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-  return 0
-end
-for i = 3, #KEYS do
-  local n = redis.call('INCRBY', KEYS[i], ARGV[i + 1])
-  if n == tonumber(ARGV[i + 1]) then
-    redis.call('EXPIRE', KEYS[i], ARGV[2])
-    redis.call('ZADD', KEYS[1], 'NX', ARGV[1], KEYS[i])
-  end
-end
-return 1
-`)
-
-// idempotentWrite returns a writeFunc that applies a batch once under a new
-// batch id, re-sending it until Redis acknowledges it (Redis may be down).
-func idempotentWrite(rdb *redis.Client, schema protocol.Schema) writeFunc {
-	return func(ctx context.Context, incs ...increment) error {
-		keys := []string{schema.PendingKey(), schema.BatchKey(uuid.NewString())}
-		args := []any{time.Now().UnixMilli(), int64(testCounterTTL / time.Second), int64(time.Hour / time.Second)}
-		for _, inc := range incs {
-			keys = append(keys, schema.Key(inc.counter))
-			args = append(args, inc.n)
-		}
-		retry := time.NewTicker(5 * time.Millisecond)
-		defer retry.Stop()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			err := idempotentWriteScript.Run(ctx, rdb, keys, args...).Err()
-			if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-				return err
-			}
-			<-retry.C
-		}
-	}
+	requireExactTotals(ctx, t, env, want, env.isBatchMarker)
 }
 
 // TestRedisKilledDuringFlushes SIGKILLs a private Redis (AOF, appendfsync
 // always) between two ticks, inside a tick before and after STAGE, after the
 // commit, after CLEANUP and during recovery, and at random moments of a flush
-// loop, while two writers keep incrementing (idempotently, as the exporter
-// does, so that their own retries count once). After each restart the
+// loop, while two writers keep incrementing with the exporter's apply call
+// (idempotent: their own retries count once). After each restart the
 // flusher finishes its staged batches: the totals are exact and Redis holds
 // nothing but the writers' batch markers.
 func TestRedisKilledDuringFlushes(t *testing.T) {
@@ -218,7 +170,7 @@ func TestRedisKilledDuringFlushes(t *testing.T) {
 	killer := &stepKiller{kill: srv.Kill}
 	f.failpoint = killer.reach // the loop ticks hourly: only the flushes below read it
 
-	write := idempotentWrite(rdb, env.schema)
+	write := applyWrite(rdb, env.schema)
 	counters := seedCounters()
 	rng := rand.New(rand.NewPCG(3, 4))
 	want := seed(ctx, t, write, counters, rng)
@@ -252,6 +204,5 @@ func TestRedisKilledDuringFlushes(t *testing.T) {
 	mergeTotals(want, stopA())
 	mergeTotals(want, stopB())
 	flushUntilOK(ctx, t, f)
-	marker := env.schema.BatchKey("")
-	requireExactTotals(ctx, t, env, want, func(key string) bool { return strings.HasPrefix(key, marker) })
+	requireExactTotals(ctx, t, env, want, env.isBatchMarker)
 }

@@ -140,8 +140,8 @@ func runFaultChild(t *testing.T, env *testEnv, step string, k int, grace string)
 	require.NotContains(t, out.String(), "WARNING: DATA RACE", "race in the child:\n%s", &out)
 }
 
-// seedCounters returns 600 counters, 200 per family, some with characters
-// that need escaping.
+// seedCounters returns 771 counters: 200 of each of the first three
+// families, 101 property and 70 sum counters, some with characters that need escaping.
 func seedCounters() []protocol.Counter {
 	var cs []protocol.Counter
 	for i := range 20 {
@@ -169,7 +169,43 @@ func seedCounters() []protocol.Counter {
 			}
 		}
 	}
+	values := []string{"gpt-4", "a:b{c}%", "모델 ✓", protocol.OverflowValue}
+	for i := range 5 {
+		typ := fmt.Sprintf("gen-%d", i)
+		if i == 0 {
+			typ = "gen:{0}"
+		}
+		for _, prop := range []string{"model", "plan:tier"} {
+			for _, v := range values {
+				for d := range 2 {
+					cs = append(cs, propDaily(typ, prop, v, day1.AddDate(0, 0, d)))
+				}
+			}
+		}
+		for h := range 3 {
+			for _, v := range values[:i%2+1] {
+				cs = append(cs, propHourly(typ, "model", v, day1.Add(time.Duration(h)*time.Hour)))
+			}
+		}
+		for _, attr := range []string{"tokens", "gen_ai.usage:output{x}"} {
+			for d := range 3 {
+				cs = append(cs, sumDaily(typ, attr, day1.AddDate(0, 0, d)))
+			}
+			for h := range 4 {
+				cs = append(cs, sumHourly(typ, attr, day1.Add(time.Duration(h)*time.Hour)))
+			}
+		}
+	}
 	return cs
+}
+
+// randomAmount is a random increment of c for the writers: a count from 1
+// to limit, or a sum from -limit to limit (0 and negative included).
+func randomAmount(rng *rand.Rand, c protocol.Counter, limit int64) int64 {
+	if isSum(c.Family) {
+		return rng.Int64N(2*limit+1) - limit
+	}
+	return 1 + rng.Int64N(limit)
 }
 
 // writeFunc applies one exporter batch.
@@ -183,7 +219,7 @@ func seed(ctx context.Context, t *testing.T, write writeFunc, counters []protoco
 	for i := 0; i < len(counters); i += 100 {
 		var incs []increment
 		for _, c := range counters[i:min(i+100, len(counters))] {
-			incs = append(incs, increment{c, 1 + rng.Int64N(1000)})
+			incs = append(incs, increment{c, randomAmount(rng, c, 1000)})
 		}
 		require.NoError(t, write(ctx, incs...))
 		sent.add(incs...)
@@ -213,7 +249,8 @@ func pacedWriter(ctx context.Context, t *testing.T, write writeFunc, counters []
 		}
 		incs := make([]increment, 1+rng.IntN(5))
 		for i := range incs {
-			incs[i] = increment{counters[rng.IntN(len(counters))], 1 + rng.Int64N(100)}
+			c := counters[rng.IntN(len(counters))]
+			incs[i] = increment{c, randomAmount(rng, c, 100)}
 		}
 		if err := write(ctx, incs...); err != nil {
 			if ctx.Err() == nil {
@@ -260,11 +297,15 @@ func requireExactTotals(ctx context.Context, t *testing.T, env *testEnv, want to
 		wantFamily[fam] += n
 	}
 	gotFamily := map[string]int64{}
-	for fam, table := range map[string]string{"daily": "analytics_daily", "hourly": "analytics_hourly", "user_daily": "analytics_user_daily"} {
+	for _, fam := range families {
+		table, column := "analytics_"+fam.String(), "count"
+		if isSum(fam) {
+			column = "sum"
+		}
 		var n int64
-		require.NoError(t, env.db.QueryRow(ctx, "SELECT coalesce(sum(count), 0) FROM "+table).Scan(&n))
-		if n != 0 || wantFamily[fam] != 0 {
-			gotFamily[fam] = n
+		require.NoError(t, env.db.QueryRow(ctx, "SELECT coalesce(sum("+column+"), 0)::int8 FROM "+table).Scan(&n))
+		if _, ok := wantFamily[fam.String()]; ok || n != 0 {
+			gotFamily[fam.String()] = n
 		}
 	}
 	assert.Equal(t, wantFamily, gotFamily, "PostgreSQL sums per family")
@@ -307,8 +348,9 @@ func testKillPoint(t *testing.T, step string, k int) {
 	env := newTestEnv(t)
 	counters := seedCounters()
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	want := seed(ctx, t, env.write, counters, rng)
-	stopWriter := startWriter(ctx, t, env.write, counters, rng.Uint64(), 5000)
+	write := applyWrite(env.rdb, env.schema)
+	want := seed(ctx, t, write, counters, rng)
+	stopWriter := startWriter(ctx, t, write, counters, rng.Uint64(), 5000)
 
 	grace := ""
 	if step == stepRecoveryRead {
@@ -347,5 +389,5 @@ func testKillPoint(t *testing.T, step string, k int) {
 	st, err = f.flush(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, st.counters, "the first flush after the crash finished the job")
-	requireExactTotals(ctx, t, env, want, nil)
+	requireExactTotals(ctx, t, env, want, env.isBatchMarker)
 }

@@ -60,11 +60,13 @@ type flushStats struct {
 	batches int
 	// counters is the number of counters committed by this tick; rows the
 	// rows upserted per family (indexed by protocol.Family).
-	counters    int
-	rows        [len(families) + 1]int64
-	expired     int
-	quarantined int
-	pruned      int64
+	counters int
+	rows     [len(families) + 1]int64
+	// sumsOverflowed counts the sum rows left out, per family.
+	sumsOverflowed [len(families) + 1]int64
+	expired        int
+	quarantined    int
+	pruned         int64
 }
 
 // leftBehind reports whether the tick ran out of time before it moved what
@@ -335,6 +337,7 @@ func (s *flushStats) addBatches(o *flushStats) {
 	s.quarantined += o.quarantined
 	for i := range s.rows {
 		s.rows[i] += o.rows[i]
+		s.sumsOverflowed[i] += o.sumsOverflowed[i]
 	}
 }
 
@@ -409,6 +412,7 @@ func (f *flusher) applyAndFinish(ctx context.Context, id string, fieldCount int,
 		return fmt.Errorf("flush %s: %w", id, err)
 	}
 	f.reach(stepAfterCommit)
+	f.reportOverflows(id, res.overflowed, st)
 	if err := f.store.Finish(ctx, id, b.quarantine); err != nil {
 		f.logger.Warn("flush batch committed but its staging entry was not cleaned up; the ledger makes the retry a no-op",
 			zap.String(keyFlushID, id), zap.Int(keyCounters, fieldCount), zap.Error(err))
@@ -431,6 +435,33 @@ func (f *flusher) applyAndFinish(ctx context.Context, id string, fieldCount int,
 	f.logger.Debug("flush batch committed", zap.String(keyFlushID, id), zap.Int(keyCounters, b.counters),
 		zap.Bool("already_applied", res.alreadyApplied))
 	return nil
+}
+
+// maxOverflowLogs bounds the Error lines logged per batch for sums left out.
+const maxOverflowLogs = 10
+
+// reportOverflows counts the sum rows that the committed batch id left out
+// and logs the first few of them, each with its row.
+func (f *flusher) reportOverflows(id string, overflowed []sumOverflow, st *flushStats) {
+	for i, o := range overflowed {
+		st.sumsOverflowed[o.family]++
+		if i >= maxOverflowLogs {
+			continue
+		}
+		bucket := time.Unix(o.hour*3600, 0).UTC()
+		layout := time.DateOnly
+		if o.family.IsHourly() {
+			layout = "2006-01-02T15:04Z07:00"
+		}
+		f.logger.Error("a staged sum would overflow BIGINT once added to its row in PostgreSQL; the row keeps its value and this amount is dropped",
+			zap.String(keyFlushID, id),
+			zap.Stringer("family", o.family),
+			zap.String("event_type", o.eventType),
+			zap.String("attribute", o.attribute),
+			zap.String("bucket", bucket.Format(layout)),
+			zap.Int64("sum", o.sum),
+			zap.Int("sums_overflowed", len(overflowed)))
+	}
 }
 
 // Metric attribute sets, built once.
@@ -464,4 +495,9 @@ func (f *flusher) record(ctx context.Context, st *flushStats, err error, elapsed
 	tb.PgFlushStagingRecovered.Add(ctx, int64(st.recovered))
 	tb.PgFlushCountersExpired.Add(ctx, int64(st.expired))
 	tb.PgFlushCountersQuarantined.Add(ctx, int64(st.quarantined))
+	for _, fam := range families {
+		if st.sumsOverflowed[fam] > 0 {
+			tb.PgFlushSumsOverflowed.Add(ctx, st.sumsOverflowed[fam], attrFamily[fam])
+		}
+	}
 }

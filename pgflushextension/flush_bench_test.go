@@ -230,7 +230,10 @@ func rowValues(r *familyRows, i int) []any {
 
 // upsertBatch sends one single-row upsert per row in one pgx.Batch.
 func upsertBatch(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
-	s := familySQLs[r.family]
+	s, ok := familySQLs[r.family]
+	if !ok {
+		return upsertUnnest(ctx, tx, r) // the property families: not compared
+	}
 	var row strings.Builder
 	s.writeValuesRow(&row, 0)
 	sql := "INSERT INTO " + s.table + " AS t " + s.targetColumns() + " VALUES " + row.String() + s.onConflict()
@@ -254,7 +257,10 @@ func upsertBatch(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
 // upsertCopy COPYs the rows into a temporary table, then upserts them with
 // one INSERT ... SELECT ... ON CONFLICT.
 func upsertCopy(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
-	s := familySQLs[r.family]
+	s, ok := familySQLs[r.family]
+	if !ok {
+		return upsertUnnest(ctx, tx, r) // the property families: not compared
+	}
 	if _, err := tx.Exec(ctx, s.tmpDDL); err != nil {
 		return 0, fmt.Errorf("create temp table: %w", err)
 	}
@@ -276,7 +282,10 @@ const maxStatementParams = 65535
 // upsertValues sends the rows as multi-row INSERT ... VALUES ... ON CONFLICT
 // statements, as many rows per statement as the parameter limit allows.
 func upsertValues(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) {
-	s := familySQLs[r.family]
+	s, ok := familySQLs[r.family]
+	if !ok {
+		return upsertUnnest(ctx, tx, r) // the property families: not compared
+	}
 	perStatement := maxStatementParams / len(s.columns)
 	var n int64
 	for start := 0; start < r.len(); start += perStatement {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -78,6 +79,14 @@ func rowKey(c protocol.Counter) string {
 		return fmt.Sprintf("daily|%s|%s", c.EventType, c.Start().Format(time.DateOnly))
 	case protocol.Hourly:
 		return fmt.Sprintf("hourly|%s|%s", c.EventType, c.Start().Format("2006-01-02T15"))
+	case protocol.PropertyDaily:
+		return fmt.Sprintf("property_daily|%s|%s|%s|%s", c.EventType, c.Attribute, c.Value, c.Start().Format(time.DateOnly))
+	case protocol.PropertyHourly:
+		return fmt.Sprintf("property_hourly|%s|%s|%s|%s", c.EventType, c.Attribute, c.Value, c.Start().Format("2006-01-02T15"))
+	case protocol.SumDaily:
+		return fmt.Sprintf("sum_daily|%s|%s|%s", c.EventType, c.Attribute, c.Start().Format(time.DateOnly))
+	case protocol.SumHourly:
+		return fmt.Sprintf("sum_hourly|%s|%s|%s", c.EventType, c.Attribute, c.Start().Format("2006-01-02T15"))
 	default:
 		return fmt.Sprintf("user_daily|%s|%s|%s", c.UserID, c.EventType, c.Start().Format(time.DateOnly))
 	}
@@ -93,6 +102,22 @@ func hourly(eventType string, at time.Time) protocol.Counter {
 
 func userDaily(user, eventType string, day time.Time) protocol.Counter {
 	return protocol.Counter{Family: protocol.UserDaily, UserID: user, EventType: eventType, Hour: protocol.HourOf(day) / 24 * 24}
+}
+
+func propDaily(eventType, property, value string, day time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.PropertyDaily, EventType: eventType, Attribute: property, Value: value, Hour: protocol.HourOf(day) / 24 * 24}
+}
+
+func propHourly(eventType, property, value string, at time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.PropertyHourly, EventType: eventType, Attribute: property, Value: value, Hour: protocol.HourOf(at)}
+}
+
+func sumDaily(eventType, attribute string, day time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.SumDaily, EventType: eventType, Attribute: attribute, Hour: protocol.HourOf(day) / 24 * 24}
+}
+
+func sumHourly(eventType, attribute string, at time.Time) protocol.Counter {
+	return protocol.Counter{Family: protocol.SumHourly, EventType: eventType, Attribute: attribute, Hour: protocol.HourOf(at)}
 }
 
 // testEnv is one test's isolated Redis prefix and PostgreSQL database.
@@ -200,6 +225,71 @@ func writeBatch(ctx context.Context, rdb redis.Scripter, schema protocol.Schema,
 	return exporterScript.Run(ctx, rdb, keys, args...).Err()
 }
 
+// applyTTLs are the lifetimes that applyWrite's calls set.
+var applyTTLs = protocol.ApplyTTLs{
+	Counter: testCounterTTL, BatchMarker: time.Hour, ResourceMarker: time.Minute, Guard: time.Hour,
+}
+
+// applyWriteRetryFor bounds how long applyWrite re-sends one batch.
+const applyWriteRetryFor = 30 * time.Second
+
+// applyWrite returns a writeFunc that applies each batch with the
+// exporter's own apply call (protocol.ApplyCall, apply.lua) under a new
+// batch id, re-sending it until Redis acknowledges it (Redis may be down):
+// its batch marker makes a resend of an applied batch a no-op. Increments of
+// one counter in a batch are summed first (a call takes each counter once).
+// A sum that would overflow in Redis is an error: tests keep their sums in
+// range.
+func applyWrite(rdb redis.UniversalClient, schema protocol.Schema) writeFunc {
+	cfg := redisconn.NewDefaultClientConfig()
+	runner := cfg.NewScriptRunner(rdb)
+	return func(ctx context.Context, incs ...increment) error {
+		call := protocol.NewApplyCall(schema)
+		call.AddBatch(uuid.NewString())
+		byCounter := make(map[protocol.Counter]int, len(incs))
+		var counters []increment
+		for _, inc := range incs {
+			if i, ok := byCounter[inc.counter]; ok {
+				counters[i].n += inc.n
+				continue
+			}
+			byCounter[inc.counter] = len(counters)
+			counters = append(counters, inc)
+		}
+		for _, inc := range counters {
+			call.AddCounter(inc.counter, inc.n)
+		}
+		call.Build(applyTTLs)
+		retry := time.NewTicker(5 * time.Millisecond)
+		defer retry.Stop()
+		deadline := time.Now().Add(applyWriteRetryFor)
+		for {
+			res, err := call.Run(ctx, runner)
+			switch {
+			case err == nil && len(res.Overflowed) > 0:
+				return fmt.Errorf("sums overflowed in Redis: %v", res.Overflowed)
+			case err == nil && res.Outcome == protocol.DuplicateResources:
+				return fmt.Errorf("unexpected apply outcome %v", res)
+			case err == nil || ctx.Err() != nil || time.Now().After(deadline):
+				return err // Applied, or AppliedBefore: a resend after a lost reply
+			}
+			<-retry.C
+		}
+	}
+}
+
+// apply applies one exporter batch with the exporter's apply call, which
+// leaves a batch marker behind (see isBatchMarker).
+func (e *testEnv) apply(ctx context.Context, incs ...increment) error {
+	return applyWrite(e.rdb, e.schema)(ctx, incs...)
+}
+
+// isBatchMarker reports whether key is the batch marker of an apply call
+// (they outlive the flush, with a TTL).
+func (e *testEnv) isBatchMarker(key string) bool {
+	return strings.HasPrefix(key, e.schema.BatchKey(""))
+}
+
 // redisTime returns the env's Redis clock, which STAGE stamps staging
 // entries with.
 func (e *testEnv) redisTime(ctx context.Context) time.Time {
@@ -235,7 +325,7 @@ func (e *testEnv) backdateStaging(ctx context.Context, id string, age time.Durat
 	require.InDelta(e.t, score, e.rdb.ZScore(ctx, e.schema.StagingIndexKey(), id).Val(), 0)
 }
 
-// readTotals returns every row of the three tables, keyed like rowKey.
+// readTotals returns every row of the counter tables, keyed like rowKey.
 func (e *testEnv) readTotals(ctx context.Context) totals {
 	e.t.Helper()
 	got := totals{}
@@ -243,6 +333,10 @@ func (e *testEnv) readTotals(ctx context.Context) totals {
 		`SELECT 'daily|' || event_type || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_daily`,
 		`SELECT 'hourly|' || event_type || '|' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24'), count FROM analytics_hourly`,
 		`SELECT 'user_daily|' || user_id || '|' || event_type || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_user_daily`,
+		`SELECT 'property_daily|' || event_type || '|' || property || '|' || value || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_property_daily`,
+		`SELECT 'property_hourly|' || event_type || '|' || property || '|' || value || '|' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24'), count FROM analytics_property_hourly`,
+		`SELECT 'sum_daily|' || event_type || '|' || attribute || '|' || to_char(date, 'YYYY-MM-DD'), sum FROM analytics_sum_daily`,
+		`SELECT 'sum_hourly|' || event_type || '|' || attribute || '|' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24'), sum FROM analytics_sum_hourly`,
 	}
 	for _, q := range queries {
 		rows, err := e.db.Query(ctx, q)

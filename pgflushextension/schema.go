@@ -44,6 +44,40 @@ var schemaDDL = []string{
 	counters   integer     NOT NULL
 )`,
 	`CREATE INDEX IF NOT EXISTS analytics_flush_ledger_applied_at_idx ON analytics_flush_ledger (applied_at)`,
+	`CREATE TABLE IF NOT EXISTS analytics_property_daily (
+	event_type text        NOT NULL,
+	property   text        NOT NULL,
+	value      text        NOT NULL,
+	date       date        NOT NULL,
+	count      bigint      NOT NULL,
+	updated_at timestamptz NOT NULL,
+	PRIMARY KEY (event_type, property, value, date)
+)`,
+	`CREATE TABLE IF NOT EXISTS analytics_property_hourly (
+	event_type text        NOT NULL,
+	property   text        NOT NULL,
+	value      text        NOT NULL,
+	hour       timestamptz NOT NULL,
+	count      bigint      NOT NULL,
+	updated_at timestamptz NOT NULL,
+	PRIMARY KEY (event_type, property, value, hour)
+)`,
+	`CREATE TABLE IF NOT EXISTS analytics_sum_daily (
+	event_type text        NOT NULL,
+	attribute  text        NOT NULL,
+	date       date        NOT NULL,
+	sum        bigint      NOT NULL,
+	updated_at timestamptz NOT NULL,
+	PRIMARY KEY (event_type, attribute, date)
+)`,
+	`CREATE TABLE IF NOT EXISTS analytics_sum_hourly (
+	event_type text        NOT NULL,
+	attribute  text        NOT NULL,
+	hour       timestamptz NOT NULL,
+	sum        bigint      NOT NULL,
+	updated_at timestamptz NOT NULL,
+	PRIMARY KEY (event_type, attribute, hour)
+)`,
 }
 
 // createSchema creates the tables under a transaction-scoped advisory lock.

@@ -13,12 +13,13 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
-// upsertFunc writes one family's rows inside the flush transaction and
-// returns the number of rows inserted or updated.
+// upsertFunc writes one count family's rows inside the flush transaction and
+// returns the number of rows inserted or updated. The sum families always go
+// through upsertSums.
 type upsertFunc func(ctx context.Context, tx pgx.Tx, rows *familyRows) (int64, error)
 
-// Upserts through unnest(): one statement per family, the rows sent as three
-// or four arrays. Measured fastest (see flush_bench_test.go and README.md).
+// Upserts through unnest(): one statement per family, the rows sent as one
+// array per column. Measured fastest (see flush_bench_test.go and README.md).
 // Dates and hours travel as integers since the epoch, so no time zone is
 // involved anywhere.
 const (
@@ -36,6 +37,51 @@ ON CONFLICT (event_type, hour) DO UPDATE SET count = t.count + EXCLUDED.count, u
 SELECT u.user_id, u.event_type, DATE '1970-01-01' + u.day, u.count, now()
 FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[]) AS u(user_id, event_type, day, count)
 ON CONFLICT (user_id, event_type, date) DO UPDATE SET count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at`
+
+	upsertPropertyDailySQL = `INSERT INTO analytics_property_daily AS t (event_type, property, value, date, count, updated_at)
+SELECT u.event_type, u.property, u.value, DATE '1970-01-01' + u.day, u.count, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[]) AS u(event_type, property, value, day, count)
+ON CONFLICT (event_type, property, value, date) DO UPDATE SET count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at`
+
+	upsertPropertyHourlySQL = `INSERT INTO analytics_property_hourly AS t (event_type, property, value, hour, count, updated_at)
+SELECT u.event_type, u.property, u.value, to_timestamp(u.hour * 3600), u.count, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(event_type, property, value, hour, count)
+ON CONFLICT (event_type, property, value, hour) DO UPDATE SET count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at`
+)
+
+// Sum upserts. A sum may leave the BIGINT range once added to its row: the
+// DO UPDATE's WHERE (in numeric, which cannot overflow) then skips that row
+// instead of failing the transaction, which would fail every retry of the
+// batch and stop the flush loop for good. The statement answers the 1-based
+// positions of the input rows it neither inserted nor updated, the
+// overflowed ones (none in the normal case): an anti-join of the input with
+// the RETURNING rows, which are the ones written. The rows are inserted in
+// array order (sorted by primary key), so concurrent flushers lock them in
+// one order.
+const (
+	upsertSumDailySQL = `WITH u AS MATERIALIZED (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[]) WITH ORDINALITY AS u(event_type, attribute, day, sum, ord)
+), w AS (
+	INSERT INTO analytics_sum_daily AS t (event_type, attribute, date, sum, updated_at)
+	SELECT u.event_type, u.attribute, DATE '1970-01-01' + u.day, u.sum, now() FROM u ORDER BY u.ord
+	ON CONFLICT (event_type, attribute, date) DO UPDATE SET sum = t.sum + EXCLUDED.sum, updated_at = EXCLUDED.updated_at
+	WHERE t.sum::numeric + EXCLUDED.sum::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
+	RETURNING t.event_type, t.attribute, t.date
+)
+SELECT u.ord FROM u WHERE NOT EXISTS (
+	SELECT FROM w WHERE w.event_type = u.event_type AND w.attribute = u.attribute AND w.date = DATE '1970-01-01' + u.day)`
+
+	upsertSumHourlySQL = `WITH u AS MATERIALIZED (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY AS u(event_type, attribute, hour, sum, ord)
+), w AS (
+	INSERT INTO analytics_sum_hourly AS t (event_type, attribute, hour, sum, updated_at)
+	SELECT u.event_type, u.attribute, to_timestamp(u.hour * 3600), u.sum, now() FROM u ORDER BY u.ord
+	ON CONFLICT (event_type, attribute, hour) DO UPDATE SET sum = t.sum + EXCLUDED.sum, updated_at = EXCLUDED.updated_at
+	WHERE t.sum::numeric + EXCLUDED.sum::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
+	RETURNING t.event_type, t.attribute, t.hour
+)
+SELECT u.ord FROM u WHERE NOT EXISTS (
+	SELECT FROM w WHERE w.event_type = u.event_type AND w.attribute = u.attribute AND w.hour = to_timestamp(u.hour * 3600))`
 )
 
 // upsertUnnest is the production upsertFunc.
@@ -51,6 +97,10 @@ func upsertUnnest(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) 
 		tag, err = tx.Exec(ctx, upsertHourlySQL, r.eventTypes, r.hours, r.counts)
 	case protocol.UserDaily:
 		tag, err = tx.Exec(ctx, upsertUserDailySQL, r.userIDs, r.eventTypes, r.days, r.counts)
+	case protocol.PropertyDaily:
+		tag, err = tx.Exec(ctx, upsertPropertyDailySQL, r.eventTypes, r.attributes, r.values, r.days, r.counts)
+	case protocol.PropertyHourly:
+		tag, err = tx.Exec(ctx, upsertPropertyHourlySQL, r.eventTypes, r.attributes, r.values, r.hours, r.counts)
 	default:
 		return 0, fmt.Errorf("unknown family %s", r.family)
 	}
@@ -58,6 +108,71 @@ func upsertUnnest(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) 
 		return 0, fmt.Errorf("upsert %s: %w", r.family, err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// isSum reports whether f is a sum family, upserted by upsertSums.
+func isSum(f protocol.Family) bool { return f == protocol.SumDaily || f == protocol.SumHourly }
+
+// upsertSums writes a sum family's rows inside the flush transaction. It
+// returns the number of rows inserted or updated and the positions in r of
+// the rows left out because their row's sum would have left the BIGINT range.
+func upsertSums(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, []int, error) {
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	switch r.family {
+	case protocol.SumDaily:
+		rows, err = tx.Query(ctx, upsertSumDailySQL, r.eventTypes, r.attributes, r.days, r.counts)
+	case protocol.SumHourly:
+		rows, err = tx.Query(ctx, upsertSumHourlySQL, r.eventTypes, r.attributes, r.hours, r.counts)
+	default:
+		return 0, nil, fmt.Errorf("not a sum family: %s", r.family)
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("upsert %s: %w", r.family, err)
+	}
+	var (
+		skipped []int
+		ord     int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&ord}, func() error {
+		if ord < 1 || ord > int64(r.len()) {
+			return fmt.Errorf("row position %d out of range", ord)
+		}
+		skipped = append(skipped, int(ord-1))
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("upsert %s: %w", r.family, err)
+	}
+	return int64(r.len() - len(skipped)), skipped, nil
+}
+
+// sumOverflow is a sum row that the flush left out: added to its row in
+// PostgreSQL, it would have left the BIGINT range.
+type sumOverflow struct {
+	family    protocol.Family
+	eventType string
+	attribute string
+	// hour is the bucket start in hours since the Unix epoch (UTC).
+	hour int64
+	sum  int64
+}
+
+// overflowsOf returns the rows of r at positions.
+func overflowsOf(r *familyRows, positions []int) []sumOverflow {
+	out := make([]sumOverflow, len(positions))
+	for i, p := range positions {
+		o := sumOverflow{family: r.family, eventType: r.eventTypes[p], attribute: r.attributes[p], sum: r.counts[p]}
+		if r.family.IsHourly() {
+			o.hour = r.hours[p]
+		} else {
+			o.hour = int64(r.days[p]) * 24
+		}
+		out[i] = o
+	}
+	return out
 }
 
 // The ledger. applied_at is the time of the last transaction that applied
@@ -84,6 +199,8 @@ type applyResult struct {
 	alreadyApplied bool
 	// rows is the number of rows upserted per family (indexed by Family).
 	rows [len(families) + 1]int64
+	// overflowed lists the sum rows left out (see upsertSums).
+	overflowed []sumOverflow
 }
 
 // maxApplyAttempts bounds the immediate retries of one apply transaction.
@@ -139,6 +256,15 @@ func applyOnce(ctx context.Context, pool *pgxpool.Pool, upsert upsertFunc, id st
 		}
 		for _, r := range rows {
 			if r.len() == 0 {
+				continue
+			}
+			if isSum(r.family) {
+				n, skipped, err := upsertSums(ctx, tx, r)
+				if err != nil {
+					return err
+				}
+				res.rows[r.family] = n
+				res.overflowed = append(res.overflowed, overflowsOf(r, skipped)...)
 				continue
 			}
 			n, err := upsert(ctx, tx, r)

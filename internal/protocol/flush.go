@@ -33,7 +33,8 @@ const (
 //	KEYS[4] claim of this flush id
 //	ARGV[1] batch size, ARGV[2] flush id,
 //	ARGV[3] daily/hourly counter key prefix, ARGV[4] per-user counter key prefix,
-//	ARGV[5] claim TTL (seconds)
+//	ARGV[5] claim TTL (seconds), ARGV[6] property counter key prefix,
+//	ARGV[7] sum counter key prefix
 //
 // It returns {expired, taken, {key1, value1, key2, value2, ...}, rerun}:
 // taken is the number of members removed from the pending set, expired how
@@ -65,7 +66,7 @@ const (
 // id that staged nothing. A claim that is not a hash (written by an older
 // version's recovery) reads as 0 expired.
 //
-// Only keys under the two counter prefixes are ever read and deleted: a
+// Only keys under the four counter prefixes are ever read and deleted: a
 // foreign member cannot delete another application's key (or an exporter
 // batch marker). GETDEL fails with WRONGTYPE on a key of another type, which
 // is left alone. unpack() is chunked at 1000 values to stay below the Lua
@@ -204,15 +205,21 @@ type FlushStore struct {
 	// replicas when configured.
 	runner *redisconn.ScriptRunner
 	schema Schema
-	// counterPrefix and userPrefix are the key prefixes of the counter keys.
+	// counterPrefix, userPrefix, propPrefix and sumPrefix are the key
+	// prefixes of the counter keys.
 	counterPrefix string
 	userPrefix    string
+	propPrefix    string
+	sumPrefix     string
 }
 
 // NewFlushStore returns the flush protocol's calls on client.
 func NewFlushStore(client redis.UniversalClient, runner *redisconn.ScriptRunner, schema Schema) *FlushStore {
 	p := schema.Prefix()
-	return &FlushStore{client: client, runner: runner, schema: schema, counterPrefix: p + ":counter:", userPrefix: p + ":user:"}
+	return &FlushStore{
+		client: client, runner: runner, schema: schema,
+		counterPrefix: p + ":counter:", userPrefix: p + ":user:", propPrefix: p + ":prop:", sumPrefix: p + ":sum:",
+	}
 }
 
 // Stage runs STAGE for flush id: it moves up to batchSize of the oldest
@@ -220,7 +227,7 @@ func NewFlushStore(client redis.UniversalClient, runner *redisconn.ScriptRunner,
 func (s *FlushStore) Stage(ctx context.Context, id string, batchSize int) (StageResult, error) {
 	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id)}
 	reply, err := s.runner.Run(ctx, stageScript, keys, batchSize, id,
-		s.counterPrefix, s.userPrefix, int64(StagingClaimTTL/time.Second)).Slice()
+		s.counterPrefix, s.userPrefix, int64(StagingClaimTTL/time.Second), s.propPrefix, s.sumPrefix).Slice()
 	if err != nil {
 		return StageResult{}, fmt.Errorf("redis stage: %w", err)
 	}

@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -54,4 +55,43 @@ func TestStageFinishAndSnapshot(t *testing.T) {
 	assert.Equal(t, "2", client.HGet(ctx, schema.QuarantineKey(), "bad").Val())
 	require.NoError(t, store.Finish(ctx, "f1", []protocol.QuarantineOp{{Incr: true, Field: "bad", Value: "2"}}))
 	assert.Equal(t, "2", client.HGet(ctx, schema.QuarantineKey(), "bad").Val(), "a re-run quarantines nothing twice")
+}
+
+// TestStageMovesEveryCounterFamily: STAGE moves the property and sum
+// counters too (a zero or negative sum included), not only the daily, hourly
+// and per-user ones, and never a cardinality set.
+func TestStageMovesEveryCounterFamily(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	store := protocol.NewFlushStore(client, runner, schema)
+	counters := map[protocol.Counter]int64{
+		{Family: protocol.Daily, EventType: "view", Hour: day}:                                       1,
+		{Family: protocol.Hourly, EventType: "view", Hour: hour}:                                     2,
+		{Family: protocol.UserDaily, EventType: "view", UserID: "u", Hour: day}:                      3,
+		{Family: protocol.PropertyDaily, EventType: "view", Attribute: "p", Value: "v", Hour: day}:   4,
+		{Family: protocol.PropertyHourly, EventType: "view", Attribute: "p", Value: "v", Hour: hour}: 5,
+		{Family: protocol.SumDaily, EventType: "view", Attribute: "n", Hour: day}:                    -6,
+		{Family: protocol.SumHourly, EventType: "view", Attribute: "n", Hour: hour}:                  0,
+	}
+	call.AddBatch("b")
+	g := call.AddGuard(protocol.Guard{Kind: protocol.GuardPropertyValues, Attribute: "p", Member: "v", Day: day, Limit: 10})
+	var want []protocol.StagedField
+	for c, n := range counters {
+		call.AddGuardedCounter(c, n, protocol.CounterGuards{Dim: g})
+		want = append(want, protocol.StagedField{Key: schema.Key(c), Value: strconv.FormatInt(n, 10)})
+	}
+	call.Build(ttls)
+	_, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+
+	res, err := store.Stage(ctx, "f1", 100)
+	require.NoError(t, err)
+	assert.Equal(t, len(counters), res.Taken)
+	assert.ElementsMatch(t, want, res.Fields)
+	for c := range counters {
+		assert.Zero(t, client.Exists(ctx, schema.Key(c)).Val(), "moved, not copied")
+	}
+	guard := schema.GuardKey(protocol.Guard{Kind: protocol.GuardPropertyValues, Attribute: "p", Day: day})
+	assert.Equal(t, int64(1), client.Exists(ctx, guard).Val(), "the cardinality set stays")
 }

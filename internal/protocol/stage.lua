@@ -18,13 +18,20 @@ if n == 0 then
 end
 redis.call('HSET', claim, 'expired', 0)
 redis.call('EXPIRE', claim, ARGV[5])
-local counterPrefix, userPrefix = ARGV[3], ARGV[4]
-local cl, ul = #counterPrefix, #userPrefix
+local prefixes = {ARGV[3], ARGV[4], ARGV[6], ARGV[7]}
+local function isCounter(key)
+  for _, p in ipairs(prefixes) do
+    if string.sub(key, 1, #p) == p then
+      return true
+    end
+  end
+  return false
+end
 local flat, f, expired = {}, 0, 0
 for i = 1, #popped, 2 do
   local key = popped[i]
   local v = '!foreign'
-  if string.sub(key, 1, cl) == counterPrefix or string.sub(key, 1, ul) == userPrefix then
+  if isCounter(key) then
     v = redis.pcall('GETDEL', key)
     if type(v) == 'table' and v.err then
       v = '!wrongtype'

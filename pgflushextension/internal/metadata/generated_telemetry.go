@@ -37,6 +37,7 @@ type TelemetryBuilder struct {
 	PgFlushRowsUpserted        metric.Int64Counter
 	PgFlushStagingEntries      metric.Int64Gauge
 	PgFlushStagingRecovered    metric.Int64Counter
+	PgFlushSumsOverflowed      metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -133,6 +134,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_pg_flush_staging_recovered",
 		metric.WithDescription("Staging entries applied by recovery, that is left by an earlier failed tick of this instance or by a dead or stuck flusher. [Development]"),
 		metric.WithUnit("{entry}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.PgFlushSumsOverflowed, err = builder.meter.Int64Counter(
+		"otelcol_pg_flush_sums_overflowed",
+		metric.WithDescription("Staged sums left out because adding them to their row in PostgreSQL would have overflowed BIGINT; their flush still commits, so these amounts are dropped (each logged at Error, a few per batch). [Development]"),
+		metric.WithUnit("{row}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

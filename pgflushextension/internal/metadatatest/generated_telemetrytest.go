@@ -187,3 +187,19 @@ func AssertEqualPgFlushStagingRecovered(t *testing.T, tt *componenttest.Telemetr
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
+
+func AssertEqualPgFlushSumsOverflowed(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_pg_flush_sums_overflowed",
+		Description: "Staged sums left out because adding them to their row in PostgreSQL would have overflowed BIGINT; their flush still commits, so these amounts are dropped (each logged at Error, a few per batch). [Development]",
+		Unit:        "{row}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_pg_flush_sums_overflowed")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}

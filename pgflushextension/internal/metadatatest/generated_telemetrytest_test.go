@@ -30,6 +30,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.PgFlushRowsUpserted.Add(context.Background(), 1)
 	tb.PgFlushStagingEntries.Record(context.Background(), 1)
 	tb.PgFlushStagingRecovered.Add(context.Background(), 1)
+	tb.PgFlushSumsOverflowed.Add(context.Background(), 1)
 	AssertEqualPgFlushCountersExpired(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -61,6 +62,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualPgFlushStagingRecovered(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualPgFlushSumsOverflowed(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
