@@ -40,13 +40,25 @@ func newAPI(cfg *Config, runner *query.Runner, logger *zap.Logger, now func() ti
 // routes returns the handler of every path the server answers.
 func (a *api) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v2/query", a.handleQuery)
-	mux.HandleFunc("GET /api/v2/event-names", a.handleEventNames)
-	mux.HandleFunc("GET /healthz", a.handleHealth)
+	mux.HandleFunc("/api/v2/query", only(http.MethodPost, a.handleQuery))
+	mux.HandleFunc("/api/v2/event-names", only(http.MethodGet, a.handleEventNames))
+	mux.HandleFunc("/healthz", only(http.MethodGet, a.handleHealth))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// only answers other methods than method with a 405 and a JSON error.
+func only(method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, "method", fmt.Sprintf("%s %s is not allowed; use %s", r.Method, r.URL.Path, method))
+			return
+		}
+		h(w, r)
+	}
 }
 
 // errorBody is the JSON of every error response.
