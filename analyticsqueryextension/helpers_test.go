@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/extension/extensiontest"
@@ -53,19 +53,26 @@ type env struct {
 // cleanup. It waits until the flusher has connected.
 func newEnv(t testing.TB, interval time.Duration) *env {
 	t.Helper()
+	return newEnvWith(t, map[string]any{"interval": interval.String()})
+}
+
+// newEnvWith is newEnv with pg_flush settings (YAML keys) on top.
+func newEnvWith(t testing.TB, settings map[string]any) *env {
+	t.Helper()
 	rdb, prefix := testservers.SharedRedis(t)
 	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
 	f := pgflushextension.NewFactory()
 	cfg := f.CreateDefaultConfig()
-	require.NoError(t, confmap.NewFromStringMap(map[string]any{
-		"redis":    map[string]any{"endpoint": testservers.RedisEndpoint()},
-		"key_prefix": prefix,
-		"dsn":      string(configopaque.String(testservers.FreshDatabase(t))),
-		"interval": interval.String(),
-		"timeout":  "10s",
+	m := map[string]any{
+		"redis":            map[string]any{"endpoint": testservers.RedisEndpoint()},
+		"key_prefix":       prefix,
+		"dsn":              testservers.FreshDatabase(t),
+		"timeout":          "10s",
 		"ledger_retention": "1000h",
-	}).Unmarshal(cfg))
+	}
+	maps.Copy(m, settings)
+	require.NoError(t, confmap.NewFromStringMap(m).Unmarshal(cfg))
 	require.NoError(t, confmap.Validate(cfg))
 	set := extensiontest.NewNopSettings(f.Type())
 	ext, err := f.Create(context.Background(), set, cfg)
