@@ -29,10 +29,10 @@ func TestQueryExactWhileFlushesRun(t *testing.T) {
 	}
 
 	var (
-		all              []ev
-		attemptsAbove1   int
-		sawStaging       int
-		sawPending      int
+		all            []ev
+		attemptsAbove1 int
+		sawStaging     int
+		sawPending     int
 	)
 	for round := range 6 {
 		var batch []ev

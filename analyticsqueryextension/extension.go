@@ -44,7 +44,7 @@ type queryExtension struct {
 }
 
 var (
-	_ extension.Extension              = (*queryExtension)(nil)
+	_ extension.Extension             = (*queryExtension)(nil)
 	_ extensioncapabilities.Dependent = (*queryExtension)(nil)
 )
 

@@ -31,7 +31,9 @@ import (
 var flusherID = component.MustNewID("pg_flush")
 
 // testHost is a collector host holding the given extensions.
-type testHost struct{ exts map[component.ID]component.Component }
+type testHost struct {
+	exts map[component.ID]component.Component
+}
 
 func (h *testHost) GetExtensions() map[component.ID]component.Component { return h.exts }
 

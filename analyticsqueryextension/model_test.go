@@ -69,7 +69,7 @@ func (mq modelQuery) expect(evs []ev) []string {
 			case "time:day":
 				dims[i] = day.Format(time.DateOnly)
 			case "time:week":
-				dims[i] = day.AddDate(0, 0, -((int(day.Weekday())+6)%7)).Format(time.DateOnly)
+				dims[i] = day.AddDate(0, 0, -((int(day.Weekday()) + 6) % 7)).Format(time.DateOnly)
 			case "time:month":
 				dims[i] = time.Date(day.Year(), day.Month(), 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
 			case "event:name":

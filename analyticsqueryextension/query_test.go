@@ -50,12 +50,18 @@ func modelQueries() []struct {
 	}{
 		{mq: modelQuery{dims: []string{"time:day", "event:name"}, metrics: []string{"events", "visitors"}, from: from, to: to}},
 		{mq: modelQuery{metrics: []string{"visitors", "events"}, from: from, to: to}},
-		{mq: modelQuery{dims: []string{"time:hour"}, metrics: []string{"events"}, from: from, to: to,
-			keep: func(e ev) bool { return e.typ == "page_view" }}, filters: `[["is","event:name",["page_view"]]]`},
+		{mq: modelQuery{
+			dims: []string{"time:hour"}, metrics: []string{"events"}, from: from, to: to,
+			keep: func(e ev) bool { return e.typ == "page_view" },
+		}, filters: `[["is","event:name",["page_view"]]]`},
 		{mq: modelQuery{dims: []string{"time:week", "event:user"}, metrics: []string{"events", "visitors"}, from: from, to: to}},
-		{mq: modelQuery{dims: []string{"time:month"}, metrics: []string{"visitors"}, from: from, to: to,
-			keep: func(e ev) bool { return e.user != "alice" && e.typ != "signup" }, userFilter: true},
-			filters: `[["and",[["is_not","event:user",["alice"]],["is_not","event:name",["signup"]]]]]`},
+		{
+			mq: modelQuery{
+				dims: []string{"time:month"}, metrics: []string{"visitors"}, from: from, to: to,
+				keep: func(e ev) bool { return e.user != "alice" && e.typ != "signup" }, userFilter: true,
+			},
+			filters: `[["and",[["is_not","event:user",["alice"]],["is_not","event:name",["signup"]]]]]`,
+		},
 		{mq: modelQuery{dims: []string{"time:day"}, metrics: []string{"events"}, from: from.AddDate(0, 0, 1), to: from.AddDate(0, 0, 1)}},
 	}
 }

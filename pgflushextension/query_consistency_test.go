@@ -30,7 +30,9 @@ import (
 // which only a test inside this package can do.
 
 // queryHost holds the flusher under test as "pg_flush".
-type queryHost struct{ exts map[component.ID]component.Component }
+type queryHost struct {
+	exts map[component.ID]component.Component
+}
 
 func (h *queryHost) GetExtensions() map[component.ID]component.Component { return h.exts }
 

@@ -33,12 +33,12 @@ type request struct {
 
 // echo is the normalized query returned with the results.
 type echo struct {
-	Metrics    []string `json:"metrics"`
-	DateRange  any      `json:"date_range"`
-	Dimensions []string `json:"dimensions"`
-	Filters    []any    `json:"filters"`
+	Metrics    []string    `json:"metrics"`
+	DateRange  any         `json:"date_range"`
+	Dimensions []string    `json:"dimensions"`
+	Filters    []any       `json:"filters"`
 	OrderBy    [][2]string `json:"order_by"`
-	Limit      int      `json:"limit"`
+	Limit      int         `json:"limit"`
 }
 
 // Parse reads and validates a query. now is the clock of relative ranges
