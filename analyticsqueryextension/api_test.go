@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/bearertokenauthextension"
 	"github.com/stretchr/testify/assert"
@@ -22,7 +21,7 @@ import (
 // field and says why; nothing unknown is ignored.
 func TestBadRequests(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, time.Hour)
+	e := newEnv(t)
 	base := e.startQuery(func(c *Config) { c.MaxLimit = 50; c.MaxCells = 100 })
 	tests := []struct {
 		name, body, field, reason string
@@ -81,7 +80,7 @@ func TestBadRequests(t *testing.T) {
 func TestRoutes(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	e := newEnv(t, time.Hour)
+	e := newEnv(t)
 	base := e.startQuery(nil)
 	status, body := get(ctx, t, base, "/healthz")
 	assert.Equal(t, http.StatusOK, status)
@@ -102,7 +101,7 @@ func TestRoutes(t *testing.T) {
 func TestUnauthorizedWithoutToken(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	e := newEnv(t, time.Hour)
+	e := newEnv(t)
 	authID := component.MustNewID("bearertokenauth")
 	f := bearertokenauthextension.NewFactory()
 	cfg := f.CreateDefaultConfig().(*bearertokenauthextension.Config)

@@ -61,7 +61,7 @@ func TestLifecycle(t *testing.T) {
 	t.Run("flusher not connected yet", func(t *testing.T) {
 		e := newTestExtension(t)
 		require.NoError(t, e.Start(ctx, &testHost{exts: map[component.ID]component.Component{flusherID: notConnected{}}}))
-		t.Cleanup(func() { assert.NoError(t, e.Shutdown(context.Background())) })
+		t.Cleanup(func() { assert.NoError(t, e.Shutdown(context.WithoutCancel(ctx))) })
 		assert.Equal(t, []component.ID{flusherID}, e.Dependencies())
 		base := "http://" + e.addr
 		status, body := get(ctx, t, base, "/healthz")

@@ -50,12 +50,12 @@ type env struct {
 }
 
 // newEnv starts a pg_flush extension (the real one, from its factory) on
-// a fresh key prefix and database; it flushes every interval (an hour: only
-// the tick at its start and the final one at Shutdown) and is shut down at
+// a fresh key prefix and database; it flushes once an hour (so only the
+// tick at its start and the final one at Shutdown run) and is shut down at
 // cleanup. It waits until the flusher has connected.
-func newEnv(t testing.TB, interval time.Duration) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
-	return newEnvWith(t, map[string]any{"interval": interval.String()})
+	return newEnvWith(t, map[string]any{"interval": "1h"})
 }
 
 // newEnvWith is newEnv with pg_flush settings (YAML keys) on top.

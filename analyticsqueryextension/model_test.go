@@ -3,6 +3,7 @@ package analyticsqueryextension
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -99,9 +100,9 @@ func (mq modelQuery) expect(evs []ev) []string {
 		ms := make([]string, len(mq.metrics))
 		for i, m := range mq.metrics {
 			if m == "visitors" {
-				ms[i] = fmt.Sprint(len(g.users))
+				ms[i] = strconv.Itoa(len(g.users))
 			} else {
-				ms[i] = fmt.Sprint(g.events)
+				ms[i] = strconv.FormatInt(g.events, 10)
 			}
 		}
 		out = append(out, strings.Join(g.dims, "|")+" -> "+strings.Join(ms, ","))

@@ -82,7 +82,7 @@ func checkModel(t *testing.T, base string, evs []ev, state string) {
 func TestQueryExactBeforeAndAfterFlush(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	e := newEnv(t, time.Hour)
+	e := newEnv(t)
 	base := e.startQuery(nil)
 
 	assert.Empty(t, getEventNames(ctx, t, base))

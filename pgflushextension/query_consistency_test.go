@@ -177,11 +177,11 @@ func TestQueryExactAtEveryFlushStep(t *testing.T) {
 		steps []string
 	)
 	f.failpoint = func(step string) {
-		got, err := queryTables(ctx, base, consistencyQueries)
+		got, qerr := queryTables(ctx, base, consistencyQueries)
 		mu.Lock()
 		defer mu.Unlock()
 		steps = append(steps, step)
-		if assert.NoError(t, err, step) {
+		if assert.NoError(t, qerr, step) {
 			assert.Equal(t, want, got, "at step %s", step)
 		}
 	}

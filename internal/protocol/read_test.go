@@ -47,16 +47,16 @@ func TestReadStore(t *testing.T) {
 			call.AddCounter(c, int64(i+2))
 		}
 		call.Build(protocol.ApplyTTLs{Counter: time.Hour, BatchMarker: time.Hour, ResourceMarker: time.Hour})
-		_, err := call.Run(ctx, runner)
-		require.NoError(t, err)
+		_, aerr := call.Run(ctx, runner)
+		require.NoError(t, aerr)
 	}
 	apply(view, user)
 	require.NoError(t, rdb.ZAdd(ctx, schema.PendingKey(), redisZ("foreign:key")).Err())
 
 	read := func(members int) map[protocol.Counter]int64 {
 		got := map[protocol.Counter]int64{}
-		n, err := reader.PendingCounters(ctx, nil, func(cv protocol.CounterValue) { got[cv.Counter] += cv.Count })
-		require.NoError(t, err)
+		n, rerr := reader.PendingCounters(ctx, nil, func(cv protocol.CounterValue) { got[cv.Counter] += cv.Count })
+		require.NoError(t, rerr)
 		assert.Equal(t, members, n, "members read, a foreign one included")
 		return got
 	}

@@ -260,6 +260,7 @@ func (q *Query) parseFilter(raw json.RawMessage, field string, depth int) error 
 }
 
 func (q *Query) parseOrder(raw []json.RawMessage) error {
+	q.echo.OrderBy = [][2]string{}
 	for i, o := range raw {
 		field := fieldIndex("order_by", i)
 		var pair []string

@@ -12,6 +12,7 @@ package query
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -77,12 +78,7 @@ type Condition struct {
 
 // matches reports whether value satisfies c.
 func (c Condition) matches(value string) bool {
-	for _, v := range c.Values {
-		if v == value {
-			return !c.Negate
-		}
-	}
-	return c.Negate
+	return slices.Contains(c.Values, value) != c.Negate
 }
 
 // OrderTerm orders the results by a metric or a dimension.
@@ -122,12 +118,7 @@ func (q *Query) timeDimension() (Dimension, bool) {
 
 // has reports whether the query asks for metric m.
 func (q *Query) has(m Metric) bool {
-	for _, x := range q.Metrics {
-		if x == m {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(q.Metrics, m)
 }
 
 // FieldError is a bad request: the request field (a JSON path such as

@@ -134,8 +134,8 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 	staged := make(map[string][]redisCount, len(ids))
 	for _, id := range ids {
 		var entry []redisCount
-		if err := store.StagedCounters(ctx, id, keep, collect(&entry)); err != nil {
-			return nil, false, err
+		if serr := store.StagedCounters(ctx, id, keep, collect(&entry)); serr != nil {
+			return nil, false, serr
 		}
 		staged[id] = entry
 	}
@@ -147,9 +147,9 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 
 	groups := make(map[string]*group)
 	err = pgx.BeginTxFunc(ctx, b.Postgres, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		committed, err := committedIDs(ctx, tx, ids)
-		if err != nil {
-			return err
+		committed, lerr := committedIDs(ctx, tx, ids)
+		if lerr != nil {
+			return lerr
 		}
 		res.Meta.StagingCommitted = len(committed)
 		for _, id := range ids {
@@ -158,15 +158,15 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 			}
 		}
 		for _, pt := range p.parts {
-			if err := r.aggregate(ctx, tx, p, pt, groups); err != nil {
-				return err
+			if aerr := r.aggregate(ctx, tx, p, pt, groups); aerr != nil {
+				return aerr
 			}
 		}
 		addRedis(p, counts, groups)
 		for _, pt := range p.parts {
 			if pt.visitors {
-				if err := dropUsersInPostgres(ctx, tx, p, pt, groups); err != nil {
-					return err
+				if derr := dropUsersInPostgres(ctx, tx, p, pt, groups); derr != nil {
+					return derr
 				}
 			}
 		}
@@ -262,7 +262,8 @@ func (r *Runner) aggregate(ctx context.Context, tx pgx.Tx, p *plan, pt *part, gr
 	}
 	n := 0
 	_, err = pgx.ForEachRow(rows, dest, func() error {
-		if n++; n > r.MaxCells {
+		n++
+		if n > r.MaxCells {
 			return tooManyRows(r.MaxCells)
 		}
 		g := groupFor(groups, render())

@@ -75,6 +75,8 @@ func (s *source) rangeSQL(r TimeRange, args *sqlArgs) string {
 	if s.hourly {
 		return "hour >= to_timestamp(" + args.add(r.From*3600) + "::int8) AND hour < to_timestamp(" + args.add(r.To*3600) + "::int8)"
 	}
-	return "date >= DATE '1970-01-01' + " + args.add(int32(floorDiv(r.From, 24))) + "::int4 AND date < DATE '1970-01-01' + " +
-		args.add(int32(floorDiv(r.To, 24))) + "::int4"
+	// Days since the epoch, sent as int8: parseDateRange keeps them within
+	// the years 0001 to 9999, which PostgreSQL's int4 cast takes.
+	return "date >= DATE '1970-01-01' + " + args.add(floorDiv(r.From, 24)) + "::int4 AND date < DATE '1970-01-01' + " +
+		args.add(floorDiv(r.To, 24)) + "::int4"
 }
