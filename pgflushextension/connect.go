@@ -135,6 +135,7 @@ func (f *flusher) connectLoop(ctx context.Context) bool {
 		switch {
 		case err == nil:
 			f.connected = true
+			f.publishBackends()
 			f.failing = false
 			componentstatus.ReportStatus(f.host, componentstatus.NewEvent(componentstatus.StatusOK))
 			f.logger.Info("pg_flush connected to PostgreSQL and Redis; flushing starts",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -71,6 +72,9 @@ type flusher struct {
 	secrets   []string // the DSN's password, masked in errors
 	pgReady   bool
 	connected bool
+	// backends is set once connected and cleared when Shutdown begins:
+	// what readers in the same collector use (settings.go).
+	backends atomic.Pointer[protocol.Backends]
 
 	// flushMu serializes ticks (loop, Shutdown, tests).
 	flushMu sync.Mutex
@@ -135,6 +139,7 @@ func (f *flusher) Start(ctx context.Context, host component.Host) error {
 		return nil
 	}
 	f.connected = true
+	f.publishBackends()
 	f.wg.Go(func() { f.loop(loopCtx) })
 	f.logger.Info("pg_flush started",
 		zap.String("redis", f.cfg.Redis.Describe()),
@@ -208,6 +213,7 @@ func (f *flusher) Shutdown(ctx context.Context) error {
 	f.closed = true
 	started := f.started
 	f.mu.Unlock()
+	f.backends.Store(nil)
 	defer f.telemetry.Shutdown()
 	if !started {
 		return nil

@@ -413,8 +413,9 @@ func (e *testEnv) keys(ctx context.Context) []string {
 	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 1000).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
-		if strings.HasPrefix(key, claimPrefix) {
-			// Flush id claims stay behind on purpose, but never forever.
+		if strings.HasPrefix(key, claimPrefix) || key == e.schema.FlushGenerationKey() {
+			// Flush id claims and the flush generation stay behind on
+			// purpose, but never forever.
 			ttl, err := e.rdb.TTL(ctx, key).Result()
 			require.NoError(e.t, err)
 			require.Positive(e.t, ttl, "claim %s must expire", key)

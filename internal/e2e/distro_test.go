@@ -66,6 +66,8 @@ type distro struct {
 	httpURL    string
 	healthURL  string
 	metricsURL string
+	// queryURL is the analytics_query extension's base URL.
+	queryURL string
 }
 
 // startDistro starts a collector and waits until it is healthy.
@@ -86,6 +88,7 @@ func launchDistro(t testing.TB, env distroEnv) *distro {
 	}
 	grpcPort, httpPort := testservers.FreePort(t), testservers.FreePort(t)
 	healthPort, metricsPort := testservers.FreePort(t), testservers.FreePort(t)
+	queryPort := testservers.FreePort(t)
 	args := []string{"--config", cfg}
 	for _, o := range env.Overrides {
 		args = append(args, "--config", "yaml:"+o)
@@ -100,6 +103,7 @@ func launchDistro(t testing.TB, env distroEnv) *distro {
 		"OTLP_HTTP_ENDPOINT=127.0.0.1:"+strconv.Itoa(httpPort),
 		"HEALTH_CHECK_ENDPOINT=127.0.0.1:"+strconv.Itoa(healthPort),
 		"METRICS_PORT="+strconv.Itoa(metricsPort),
+		"QUERY_ENDPOINT=127.0.0.1:"+strconv.Itoa(queryPort),
 	)
 	cmd.Env = append(cmd.Env, env.Env...)
 	d := &distro{
@@ -110,6 +114,7 @@ func launchDistro(t testing.TB, env distroEnv) *distro {
 		httpURL:    fmt.Sprintf("http://127.0.0.1:%d", httpPort),
 		healthURL:  fmt.Sprintf("http://127.0.0.1:%d/", healthPort),
 		metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
+		queryURL:   fmt.Sprintf("http://127.0.0.1:%d", queryPort),
 	}
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	require.NoError(t, cmd.Start())

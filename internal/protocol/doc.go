@@ -27,6 +27,7 @@
 //	analytics:staging:{id}                         hash counter key -> count, moved out of the counters by
 //	                                               one flush and kept until PostgreSQL has committed it
 //	analytics:staging-claim:{id}                   marker (with TTL) that flush id {id} was used by a STAGE
+//	analytics:flush-generation                     flush id of the latest STAGE that took counters (TTL: an hour)
 //	analytics:quarantine                           hash of counts the flusher could not parse
 //
 // Event types, user ids, properties and their values are escaped (see [Escape]) so that a value holding
@@ -69,7 +70,17 @@
 //     OverflowValue key instead, in the same atomic step (never dropped), so
 //     totals stay exact and the keys bounded. A call that aborts takes its
 //     new members back.
-//  8. The first write of every script that may allocate is one Redis refuses
+//  8. Counts leave the counter keys only through STAGE, and every STAGE
+//     that takes counters sets the flush generation to its own (unique)
+//     flush id in the same atomic step. A reader (the analytics_query
+//     extension, [ReadStore]) that reads the generation, then the pending
+//     counters and the staging entries, then PostgreSQL (one snapshot,
+//     which says through the ledger which of the staging entries read are
+//     committed already), then the generation again, and finds it
+//     unchanged, has seen every count exactly once: in a counter key, in an
+//     uncommitted staging entry, or in PostgreSQL. A changed generation
+//     means a STAGE ran in between: the reader starts over.
+//  9. The first write of every script that may allocate is one Redis refuses
 //     at maxmemory, so a full Redis refuses a push before it changes
 //     anything, while a flush (which frees memory) still runs.
 package protocol

@@ -30,7 +30,7 @@ const (
 // into a new staging hash, atomically.
 //
 //	KEYS[1] pending sorted set, KEYS[2] staging index, KEYS[3] staging hash of this flush id,
-//	KEYS[4] claim of this flush id
+//	KEYS[4] claim of this flush id, KEYS[5] flush generation
 //	ARGV[1] batch size, ARGV[2] flush id,
 //	ARGV[3] daily/hourly counter key prefix, ARGV[4] per-user counter key prefix,
 //	ARGV[5] claim TTL (seconds), ARGV[6] property counter key prefix,
@@ -52,6 +52,11 @@ const (
 // write after TIME; the script has no shebang flags (no-writes and the
 // like), and TIME reads the clock of the node that serves the prefix's slot
 // in a cluster, the node that runs the whole script.
+//
+// A run that pops members sets the flush generation to its flush id (with
+// the claim's TTL), in the same atomic step: a reader that finds the same
+// generation before and after its reads knows that no count left a counter
+// key in between (see read.go).
 //
 // If the flush id was claimed before (go-redis re-sent the script after a
 // lost reply), it stages nothing, renews the claim's TTL and returns
@@ -225,7 +230,10 @@ func NewFlushStore(client redis.UniversalClient, runner *redisconn.ScriptRunner,
 // Stage runs STAGE for flush id: it moves up to batchSize of the oldest
 // pending counters into the staging hash of id.
 func (s *FlushStore) Stage(ctx context.Context, id string, batchSize int) (StageResult, error) {
-	keys := []string{s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id)}
+	keys := []string{
+		s.schema.PendingKey(), s.schema.StagingIndexKey(), s.schema.StagingKey(id), s.schema.StagingClaimKey(id),
+		s.schema.FlushGenerationKey(),
+	}
 	reply, err := s.runner.Run(ctx, stageScript, keys, batchSize, id,
 		s.counterPrefix, s.userPrefix, int64(StagingClaimTTL/time.Second), s.propPrefix, s.sumPrefix).Slice()
 	if err != nil {

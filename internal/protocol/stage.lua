@@ -1,4 +1,4 @@
-local pending, index, staging, claim = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, index, staging, claim, generation = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXPIRE', claim, ARGV[5]) == 1 then
   local expired = 0
   local c = redis.pcall('HGETALL', claim)
@@ -18,6 +18,7 @@ if n == 0 then
 end
 redis.call('HSET', claim, 'expired', 0)
 redis.call('EXPIRE', claim, ARGV[5])
+redis.call('SET', generation, ARGV[2], 'EX', ARGV[5])
 local prefixes = {ARGV[3], ARGV[4], ARGV[6], ARGV[7]}
 local function isCounter(key)
   for _, p in ipairs(prefixes) do

@@ -266,12 +266,12 @@ type e2eEnv struct {
 }
 
 type endpoints struct {
-	grpc, http, health, metrics string
-	metricsPort                 int
+	grpc, http, health, metrics, query string
+	metricsPort                        int
 }
 
 func newEndpoints() (endpoints, error) {
-	var ports [4]int
+	var ports [5]int
 	seen := map[int]bool{}
 	for i := range ports {
 		for {
@@ -287,7 +287,10 @@ func newEndpoints() (endpoints, error) {
 		}
 	}
 	hp := func(p int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)) }
-	return endpoints{grpc: hp(ports[0]), http: hp(ports[1]), health: hp(ports[2]), metrics: hp(ports[3]), metricsPort: ports[3]}, nil
+	return endpoints{
+		grpc: hp(ports[0]), http: hp(ports[1]), health: hp(ports[2]), metrics: hp(ports[3]), metricsPort: ports[3],
+		query: hp(ports[4]),
+	}, nil
 }
 
 // instance is one configuration's running distro.
@@ -454,6 +457,7 @@ func (e *e2eEnv) start(ctx context.Context, cfg e2eConfig) *instance {
 		"OTLP_HTTP_ENDPOINT="+ep.http,
 		"HEALTH_CHECK_ENDPOINT="+ep.health,
 		"METRICS_PORT="+strconv.Itoa(ep.metricsPort),
+		"QUERY_ENDPOINT="+ep.query,
 		"REDIS_ENDPOINT="+e.redisAddr,
 		"ANALYTICS_KEY_PREFIX="+in.prefix,
 		"FLUSH_INTERVAL="+e.opts.flushInterval.String(),
