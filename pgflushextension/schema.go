@@ -78,6 +78,25 @@ var schemaDDL = []string{
 	updated_at timestamptz NOT NULL,
 	PRIMARY KEY (event_type, attribute, hour)
 )`,
+	// The read side (dashboards, the query API) asks by time range first.
+	// The primary keys lead with event_type (and user_id), which serves one
+	// type's series but not "every type over these days". None of these
+	// indexes holds count, so a flush's upsert of an existing row (count and
+	// updated_at change) can stay a HOT update.
+	//
+	// Daily series of all types over a date range: one row per type and day,
+	// so the index is small and gains an entry once per type and day.
+	`CREATE INDEX IF NOT EXISTS analytics_daily_date_idx ON analytics_daily (date)`,
+	// Hourly series of all types over a time range (24 times the rows of
+	// analytics_daily, so a sequential scan soon costs).
+	`CREATE INDEX IF NOT EXISTS analytics_hourly_hour_idx ON analytics_hourly (hour)`,
+	// Visitors (count(DISTINCT user_id) per date over a range, optionally
+	// for some event types), active users and top users over a range: the
+	// range is one contiguous slice of this index, with the users of a day
+	// in order and the event type at hand, so visitors are an index-only
+	// scan (no heap fetch, no sort of the range by date). It is the primary
+	// key's columns in another order, so entries are no wider than the key's.
+	`CREATE INDEX IF NOT EXISTS analytics_user_daily_date_user_idx ON analytics_user_daily (date, user_id, event_type)`,
 }
 
 // createSchema creates the tables under a transaction-scoped advisory lock.
