@@ -1,0 +1,200 @@
+package redisanalyticsexporter
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
+	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
+)
+
+// detailLogs builds one resource (with resAttrs) holding a "gen" record per
+// attrs, stamped at tsRecord.
+func detailLogs(t *testing.T, resAttrs map[string]any, attrs ...map[string]any) plog.Logs {
+	t.Helper()
+	ld := plog.NewLogs()
+	rl := ld.ResourceLogs().AppendEmpty()
+	require.NoError(t, rl.Resource().Attributes().FromRaw(resAttrs))
+	lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
+	for _, a := range attrs {
+		lr := lrs.AppendEmpty()
+		lr.SetEventName("gen")
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
+		require.NoError(t, lr.Attributes().FromRaw(a))
+	}
+	return ld
+}
+
+// TestPropertiesAndSumsAreCounted: property values (from the record, else
+// its resource, else the default) and integer sums land in their keys; what
+// cannot be counted is dropped by reason while its event still counts.
+func TestPropertiesAndSumsAreCounted(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	cfg.Properties = []PropertyConfig{{Attribute: "model"}, {Attribute: "plan", Default: "free"}}
+	cfg.Sums = []SumConfig{{Attribute: "tokens"}}
+	le, _ := startLogs(t, cfg, metadatatest.NewSettings(tel), componenttest.NewNopHost(), nil)
+
+	ld := detailLogs(t, map[string]any{"model": "from-resource"},
+		map[string]any{"model": "gpt-4", "plan": "pro", "tokens": 10},
+		map[string]any{"model": "gpt-4", "tokens": 20.0},
+		map[string]any{"model": "gpt-4:mini", "tokens": "many"},
+		map[string]any{"tokens": 2.5},
+		map[string]any{"model": 7, "tokens": -4},
+	)
+	require.NoError(t, le.ConsumeLogs(t.Context(), ld))
+
+	hour := protocol.HourOf(tsRecord)
+	day := hour - hour%24
+	schema, err := protocol.New(prefix)
+	require.NoError(t, err)
+	prop := func(fam protocol.Family, attr, value string) string {
+		h := day
+		if fam == protocol.PropertyHourly {
+			h = hour
+		}
+		return schema.Key(protocol.Counter{Family: fam, EventType: "gen", Attribute: attr, Value: value, Hour: h})
+	}
+	want := map[string]int64{}
+	for _, fam := range []protocol.Family{protocol.PropertyDaily, protocol.PropertyHourly} {
+		want[prop(fam, "model", "gpt-4")] = 2
+		want[prop(fam, "model", "gpt-4:mini")] = 1
+		want[prop(fam, "model", "from-resource")] = 1
+		want[prop(fam, "model", "7")] = 1
+		want[prop(fam, "plan", "pro")] = 1
+		want[prop(fam, "plan", "free")] = 4
+	}
+	want[schema.Key(protocol.Counter{Family: protocol.SumDaily, EventType: "gen", Attribute: "tokens", Hour: day})] = 26
+	want[schema.Key(protocol.Counter{Family: protocol.SumHourly, EventType: "gen", Attribute: "tokens", Hour: hour})] = 26
+	want[schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "gen", Hour: day})] = 5
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+
+	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+	metadatatest.AssertEqualExporterRedisAnalyticsValuesDropped(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "not_integer"))},
+	}, opts...)
+}
+
+// TestCardinalityCapsFoldIntoOther: over the day's caps, event types and
+// property values are counted under __other__: the keys stay bounded, the
+// totals exact, across pushes and across exporters sharing the Redis.
+func TestCardinalityCapsFoldIntoOther(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	cfg.Properties = []PropertyConfig{{Attribute: "page"}}
+	cfg.CardinalityLimits = CardinalityLimits{EventTypesPerDay: 10, ValuesPerPropertyPerDay: 20}
+	first, _ := startLogs(t, cfg, metadatatest.NewSettings(tel), componenttest.NewNopHost(), nil)
+	second, _ := startLogs(t, cfg, metadatatest.NewSettings(tel), componenttest.NewNopHost(), nil)
+
+	const types, pages = 300, 500
+	for i, le := range []interface {
+		ConsumeLogs(context.Context, plog.Logs) error
+	}{first, second} {
+		ld := plog.NewLogs()
+		lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+		for j := range types {
+			lr := lrs.AppendEmpty()
+			lr.SetEventName("type-" + strconv.Itoa((j+i*types/2)%types))
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
+			lr.Attributes().PutStr("page", "/p/"+strconv.Itoa(j%pages+i*pages))
+		}
+		require.NoError(t, le.ConsumeLogs(t.Context(), ld))
+	}
+
+	schema, err := protocol.New(prefix)
+	require.NoError(t, err)
+	hour := protocol.HourOf(tsRecord)
+	day := hour - hour%24
+	assert.Equal(t, int64(10), client.SCard(t.Context(), schema.GuardKey(protocol.Guard{Kind: protocol.GuardEventTypes, Day: day})).Val())
+	pending := client.ZRange(t.Context(), schema.PendingKey(), 0, -1).Val()
+	var daily, props, total, propTotal int64
+	for _, k := range pending {
+		c, err := schema.Parse(k)
+		require.NoError(t, err)
+		n, err := client.Get(t.Context(), k).Int64()
+		require.NoError(t, err)
+		switch c.Family {
+		case protocol.Daily:
+			daily++
+			total += n
+		case protocol.PropertyDaily:
+			props++
+			propTotal += n
+		default:
+		}
+	}
+	assert.Equal(t, int64(11), daily, "10 types and __other__")
+	assert.Equal(t, int64(2*types), total, "every event counted")
+	assert.Equal(t, int64(2*types), propTotal, "every page counted")
+	assert.LessOrEqual(t, props, int64(11*21), "at most (types+1) x (values+1) property keys")
+	otherDaily := schema.Key(protocol.Counter{Family: protocol.Daily, EventType: protocol.OverflowValue, Hour: day})
+	// The ten types the first push admitted count under their names in the
+	// second push too (each type appears once per push).
+	assert.Equal(t, strconv.Itoa(2*types-20), client.Get(t.Context(), otherDaily).Val())
+
+	var folded int64
+	overflow, err := tel.GetMetric("otelcol_exporter_redis_analytics_cardinality_overflow")
+	require.NoError(t, err)
+	for _, m := range overflow.Data.(metricdata.Sum[int64]).DataPoints {
+		reason, _ := m.Attributes.Value("reason")
+		if reason.AsString() == "event_types" {
+			folded += m.Value
+		}
+	}
+	assert.Equal(t, int64(2*types-20), folded)
+}
+
+// TestTimeHorizonDropsOldAndFutureEvents: records stamped before
+// max_event_age or after max_clock_skew are dropped with their reasons.
+func TestTimeHorizonDropsOldAndFutureEvents(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	cfg.MaxEventAge, cfg.MaxClockSkew = 48*time.Hour, time.Hour
+	now := time.Now()
+	le, _ := startLogs(t, cfg, metadatatest.NewSettings(tel), componenttest.NewNopHost(), nil)
+	require.NoError(t, le.ConsumeLogs(t.Context(), newLogs([]logRecord{
+		{"old", "", time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC)},
+		{"old", "", now.Add(-49 * time.Hour)},
+		{"future", "", time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"future", "", now.Add(2 * time.Hour)},
+		{"recent", "", now.Add(-47 * time.Hour)},
+		{"soon", "", now.Add(30 * time.Minute)},
+	})))
+	var types []string
+	for _, k := range client.ZRange(t.Context(), prefix+":pending", 0, -1).Val() {
+		schema, err := protocol.New(prefix)
+		require.NoError(t, err)
+		c, err := schema.Parse(k)
+		require.NoError(t, err)
+		if c.Family == protocol.Daily {
+			types = append(types, c.EventType)
+		}
+	}
+	assert.ElementsMatch(t, []string{"recent", "soon"}, types)
+	opts := []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+	metadatatest.AssertEqualExporterRedisAnalyticsEventsDropped(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "too_old"))},
+		{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "in_future"))},
+	}, opts...)
+}
