@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 )
 
@@ -41,6 +42,16 @@ func TestCountsEncodingRoundTrip(t *testing.T) {
 			[]logRecord{{"view", "u1", tsRecord}, {"view", "", tsRecord}, {"", "", tsRecord}},
 			[]logRecord{{"a:b%c", "user with spaces {x}", tsRecord.Add(-50 * 24 * time.Hour)}})},
 		{"int user", newConverter().logs(intUser, &m, -3_600_000_000_000)}, // negative hour
+		{"details", func() *countsRequest {
+			r := detailsRequest()
+			require.Len(t, r.entries, 1)
+			en := r.entries[0]
+			require.Equal(t, [3]int64{1, 1, 0}, [3]int64{en.tooOld, en.inFuture, en.missing})
+			require.Len(t, en.props, 4) // model m:0 and m:1, plan free in two hours
+			require.Len(t, en.sums, 2)
+			require.Equal(t, int64(1), en.valueDrops[valueNotInteger])
+			return r
+		}()},
 		{"excluded and cut", func() *countsRequest {
 			r := testRequest(t, manyRecords(10, 3, "view"))
 			r.entries[0].excluded = true
@@ -161,6 +172,7 @@ func FuzzCountsEncoding(f *testing.F) {
 	seed(&countsRequest{})
 	seed(testRequest(f, []logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}, []logRecord{{"buy", "", tsRecord}}))
 	seed(testRequest(f, manyRecords(50, 7, "x")))
+	seed(detailsRequest())
 	f.Add(sealed([]byte{countsEncodingVersion, 0, 1}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, got, err := countsEncoding{}.Unmarshal(data)
@@ -243,4 +255,27 @@ func BenchmarkCountsEncoding(b *testing.B) {
 			}
 		})
 	}
+}
+
+// detailsRequest is a converted request with property counts, sums, value
+// drops and records outside the time horizon.
+func detailsRequest() *countsRequest {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Properties = []PropertyConfig{{Attribute: "model"}, {Attribute: "plan", Default: "free"}}
+	cfg.Sums = []SumConfig{{Attribute: "tokens"}}
+	m := newMapper(cfg)
+	ld := plog.NewLogs()
+	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for i, at := range []time.Time{tsRecord, tsRecord.Add(time.Hour), tsRecord.Add(-30 * 24 * time.Hour), tsRecord.Add(30 * 24 * time.Hour)} {
+		lr := lrs.AppendEmpty()
+		lr.SetEventName("gen")
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(at))
+		lr.Attributes().PutStr("model", "m:"+strconv.Itoa(i%2))
+		lr.Attributes().PutInt("tokens", int64(-7+100*i))
+	}
+	lr := lrs.AppendEmpty()
+	lr.SetEventName("gen")
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
+	lr.Attributes().PutStr("tokens", "not a number")
+	return newConverter().logs(ld, &m, tsRecord.UnixNano())
 }

@@ -37,7 +37,10 @@ func (e *expected) add(eventType, user string, ts time.Time) {
 var (
 	eventTypes = []string{"page_view", "generation_completed", "a:b%{c}", "été 🎉"}
 	users      = []string{"alice", "bob", "team:42", "ünï{code}", "100%"}
-	base       = time.Date(2025, 6, 1, 22, 0, 0, 0, time.UTC)
+	// base is 22:00 UTC the day before yesterday: its records (up to three
+	// hours later, across midnight) are inside the exporter's time horizon
+	// (max_event_age, max_clock_skew) whenever the tests run.
+	base = time.Now().UTC().Truncate(24 * time.Hour).Add(-26 * time.Hour)
 )
 
 // logsBatch builds n log records exercising every mapping rule, and records

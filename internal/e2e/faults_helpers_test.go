@@ -28,7 +28,8 @@ import (
 // was applied, and the tables must equal the sum of each request's
 // expectation times that multiplicity, exactly.
 
-const probeDay = "2025-06-01" // the UTC day of base, where every probe is counted
+// probeDay is the UTC day of base, where every probe is counted.
+var probeDay = base.Format(time.DateOnly)
 
 // request is one OTLP/HTTP request with what it counts when applied once.
 type request struct {
