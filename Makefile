@@ -86,10 +86,21 @@ run: build
 services:
 	@./scripts/ensure-services.sh
 
+## chromium: install Debian's chromium if missing (the dashboard's browser test runs it headless)
+.PHONY: chromium
+chromium:
+	@./scripts/ensure-chromium.sh
+
 ## test: build the distro (end-to-end tests run it), then all tests with -race against real Redis/PostgreSQL
 .PHONY: test
-test: services build
+test: services chromium build
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
+
+## screenshot: regenerate docs/dashboard.png (the README's picture of the dashboard) with the
+##             browser test's demo week
+.PHONY: screenshot
+screenshot: services chromium build
+	DASHBOARD_SCREENSHOT=$(ROOT)/docs/dashboard.png $(GO) test -count=1 -run '^TestDashboardInBrowser$$' ./internal/e2e/
 
 ## bench: the performance targets (README, Performance): the distro under telemetrygen load next to a
 ##        do-nothing baseline (both durability modes), then the Go benchmarks; one summary (also in

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,9 +16,7 @@ import (
 func get(t *testing.T, h http.Handler, method, target string, header http.Header) *http.Response {
 	t.Helper()
 	req := httptest.NewRequestWithContext(t.Context(), method, target, http.NoBody)
-	for k, v := range header {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, header)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Result()
@@ -77,13 +76,13 @@ func TestHandlerRejects(t *testing.T) {
 		status       int
 	}{
 		{http.MethodGet, "/nope", http.StatusNotFound},
-		{http.MethodGet, "/assets/", http.StatusNotFound},                 // no directory listing
-		{http.MethodGet, "/assets/uplot", http.StatusNotFound},            // nor of a subfolder
-		{http.MethodGet, "/assets/missing.js", http.StatusNotFound},       // unknown asset
-		{http.MethodGet, "/assets/index.html", http.StatusNotFound},       // the page lives at / only
-		{http.MethodGet, "/assets/../dashboard.go", http.StatusNotFound},  // nothing outside static/
-		{http.MethodGet, "/static/dashboard.js", http.StatusNotFound},     // embedded folder name is not a path
-		{http.MethodPost, "/", http.StatusMethodNotAllowed},               // read-only
+		{http.MethodGet, "/assets/", http.StatusNotFound},                // no directory listing
+		{http.MethodGet, "/assets/uplot", http.StatusNotFound},           // nor of a subfolder
+		{http.MethodGet, "/assets/missing.js", http.StatusNotFound},      // unknown asset
+		{http.MethodGet, "/assets/index.html", http.StatusNotFound},      // the page lives at / only
+		{http.MethodGet, "/assets/../dashboard.go", http.StatusNotFound}, // nothing outside static/
+		{http.MethodGet, "/static/dashboard.js", http.StatusNotFound},    // embedded folder name is not a path
+		{http.MethodPost, "/", http.StatusMethodNotAllowed},              // read-only
 		{http.MethodDelete, "/assets/dashboard.js", http.StatusMethodNotAllowed},
 	}
 	for _, tt := range tests {
