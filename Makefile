@@ -52,7 +52,10 @@ TOOLS_BIN := $(ROOT)/.tools/bin
 DIST_SOURCES := $(shell find . -type f -name '*.go' ! -name '*_test.go' \
 	! -path './_build/*' ! -path './bin/*' ! -path './.tools/*' ! -path './internal/tools/*' \
 	! -path './tools/*' ! -path './cmd/sdkload/*' ! -path './internal/sdkload/*' ! -path './.git/*' 2>/dev/null)
-DIST_INPUTS := $(BUILDER_CONFIG) go.mod go.sum internal/tools/go.mod $(DIST_SOURCES)
+# Files compiled in with go:embed: the Lua scripts and the dashboard's page and assets.
+DIST_EMBEDS := $(shell find . -type f \( -name '*.lua' -o -path './analyticsqueryextension/internal/dashboard/static/*' \) \
+	! -path './_build/*' ! -path './.git/*' 2>/dev/null)
+DIST_INPUTS := $(BUILDER_CONFIG) go.mod go.sum internal/tools/go.mod $(DIST_SOURCES) $(DIST_EMBEDS)
 
 .PHONY: all
 all: build

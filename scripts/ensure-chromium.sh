@@ -5,7 +5,8 @@
 #   CHROMIUM_BIN  the browser to use (default: chromium on PATH, else /usr/bin/chromium).
 #
 # A browser that runs (`--version` answers) is left alone. A missing one is installed with apt-get
-# (Debian's `chromium` package) when running as root; otherwise the script says what to install and
+# (Debian's `chromium` package, and fonts-dejavu-core so that the page's text renders in screenshots)
+# when running as root; otherwise the script says what to install and
 # exits 1. Idempotent; silent when Chromium is already there. Exit status 0 = Chromium usable.
 set -euo pipefail
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -74,10 +76,14 @@ func newDemoData(now time.Time) *demoData {
 				switch {
 				case typ == "page_view" && j%4 == 3:
 					// anonymous
-				case j < len(demoUsers) && day < 6:
-					user = demoUsers[(j+day)%len(demoUsers)] // everyone is active on the first days
+				case typ == "search" && j < len(demoUsers) && day < 6:
+					user = demoUsers[(j+day)%len(demoUsers)] // everyone searches on the first days
 				default:
-					user = demoUsers[(j*j+3*day+ti)%len(demoUsers)*(j%3+1)/3] // a few users do most
+					k := (j*j + 3*day + ti) % len(demoUsers) * (j%3 + 1) / 3 // a few users do most
+					if day == 6 {
+						k %= 9 // and not everyone came back today
+					}
+					user = demoUsers[k]
 				}
 				offset := time.Duration(int64(span) * int64((j*7919)%1000) / 1000)
 				d.events = append(d.events, demoEvent{typ: typ, user: user, ts: start.Add(offset)})
@@ -187,6 +193,7 @@ type pageView struct {
 	ErrorShown   bool     `json:"errorShown"`
 	ErrorText    string   `json:"errorText"`
 	Refreshes    int      `json:"refreshes"`
+	DateRange    []string `json:"dateRange"`
 	Granularity  string   `json:"granularity"`
 	SeriesLabels []string `json:"seriesLabels"`
 	Series       map[string][]int64
@@ -212,6 +219,7 @@ const readPageJS = `(() => {
     errorShown: !q('[data-testid="error"]').hidden,
     errorText: q('[data-testid="error"]').textContent,
     refreshes: st.refreshes,
+    dateRange: st.dateRange,
     granularity: st.series ? st.series.granularity : "",
     seriesLabels: st.series ? st.series.labels : [],
     series: st.series ? st.series.events : {},
@@ -351,6 +359,21 @@ func assertPage(t *testing.T, want dashboardWant, v pageView, granularity string
 	}
 }
 
+// httpGet returns the status and body of a GET.
+func httpGet(ctx context.Context, target string) (status int, body []byte, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, http.NoBody)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
 // dashboardOverrides turn on the analytics_query extension of the distro
 // on a private port, reading through the sample config's pg_flush.
 func dashboardOverrides(queryPort int) []string {
@@ -365,6 +388,10 @@ func dashboardOverrides(queryPort int) []string {
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
+	components, err := exec.CommandContext(ctx, distroBinary(t), "components").CombinedOutput()
+	require.NoError(t, err, "%s components: %s", distroBinary(t), components)
+	require.Contains(t, string(components), "- name: analytics_query",
+		"the distro has no analytics_query extension: builder-config.yaml must list analyticsqueryextension")
 	_, prefix := testservers.SharedRedis(t)
 	dsn := testservers.FreshDatabase(t)
 	queryPort := testservers.FreePort(t)
@@ -378,15 +405,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	base := fmt.Sprintf("http://127.0.0.1:%d/", queryPort)
 	waitFor(t, 30*time.Second, 50*time.Millisecond, "analytics_query /healthz", func() bool {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"healthz", http.NoBody)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		status, _, getErr := httpGet(ctx, base+"healthz")
+		return getErr == nil && status == http.StatusOK
 	})
+	status, index, err := httpGet(ctx, base)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, status, "GET / must serve the dashboard (dashboard.Handler() mounted at /): %s", index)
+	require.Contains(t, string(index), "assets/dashboard.js")
 
 	// The demo week ends today (UTC); DAU is today's. Close to midnight,
 	// wait for the new day rather than straddle two (at most two minutes).
@@ -404,14 +429,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	exceptions := &syncBuffer{}
 	tab := browserTab(t, exceptions)
 	page := base + "?" + url.Values{
-		"range": {"custom"}, "from": {demo.from}, "to": {demo.to}, "granularity": {"day"}, "refresh": {"1"},
+		"range": {"7d"}, "granularity": {"day"}, "refresh": {"1"},
 	}.Encode()
 	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(page)))
 
-	// 1. The week per day: every number on the page, exactly.
+	// 1. The last 7 days per day: every number on the page, exactly.
 	v := waitPage(tab, t, "page shows the demo totals", func(v pageView) bool {
 		return v.Refreshes > 0 && v.TotalEvents == want.total && len(v.Charts) == len(want.totals)
 	})
+	assert.Equal(t, []string{demo.from, demo.to}, v.DateRange, "the days of the 7d preset")
 	assertPage(t, want, v, "day")
 	assert.Equal(t, want.dau, v.DAU, "DAU: distinct users today")
 	// Every user is active on the week's first days: the last 7 and 30
