@@ -47,7 +47,8 @@ type demoEvent struct {
 // types with a trend, a dozen users of uneven activity, anonymous page views.
 type demoData struct {
 	events   []demoEvent
-	from, to string // the week, UTC days
+	first    time.Time // the week's first day, midnight UTC
+	from, to string    // the week, UTC days
 }
 
 var (
@@ -62,7 +63,8 @@ var (
 func newDemoData(now time.Time) *demoData {
 	now = now.UTC()
 	today := now.Truncate(24 * time.Hour)
-	d := &demoData{from: today.AddDate(0, 0, -6).Format(time.DateOnly), to: today.Format(time.DateOnly)}
+	first := today.AddDate(0, 0, -6)
+	d := &demoData{first: first, from: first.Format(time.DateOnly), to: today.Format(time.DateOnly)}
 	for day := range 7 {
 		start := today.AddDate(0, 0, day-6)
 		span := 24 * time.Hour
@@ -132,6 +134,24 @@ type dashboardWant struct {
 	userEvents map[string]int64            // user -> events
 	series     map[string]map[string]int64 // event type -> bucket label -> events
 	dau        int64                       // distinct users today
+	buckets    []string                    // the x axis (not for hours: it ends at the current hour)
+}
+
+// bucketLabel is the API's time value of the bucket holding ts: an ISO date
+// (of the Monday for weeks, of the 1st for months), an RFC 3339 hour.
+func bucketLabel(ts time.Time, granularity string) string {
+	ts = ts.UTC()
+	day := ts.Truncate(24 * time.Hour)
+	switch granularity {
+	case "hour":
+		return ts.Truncate(time.Hour).Format(time.RFC3339)
+	case "week":
+		return day.AddDate(0, 0, -(int(day.Weekday())+6)%7).Format(time.DateOnly)
+	case "month":
+		return time.Date(day.Year(), day.Month(), 1, 0, 0, 0, 0, time.UTC).Format(time.DateOnly)
+	default:
+		return day.Format(time.DateOnly)
+	}
 }
 
 func (d *demoData) want(granularity string) dashboardWant {
@@ -147,11 +167,7 @@ func (d *demoData) want(granularity string) dashboardWant {
 		if w.series[e.typ] == nil {
 			w.series[e.typ] = map[string]int64{}
 		}
-		label := e.ts.Format(time.DateOnly)
-		if granularity == "hour" {
-			label = e.ts.Truncate(time.Hour).Format(time.RFC3339)
-		}
-		w.series[e.typ][label]++
+		w.series[e.typ][bucketLabel(e.ts, granularity)]++
 		if e.user == "" {
 			continue
 		}
@@ -167,6 +183,13 @@ func (d *demoData) want(granularity string) dashboardWant {
 	}
 	for typ, us := range typeUsers {
 		w.visitors[typ] = int64(len(us))
+	}
+	if granularity != "hour" { // every bucket of the week's days, empty or not
+		labels := map[string]bool{}
+		for day := range 7 {
+			labels[bucketLabel(d.first.AddDate(0, 0, day), granularity)] = true
+		}
+		w.buckets = slices.Sorted(maps.Keys(labels))
 	}
 	w.allUsers, w.dau = int64(len(all)), int64(len(today))
 	return w
@@ -344,7 +367,7 @@ func assertPage(t *testing.T, want dashboardWant, v pageView, granularity string
 	if granularity == "hour" { // the hours of the week up to now (the hour may just have turned)
 		assert.InDelta(t, 6*24+time.Now().UTC().Hour()+1, len(v.SeriesLabels), 1, "buckets on the x axis")
 	} else {
-		assert.Len(t, v.SeriesLabels, 7, "buckets on the x axis")
+		assert.Equal(t, want.buckets, v.SeriesLabels, "buckets on the x axis")
 	}
 	for typ, series := range want.series {
 		got := v.Series[typ]
@@ -469,22 +492,24 @@ func TestDashboardInBrowser(t *testing.T) {
 	assertPage(t, want, v, "day")
 	assert.Equal(t, want.dau, v.DAU, "DAU with the newcomer")
 
-	// 3. Per hour, chosen on the page as a user would.
-	require.NoError(t, chromedp.Do(tab, chromedp.Evaluate[chromedp.Void](`(() => {
-		const g = document.getElementById("granularity");
-		g.value = "hour";
-		g.dispatchEvent(new Event("change", { bubbles: true }));
-	})()`)))
-	wantHour := demo.want("hour")
-	v = waitPage(tab, t, "page shows hourly charts", func(v pageView) bool {
-		return v.Granularity == "hour" && v.TotalEvents == wantHour.total
-	})
-	assertPage(t, wantHour, v, "hour")
+	// 3. The other granularities, chosen on the page as a user would.
+	for _, granularity := range []string{"hour", "week", "month"} {
+		require.NoError(t, chromedp.Do(tab, chromedp.Evaluate[chromedp.Void](`(() => {
+			const g = document.getElementById("granularity");
+			g.value = "`+granularity+`";
+			g.dispatchEvent(new Event("change", { bubbles: true }));
+		})()`)))
+		w := demo.want(granularity)
+		v = waitPage(tab, t, "page shows charts per "+granularity, func(v pageView) bool {
+			return v.Granularity == granularity && v.TotalEvents == w.total
+		})
+		assertPage(t, w, v, granularity)
+	}
 	assert.Empty(t, exceptions.String(), "uncaught exceptions in the page")
 
 	// 4. The API goes away: the page says so and keeps the last numbers.
 	d.kill()
 	v = waitPage(tab, t, "page shows the API error", func(v pageView) bool { return v.ErrorShown })
 	assert.Contains(t, v.ErrorText, "cannot reach the query API")
-	assert.Equal(t, wantHour.total, v.TotalEvents, "last numbers kept")
+	assert.Equal(t, want.total, v.TotalEvents, "last numbers kept")
 }
