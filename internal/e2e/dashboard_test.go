@@ -397,16 +397,6 @@ func httpGet(ctx context.Context, target string) (status int, body []byte, err e
 	return resp.StatusCode, body, err
 }
 
-// dashboardOverrides turn on the analytics_query extension of the distro
-// on a private port, reading through the sample config's pg_flush.
-func dashboardOverrides(queryPort int) []string {
-	return []string{
-		"extensions::analytics_query::endpoint: 127.0.0.1:" + strconv.Itoa(queryPort),
-		"extensions::analytics_query::flusher: pg_flush",
-		"service::extensions: [healthcheckv2, pg_flush, analytics_query]",
-	}
-}
-
 // TestDashboardInBrowser is the browser test of the built-in dashboard.
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
@@ -423,8 +413,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		// Flushes run while the page reads: its numbers come from both
 		// stores, and must be exact whichever holds them.
 		FlushInterval: 300 * time.Millisecond,
-		Env:           []string{"QUERY_ENDPOINT=127.0.0.1:" + strconv.Itoa(queryPort)},
-		Overrides:     dashboardOverrides(queryPort),
+		// The sample config's analytics_query, on a port of its own.
+		Env: []string{"QUERY_ENDPOINT=127.0.0.1:" + strconv.Itoa(queryPort)},
 	})
 	base := fmt.Sprintf("http://127.0.0.1:%d/", queryPort)
 	waitFor(t, 30*time.Second, 50*time.Millisecond, "analytics_query /healthz", func() bool {
