@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # vendor-uplot.sh [VERSION]: re-vendor uPlot from the npm registry into static/uplot/ (the files the
 # dashboard embeds): the minified IIFE build, its stylesheet and its license. `npm pack` downloads
-# the published tarball; nothing is built. After changing the version, update VENDORED.md and the
-# version in dashboard.go's comment, then run the dashboard tests.
+# the published tarball; nothing is built. After changing the version, update the default VERSION
+# below, VENDORED.md and the version TestVendoredUPlot checks, then run the dashboard's tests.
 set -euo pipefail
 
 VERSION=${1:-1.6.32}
