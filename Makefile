@@ -52,7 +52,10 @@ TOOLS_BIN := $(ROOT)/.tools/bin
 DIST_SOURCES := $(shell find . -type f -name '*.go' ! -name '*_test.go' \
 	! -path './_build/*' ! -path './bin/*' ! -path './.tools/*' ! -path './internal/tools/*' \
 	! -path './tools/*' ! -path './cmd/sdkload/*' ! -path './internal/sdkload/*' ! -path './.git/*' 2>/dev/null)
-DIST_INPUTS := $(BUILDER_CONFIG) go.mod go.sum internal/tools/go.mod $(DIST_SOURCES)
+# Files compiled in with go:embed: the Lua scripts and the dashboard's page and assets.
+DIST_EMBEDS := $(shell find . -type f \( -name '*.lua' -o -path './analyticsqueryextension/internal/dashboard/static/*' \) \
+	! -path './_build/*' ! -path './.git/*' 2>/dev/null)
+DIST_INPUTS := $(BUILDER_CONFIG) go.mod go.sum internal/tools/go.mod $(DIST_SOURCES) $(DIST_EMBEDS)
 
 .PHONY: all
 all: build
@@ -86,10 +89,21 @@ run: build
 services:
 	@./scripts/ensure-services.sh
 
+## chromium: install Debian's chromium if missing (the dashboard's browser test runs it headless)
+.PHONY: chromium
+chromium:
+	@./scripts/ensure-chromium.sh
+
 ## test: build the distro (end-to-end tests run it), then all tests with -race against real Redis/PostgreSQL
 .PHONY: test
-test: services build
+test: services chromium build
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
+
+## screenshot: regenerate docs/dashboard.png (the README's picture of the dashboard) with the
+##             browser test's demo week
+.PHONY: screenshot
+screenshot: services chromium build
+	DASHBOARD_SCREENSHOT=$(ROOT)/docs/dashboard.png $(GO) test -count=1 -run '^TestDashboardInBrowser$$' ./internal/e2e/
 
 ## bench: the performance targets (README, Performance): the distro under telemetrygen load next to a
 ##        do-nothing baseline (both durability modes), then the Go benchmarks; one summary (also in

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/otelcol-analytics/otelcol-analytics/analyticsqueryextension/internal/dashboard"
 	"github.com/otelcol-analytics/otelcol-analytics/analyticsqueryextension/internal/query"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
@@ -43,6 +44,10 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("/api/v2/query", only(http.MethodPost, a.handleQuery))
 	mux.HandleFunc("/api/v2/event-names", only(http.MethodGet, a.handleEventNames))
 	mux.HandleFunc("/healthz", only(http.MethodGet, a.handleHealth))
+	// The built-in dashboard: its page and its assets, embedded.
+	dash := dashboard.Handler()
+	mux.Handle("/{$}", dash)
+	mux.Handle(dashboard.AssetsPrefix, dash)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
