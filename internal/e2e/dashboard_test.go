@@ -43,7 +43,8 @@ type demoEvent struct {
 	ts        time.Time
 }
 
-// demoData is a week of a small product's events, ending now: five event
+// demoData is a week of a small product's events, ending now (its first
+// day empty, see newDemoData): five event
 // types with a trend, a dozen users of uneven activity, anonymous page views.
 type demoData struct {
 	events   []demoEvent
@@ -65,7 +66,9 @@ func newDemoData(now time.Time) *demoData {
 	today := now.Truncate(24 * time.Hour)
 	first := today.AddDate(0, 0, -6)
 	d := &demoData{first: first, from: first.Format(time.DateOnly), to: today.Format(time.DateOnly)}
-	for day := range 7 {
+	// The week's first day stays empty: its hours are partly older than the
+	// exporter's max_event_age (6 days), which would drop them.
+	for day := 1; day < 7; day++ {
 		start := today.AddDate(0, 0, day-6)
 		span := 24 * time.Hour
 		if day == 6 { // today: only the hours that have passed
