@@ -365,11 +365,11 @@ func (a *aggregator) finalize(m *mapper) {
 		}
 		a.hourly[typeHour{typ: p.typeIdx, hour: ph.hour}] += n
 		if p.userID != "" {
-			a.userDaily[userBucket{typ: p.key.typ, user: p.userID, day: ph.hour - floorMod(ph.hour, 24)}] += n
+			a.userDaily[userBucket{typ: p.key.typ, user: p.userID, day: dayOf(ph.hour)}] += n
 		}
 	}
 	for th, n := range a.hourly {
-		a.daily[typeHour{typ: th.typ, hour: th.hour - floorMod(th.hour, 24)}] += n
+		a.daily[typeHour{typ: th.typ, hour: dayOf(th.hour)}] += n
 	}
 	a.finalizeDetails(m)
 }
@@ -410,7 +410,7 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 	if p.userID == "" {
 		return
 	}
-	day := hour - floorMod(hour, 24)
+	day := dayOf(hour)
 	for i := range a.days {
 		if a.days[i].hour == day {
 			a.days[i].n += n
@@ -468,10 +468,12 @@ func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits C
 	a.call.Build(ttls)
 }
 
-func floorMod(a, b int64) int64 {
-	m := a % b
+// dayOf returns the first hour of the UTC day of hour (hours since the
+// Unix epoch, negative before 1970).
+func dayOf(hour int64) int64 {
+	m := hour % 24
 	if m < 0 {
-		m += b
+		m += 24
 	}
-	return m
+	return hour - m
 }

@@ -127,10 +127,10 @@ func TestCardinalityCapsFoldIntoOther(t *testing.T) {
 	pending := client.ZRange(t.Context(), schema.PendingKey(), 0, -1).Val()
 	var daily, props, total, propTotal int64
 	for _, k := range pending {
-		c, err := schema.Parse(k)
-		require.NoError(t, err)
-		n, err := client.Get(t.Context(), k).Int64()
-		require.NoError(t, err)
+		c, parseErr := schema.Parse(k)
+		require.NoError(t, parseErr)
+		n, getErr := client.Get(t.Context(), k).Int64()
+		require.NoError(t, getErr)
 		switch c.Family {
 		case protocol.Daily:
 			daily++

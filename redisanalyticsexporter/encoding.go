@@ -280,7 +280,10 @@ func (d *decoder) entry() (entryCounts, error) {
 	if mapped != en.records {
 		return en, fmt.Errorf("entry counts %d of its %d records", mapped, en.records)
 	}
-	return en, d.details(&en)
+	if err := d.details(&en); err != nil {
+		return en, err
+	}
+	return en, nil
 }
 
 // details reads an entry's value drops, property counts and sums.

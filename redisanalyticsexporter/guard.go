@@ -92,5 +92,3 @@ func (g *guardSet) sumValues(position int) int64 {
 	}
 	return 0
 }
-
-func dayOf(hour int64) int64 { return hour - floorMod(hour, 24) }
