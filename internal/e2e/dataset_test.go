@@ -10,16 +10,53 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// expected holds the rows the three tables must end up with, computed here
+// expected holds the rows the tables must end up with, computed here
 // independently of the exporter's code: "type|2025-06-01", "type|2025-06-01T10",
-// "user|type|2025-06-01".
+// "user|type|2025-06-01", "type|property|value|2025-06-01" and
+// "type|attribute|2025-06-01" (the sample config's properties and sums).
 type expected struct {
-	daily, hourly, userDaily map[string]int64
-	events                   int64
+	daily, hourly, userDaily, propDaily, sumDaily map[string]int64
+	events                                        int64
 }
 
 func newExpected() *expected {
-	return &expected{daily: map[string]int64{}, hourly: map[string]int64{}, userDaily: map[string]int64{}}
+	return &expected{
+		daily: map[string]int64{}, hourly: map[string]int64{}, userDaily: map[string]int64{},
+		propDaily: map[string]int64{}, sumDaily: map[string]int64{},
+	}
+}
+
+// expectedTable is one table of expected.
+type expectedTable struct {
+	name string
+	rows map[string]int64
+}
+
+// tables lists e's rows by table, always in the same order.
+func (e *expected) tables() []expectedTable {
+	return []expectedTable{
+		{"analytics_daily", e.daily}, {"analytics_hourly", e.hourly}, {"analytics_user_daily", e.userDaily},
+		{"analytics_property_daily", e.propDaily}, {"analytics_sum_daily", e.sumDaily},
+	}
+}
+
+// The sample config's property and sum (testdata/config.yaml).
+const (
+	modelProperty = "model"
+	tokensSum     = "gen_ai.usage.output_tokens"
+)
+
+// models are awkward property values: the separator, the escape byte, braces, unicode.
+var models = []string{"gpt-4", "a:b%{c}", "modèle ✨"}
+
+// addProp counts an event of eventType at ts with property value.
+func (e *expected) addProp(eventType, value string, ts time.Time) {
+	e.propDaily[eventType+"|"+modelProperty+"|"+value+"|"+ts.UTC().Format(time.DateOnly)]++
+}
+
+// addSum adds n to the sum of eventType's day of ts.
+func (e *expected) addSum(eventType string, n int64, ts time.Time) {
+	e.sumDaily[eventType+"|"+tokensSum+"|"+ts.UTC().Format(time.DateOnly)] += n
 }
 
 func (e *expected) add(eventType, user string, ts time.Time) {
@@ -69,11 +106,15 @@ func logsBatch(n, seed int, exp *expected) plog.Logs {
 			user := users[k%len(users)]
 			lr.Attributes().PutStr("user.id", user)
 			exp.add(eventType, user, ts)
+			lr.Attributes().PutStr(modelProperty, models[k%len(models)]) // a property
+			exp.addProp(eventType, models[k%len(models)], ts)
 		case 1: // event.name attribute, user from the resource
 			lr := recsUser.AppendEmpty()
 			lr.Attributes().PutStr("event.name", eventType)
 			lr.SetTimestamp(pcommon.NewTimestampFromTime(ts))
 			exp.add(eventType, "resource-user", ts)
+			lr.Attributes().PutInt(tokensSum, int64(k%50)) // a sum
+			exp.addSum(eventType, int64(k%50), ts)
 		case 2: // only ObservedTimestamp; enduser.id as the fallback attribute
 			lr := recsAnon.AppendEmpty()
 			lr.SetEventName(eventType)
@@ -145,11 +186,22 @@ func tracesBatch(n, seed int, exp *expected) ptrace.Traces {
 			sp.Attributes().PutStr("enduser.id", user)
 		}
 		exp.add(eventType, user, ts)
-		if k%3 == 0 { // a product event recorded on the span, with its own time
+		model := ""
+		if k%5 < 2 { // a property on the span, which its events inherit
+			model = models[k%len(models)]
+			sp.Attributes().PutStr(modelProperty, model)
+			exp.addProp(eventType, model, ts)
+		}
+		if k%3 == 0 { // a product event recorded on the span, with its own time and tokens
 			se := sp.Events().AppendEmpty()
 			se.SetName("event:" + eventTypes[k%len(eventTypes)])
 			se.SetTimestamp(pcommon.NewTimestampFromTime(ts.Add(time.Minute)))
+			se.Attributes().PutInt(tokensSum, int64(k%7))
 			exp.add(se.Name(), user, ts.Add(time.Minute))
+			exp.addSum(se.Name(), int64(k%7), ts.Add(time.Minute))
+			if model != "" {
+				exp.addProp(se.Name(), model, ts.Add(time.Minute))
+			}
 		}
 	}
 	return td

@@ -83,11 +83,10 @@ func mixedRequest(id, logs, spans int) (*request, error) {
 
 // addTimes adds o's rows, times n, to e.
 func (e *expected) addTimes(o *expected, n int64) {
-	for _, p := range []struct{ dst, src map[string]int64 }{
-		{e.daily, o.daily}, {e.hourly, o.hourly}, {e.userDaily, o.userDaily},
-	} {
-		for k, v := range p.src {
-			p.dst[k] += v * n
+	src := o.tables()
+	for i, dst := range e.tables() {
+		for k, v := range src[i].rows {
+			dst.rows[k] += v * n
 		}
 	}
 	e.events += o.events * n
@@ -106,18 +105,27 @@ func multiplicities(got *expected, reqs []*request) (mult map[int]int64, want *e
 	return mult, want
 }
 
-// assertTables compares the three tables with want, key by key, and
-// reports the first differing rows of each (the tables can hold 20 000 rows).
+// tablePair is one table's expected and actual rows.
+type tablePair struct {
+	table     string
+	want, got map[string]int64
+}
+
+// pairTables pairs want's and got's tables.
+func pairTables(want, got *expected) []tablePair {
+	g := got.tables()
+	pairs := make([]tablePair, 0, len(g))
+	for i, w := range want.tables() {
+		pairs = append(pairs, tablePair{table: w.name, want: w.rows, got: g[i].rows})
+	}
+	return pairs
+}
+
+// assertTables compares the tables with want, key by key, and reports the
+// first differing rows of each (the tables can hold 20 000 rows).
 func assertTables(t testing.TB, want, got *expected) {
 	t.Helper()
-	for _, p := range []struct {
-		table     string
-		want, got map[string]int64
-	}{
-		{"analytics_daily", want.daily, got.daily},
-		{"analytics_hourly", want.hourly, got.hourly},
-		{"analytics_user_daily", want.userDaily, got.userDaily},
-	} {
+	for _, p := range pairTables(want, got) {
 		var diff []string
 		for _, k := range slices.Sorted(maps.Keys(p.want)) {
 			if g, ok := p.got[k]; !ok || g != p.want[k] {
@@ -137,23 +145,21 @@ func assertTables(t testing.TB, want, got *expected) {
 	}
 }
 
-// sameTables reports whether got equals want on all three tables.
+// sameTables reports whether got equals want on every table.
 func sameTables(want, got *expected) bool {
-	return maps.Equal(want.daily, got.daily) && maps.Equal(want.hourly, got.hourly) &&
-		maps.Equal(want.userDaily, got.userDaily)
+	for _, p := range pairTables(want, got) {
+		if !maps.Equal(p.want, p.got) {
+			return false
+		}
+	}
+	return true
 }
 
 // overcounted returns a row of got that is larger than in want, if any: a
-// count that can only grow must never pass its final value.
+// count (or a sum of non-negative values, as the dataset's) that can only
+// grow must never pass its final value.
 func overcounted(want, got *expected) string {
-	for _, p := range []struct {
-		table     string
-		want, got map[string]int64
-	}{
-		{"analytics_daily", want.daily, got.daily},
-		{"analytics_hourly", want.hourly, got.hourly},
-		{"analytics_user_daily", want.userDaily, got.userDaily},
-	} {
+	for _, p := range pairTables(want, got) {
 		for k, v := range p.got {
 			if v > p.want[k] {
 				return fmt.Sprintf("%s %q = %d > %d", p.table, k, v, p.want[k])

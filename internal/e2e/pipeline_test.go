@@ -17,7 +17,7 @@ import (
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
 )
 
-// tableRows reads the three analytics tables in the shape of expected.
+// tableRows reads the analytics tables in the shape of expected.
 func tableRows(ctx context.Context, t testing.TB, dsn string) *expected {
 	t.Helper()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -31,6 +31,8 @@ func tableRows(ctx context.Context, t testing.TB, dsn string) *expected {
 		{`SELECT event_type || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_daily`, got.daily},
 		{`SELECT event_type || '|' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24'), count FROM analytics_hourly`, got.hourly},
 		{`SELECT user_id || '|' || event_type || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_user_daily`, got.userDaily},
+		{`SELECT event_type || '|' || property || '|' || value || '|' || to_char(date, 'YYYY-MM-DD'), count FROM analytics_property_daily`, got.propDaily},
+		{`SELECT event_type || '|' || attribute || '|' || to_char(date, 'YYYY-MM-DD'), sum FROM analytics_sum_daily`, got.sumDaily},
 	}
 	for _, q := range queries {
 		rows, err := conn.Query(ctx, q.sql)
@@ -96,10 +98,7 @@ func TestDistroCountsOnShutdownFlush(t *testing.T) {
 // pending member or staging entry is left under prefix.
 func assertFlushedExactly(ctx context.Context, t *testing.T, rdb redis.Cmdable, dsn, prefix string, exp *expected) {
 	t.Helper()
-	got := tableRows(ctx, t, dsn)
-	assert.Equal(t, exp.daily, got.daily)
-	assert.Equal(t, exp.hourly, got.hourly)
-	assert.Equal(t, exp.userDaily, got.userDaily)
+	assertTables(t, exp, tableRows(ctx, t, dsn))
 	assert.Zero(t, rdb.ZCard(ctx, prefix+":pending").Val(), "pending set drained")
 	assert.Zero(t, rdb.ZCard(ctx, prefix+":staging").Val(), "no staging entry left")
 }
@@ -123,11 +122,9 @@ func TestDistroPeriodicFlush(t *testing.T) {
 	var got *expected
 	require.Eventually(t, func() bool {
 		got = tableRows(ctx, t, dsn)
-		return len(got.daily) == len(exp.daily) && sum(got.daily) == sum(exp.daily) && sum(got.userDaily) == sum(exp.userDaily)
+		return sameTables(exp, got)
 	}, 30*time.Second, 100*time.Millisecond, "periodic flush did not catch up")
-	assert.Equal(t, exp.daily, got.daily)
-	assert.Equal(t, exp.hourly, got.hourly)
-	assert.Equal(t, exp.userDaily, got.userDaily)
+	assertTables(t, exp, got)
 	d.stop()
 }
 
