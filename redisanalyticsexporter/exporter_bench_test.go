@@ -137,7 +137,7 @@ func configureBenchDetails(cfg *Config) {
 // addBenchDetails puts model, plan and tokens on every record of ld, as a
 // generative AI product's generation events carry them.
 func addBenchDetails(ld plog.Logs) {
-	rng := rand.New(rand.NewPCG(2, 3)) //nolint:gosec // deterministic test data
+	rng := rand.New(rand.NewPCG(2, 3))
 	models := [...]string{"gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-pro", "llama-3.1-70b"}
 	plans := [...]string{"free", "pro", "team"}
 	rls := ld.ResourceLogs()
