@@ -19,7 +19,7 @@ func telemetrygenTraces(n int) ptrace.Traces {
 	rs.Resource().Attributes().PutStr("service.name", "telemetrygen")
 	spans := rs.ScopeSpans().AppendEmpty().Spans()
 	spans.EnsureCapacity(n)
-	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	start := benchDay().Add(12 * time.Hour)
 	for i := range n {
 		span := spans.AppendEmpty()
 		var tid [16]byte
@@ -68,6 +68,27 @@ func BenchmarkConvert(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N*td.SpanCount())/b.Elapsed().Seconds(), "events/s")
 	})
+}
+
+// BenchmarkConvertDetails is BenchmarkConvert/logs for each of
+// detailVariants (compare with benchstat -col /details).
+func BenchmarkConvertDetails(b *testing.B) {
+	now := time.Now().UnixNano()
+	for _, v := range detailVariants {
+		b.Run("details="+v.name, func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			v.configure(cfg)
+			m := newMapper(cfg)
+			ld := realisticLogs(100)
+			v.decorate(ld)
+			c := newConverter()
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = c.logs(ld, &m, now)
+			}
+			reportPerEvent(b, ld.LogRecordCount())
+		})
+	}
 }
 
 // BenchmarkConvertAfterDecode measures the conversion where the distro runs

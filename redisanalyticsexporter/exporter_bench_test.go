@@ -35,15 +35,23 @@ const (
 
 var benchUserCounts = []int{100, 1_000, 10_000}
 
+// benchDay is the UTC day the benchmarks' records are stamped in:
+// yesterday, inside the default max_event_age and never in the future (a
+// fixed date would fall out of the time horizon and every record would be
+// dropped as too old).
+func benchDay() time.Time {
+	return time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
+}
+
 // realisticLogs builds one batch of benchBatchSize records as an SDK would
 // send it: a few resources (services), each with a scope and records carrying
 // the event name, a user id and some unrelated attributes, timestamps spread
-// over one UTC day.
+// over one UTC day (benchDay).
 func realisticLogs(users int) plog.Logs {
 	const n = benchBatchSize
 	rng := rand.New(rand.NewPCG(1, uint64(users))) //nolint:gosec // deterministic test data
 	types := [benchEventTypes]string{"page_view", "button_click", "generation_completed", "user_signup"}
-	day := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	day := benchDay()
 	ld := plog.NewLogs()
 	const resources = 4
 	for r := range resources {
@@ -97,6 +105,108 @@ func BenchmarkAggregate(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")
+		})
+	}
+}
+
+// detailVariant is one setting of event details for the push-path
+// benchmarks: what the config counts and what the records carry.
+type detailVariant struct {
+	name      string
+	configure func(*Config)
+	// decorate adds attributes to every record of ld.
+	decorate func(ld plog.Logs)
+}
+
+// detailVariants are realisticLogs without details, then with two
+// properties (model: 5 values, plan: 3 values) and one integer sum (tokens)
+// on every record but not configured (the cost of the larger attribute
+// maps alone), then configured: the cost of the details is the difference
+// between the first and the last.
+var detailVariants = []detailVariant{
+	{name: "none", configure: func(*Config) {}, decorate: func(plog.Logs) {}},
+	{name: "attributes-only", configure: func(*Config) {}, decorate: addBenchDetails},
+	{name: "2props+1sum", configure: configureBenchDetails, decorate: addBenchDetails},
+}
+
+func configureBenchDetails(cfg *Config) {
+	cfg.Properties = []PropertyConfig{{Attribute: "model"}, {Attribute: "plan", Default: "free"}}
+	cfg.Sums = []SumConfig{{Attribute: "tokens"}}
+}
+
+// addBenchDetails puts model, plan and tokens on every record of ld, as a
+// generative AI product's generation events carry them.
+func addBenchDetails(ld plog.Logs) {
+	rng := rand.New(rand.NewPCG(2, 3))
+	models := [...]string{"gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-pro", "llama-3.1-70b"}
+	plans := [...]string{"free", "pro", "team"}
+	rls := ld.ResourceLogs()
+	for i := range rls.Len() {
+		sls := rls.At(i).ScopeLogs()
+		for j := range sls.Len() {
+			lrs := sls.At(j).LogRecords()
+			for k := range lrs.Len() {
+				attrs := lrs.At(k).Attributes()
+				attrs.PutStr("model", models[rng.IntN(len(models))])
+				attrs.PutStr("plan", plans[rng.IntN(len(plans))])
+				attrs.PutInt("tokens", 1+rng.Int64N(4000))
+			}
+		}
+	}
+}
+
+// reportPerEvent adds events/s and ns/event for b.N batches of batchSize
+// records.
+func reportPerEvent(b *testing.B, batchSize int) {
+	events := float64(b.N * batchSize)
+	b.ReportMetric(events/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/events, "ns/event")
+}
+
+// BenchmarkAggregateDetails is BenchmarkAggregate/users=100 for each of
+// detailVariants (compare with benchstat -col /details).
+func BenchmarkAggregateDetails(b *testing.B) {
+	for _, v := range detailVariants {
+		b.Run("details="+v.name, func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			v.configure(cfg)
+			m := newMapper(cfg)
+			ld := realisticLogs(100)
+			v.decorate(ld)
+			c := newConverter()
+			a := newAggregator(testSchema)
+			now := time.Now()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := c.logs(ld, &m, now.UnixNano())
+				a.reset()
+				a.fold(req, 0)
+				_ = a.selectMarkers()
+				a.finalize(&m)
+				a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 3600 * time.Second, BatchMarker: 370 * time.Second, ResourceMarker: 600 * time.Second},
+					cfg.CardinalityLimits)
+			}
+			reportPerEvent(b, ld.LogRecordCount())
+			b.ReportMetric(float64(a.numKeys()), "keys/batch")
+		})
+	}
+}
+
+// BenchmarkPushLogsDetails is BenchmarkPushLogs/users=100 for each of
+// detailVariants: the details' cost on the whole push, the script's extra
+// counters and cardinality guards included (compare with benchstat -col
+// /details).
+func BenchmarkPushLogsDetails(b *testing.B) {
+	for _, v := range detailVariants {
+		b.Run("details="+v.name, func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
+			v.configure(cfg)
+			ld := realisticLogs(100)
+			v.decorate(ld)
+			pb := newPushBench(b, cfg)
+			pb.pushOneAtATime(b, ld)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*ld.LogRecordCount()), "ns/event")
 		})
 	}
 }
