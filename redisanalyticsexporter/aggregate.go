@@ -232,8 +232,10 @@ type aggregator struct {
 	valueDrops  [numValueDropReasons]int64
 	typeAllowed map[string]bool
 
-	// guards are the cardinality checks of the call (guard.go).
+	// guards are the cardinality checks of the call (guard.go); folds the
+	// counters folded without asking Redis (a full set).
 	guards guardSet
+	folds  map[protocol.Counter]*foldedCounter
 
 	// call holds the script arguments built by encode, reused across pushes.
 	call *protocol.ApplyCall
@@ -254,6 +256,7 @@ func newAggregator(schema protocol.Schema) *aggregator {
 		sumsDaily:   make(map[sumBucket]sumAmount),
 		typeAllowed: make(map[string]bool),
 		guards:      newGuardSet(),
+		folds:       make(map[protocol.Counter]*foldedCounter),
 	}
 }
 
@@ -278,6 +281,7 @@ func (a *aggregator) reset() {
 	clear(a.typeAllowed)
 	a.valueDrops = [numValueDropReasons]int64{}
 	a.guards.reset()
+	clear(a.folds)
 	a.call.Reset()
 }
 
@@ -422,9 +426,11 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 
 // encode builds the script call (protocol.ApplyCall): the batch markers of
 // batchIDs, the resource markers chosen by selectMarkers, the cardinality
-// guards under limits, and one increment per counter.
-func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits CardinalityLimits) {
+// guards under limits (or folds where full knows the day's set is full), and
+// one increment per counter.
+func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits CardinalityLimits, full *fullSets) {
 	a.call.Reset()
+	clear(a.folds)
 	for _, id := range batchIDs {
 		a.call.AddBatch(id)
 	}
@@ -432,40 +438,80 @@ func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits C
 		a.call.AddResourceMarker(a.res[i].fp.hi, a.res[i].fp.lo)
 	}
 	g := &a.guards
-	g.begin(a.call, limits)
+	g.begin(a.call, limits, full)
+	none := guardResult{}
 	for b, n := range a.daily {
 		typ := a.types[b.typ]
-		guards := protocol.CounterGuards{Type: g.eventType(typ, b.hour, n)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.Daily, EventType: typ, Hour: b.hour}, n, guards)
+		a.addCounter(protocol.Counter{Family: protocol.Daily, EventType: typ, Hour: b.hour}, n, 0, g.eventType(typ, b.hour, n), none)
 	}
 	for b, n := range a.hourly {
 		typ := a.types[b.typ]
-		guards := protocol.CounterGuards{Type: g.eventType(typ, b.hour, 0)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.Hourly, EventType: typ, Hour: b.hour}, n, guards)
+		a.addCounter(protocol.Counter{Family: protocol.Hourly, EventType: typ, Hour: b.hour}, n, 0, g.eventType(typ, b.hour, 0), none)
 	}
 	for b, n := range a.userDaily {
-		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.day, 0), Dim: g.user(b.user, b.day, n)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n, guards)
+		a.addCounter(protocol.Counter{Family: protocol.UserDaily, EventType: b.typ, UserID: b.user, Hour: b.day}, n, 0,
+			g.eventType(b.typ, b.day, 0), g.user(b.user, b.day, n))
 	}
 	for b, n := range a.propsDaily {
-		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0), Dim: g.value(b.prop, b.value, b.hour, n)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.PropertyDaily, EventType: b.typ, Attribute: b.prop, Value: b.value, Hour: b.hour}, n, guards)
+		a.addCounter(protocol.Counter{Family: protocol.PropertyDaily, EventType: b.typ, Attribute: b.prop, Value: b.value, Hour: b.hour}, n, 0,
+			g.eventType(b.typ, b.hour, 0), g.value(b.prop, b.value, b.hour, n))
 	}
 	for b, n := range a.props {
-		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0), Dim: g.value(b.prop, b.value, b.hour, 0)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.PropertyHourly, EventType: b.typ, Attribute: b.prop, Value: b.value, Hour: b.hour}, n, guards)
+		a.addCounter(protocol.Counter{Family: protocol.PropertyHourly, EventType: b.typ, Attribute: b.prop, Value: b.value, Hour: b.hour}, n, 0,
+			g.eventType(b.typ, b.hour, 0), g.value(b.prop, b.value, b.hour, 0))
 	}
 	for b, s := range a.sumsDaily {
-		g.sum(a.call.NumCounters(), s.n)
-		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.SumDaily, EventType: b.typ, Attribute: b.attr, Hour: b.hour}, s.sum, guards)
+		a.addCounter(protocol.Counter{Family: protocol.SumDaily, EventType: b.typ, Attribute: b.attr, Hour: b.hour}, s.sum, s.n,
+			g.eventType(b.typ, b.hour, 0), none)
 	}
 	for b, s := range a.sums {
-		g.sum(a.call.NumCounters(), s.n)
-		guards := protocol.CounterGuards{Type: g.eventType(b.typ, b.hour, 0)}
-		a.call.AddGuardedCounter(protocol.Counter{Family: protocol.SumHourly, EventType: b.typ, Attribute: b.attr, Hour: b.hour}, s.sum, guards)
+		a.addCounter(protocol.Counter{Family: protocol.SumHourly, EventType: b.typ, Attribute: b.attr, Hour: b.hour}, s.sum, s.n,
+			g.eventType(b.typ, b.hour, 0), none)
+	}
+	for ctr, f := range a.folds {
+		a.addToCall(ctr, f.amount, f.guards)
 	}
 	a.call.Build(ttls)
+}
+
+// foldedCounter is a counter that labels folded here go to: the increments
+// of every counter folded into it, and the guards its other labels still
+// need (the same for each, as they depend on those labels only).
+type foldedCounter struct {
+	amount sumAmount // the increment; n: the values of a sum
+	guards protocol.CounterGuards
+}
+
+// addCounter adds an increment of n (a sum of values values) to ctr, whose
+// type and value or user are checked by typ and dim.
+func (a *aggregator) addCounter(ctr protocol.Counter, n, values int64, typ, dim guardResult) {
+	if !typ.fold && !dim.fold {
+		a.addToCall(ctr, sumAmount{sum: n, n: values}, protocol.CounterGuards{Type: typ.pos, Dim: dim.pos})
+		return
+	}
+	ctr = ctr.Folded(typ.fold, dim.fold)
+	f, ok := a.folds[ctr]
+	if !ok {
+		f = &foldedCounter{}
+		if !typ.fold {
+			f.guards.Type = typ.pos
+		}
+		if !dim.fold {
+			f.guards.Dim = dim.pos
+		}
+		a.folds[ctr] = f
+	}
+	if !f.amount.add(sumAmount{sum: n, n: values}) {
+		a.valueDrops[valueSumOverflow] += values
+	}
+}
+
+// addToCall adds a counter to the script call.
+func (a *aggregator) addToCall(ctr protocol.Counter, amount sumAmount, guards protocol.CounterGuards) {
+	if ctr.Family == protocol.SumDaily || ctr.Family == protocol.SumHourly {
+		a.guards.sum(a.call.NumCounters(), amount.n)
+	}
+	a.call.AddGuardedCounter(ctr, amount.sum, guards)
 }
 
 // dayOf returns the first hour of the UTC day of hour (hours since the

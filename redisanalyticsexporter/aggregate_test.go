@@ -100,14 +100,14 @@ func TestAggregatorReuse(t *testing.T) {
 
 	a.addLogs(newLogs([]logRecord{{"view", "u1", tsRecord}, {"", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode([]string{"b1"}, testTTLs, cfg.CardinalityLimits)
+	a.encode([]string{"b1"}, testTTLs, cfg.CardinalityLimits, nil)
 	assert.Len(t, a.layout(t).Counters, 3)
 	assert.Equal(t, int64(1), a.dropped[reasonMissingEventType])
 
 	a.reset()
 	a.addLogs(newLogs([]logRecord{{"buy", "", tsRecord}}), &m, tsNow.UnixNano())
 	a.finalize(&m)
-	a.encode([]string{"b1"}, testTTLs, CardinalityLimits{})
+	a.encode([]string{"b1"}, testTTLs, CardinalityLimits{}, nil)
 	assert.Equal(t, [numDropReasons]int64{}, a.dropped)
 	assert.Equal(t, int64(1), a.counted)
 	l := a.layout(t)
@@ -175,7 +175,7 @@ func FuzzMapping(f *testing.F) {
 		a := newAggregator(testSchema)
 		a.addLogs(ld, &m, tsNow.UnixNano())
 		a.finalize(&m)
-		a.encode([]string{"b1"}, testTTLs, cfg.CardinalityLimits)
+		a.encode([]string{"b1"}, testTTLs, cfg.CardinalityLimits, nil)
 		l := a.layout(t)
 
 		stamp := validNanos(pcommon.Timestamp(ts))

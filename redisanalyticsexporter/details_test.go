@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/otel/attribute"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 	"github.com/otelcol-analytics/otelcol-analytics/internal/testservers"
+	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadata"
 	"github.com/otelcol-analytics/otelcol-analytics/redisanalyticsexporter/internal/metadatatest"
 )
 
@@ -197,4 +199,53 @@ func TestTimeHorizonDropsOldAndFutureEvents(t *testing.T) {
 		{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "too_old"))},
 		{Value: 2, Attributes: attribute.NewSet(attribute.String("signal", "logs"), attribute.String("reason", "in_future"))},
 	}, opts...)
+}
+
+// TestFullSetFoldsWithoutAskingRedis: once Redis folded a guard, the
+// exporter knows the day's set is full: its next pushes fold new values
+// themselves (no guard, one folded counter) and admit the set's members
+// without a guard, and the totals stay exact.
+func TestFullSetFoldsWithoutAskingRedis(t *testing.T) {
+	t.Parallel()
+	client, prefix := testservers.SharedRedis(t)
+	rec := &evalRecorder{}
+	cfg := testConfig(testservers.RedisEndpoint(), prefix)
+	cfg.UserIDAttributes = nil
+	cfg.CardinalityLimits = CardinalityLimits{EventTypesPerDay: 2}
+	le, e := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
+	push := func(types ...string) {
+		t.Helper()
+		var records []logRecord
+		for _, typ := range types {
+			records = append(records, logRecord{typ, "", tsRecord})
+		}
+		require.NoError(t, le.ConsumeLogs(t.Context(), newLogs(records)))
+	}
+	push("a", "b") // the set is full
+	push("c")      // Redis folds c
+	require.Eventually(t, func() bool {
+		_, known := e.fullSets.admits(guardKey{capSet{kind: protocol.GuardEventTypes, day: dayOf(protocol.HourOf(tsRecord))}, "a"})
+		return known
+	}, 5*time.Second, 10*time.Millisecond, "the exporter learns that the set is full")
+	push("a", "d", "e", "f")
+
+	calls := rec.scriptCalls()
+	require.Len(t, calls, 3)
+	second := scriptLayout(t, calls[2])
+	assert.Empty(t, second.Guards, "a full set needs no guard")
+	schema, err := protocol.New(prefix)
+	require.NoError(t, err)
+	day := dayOf(protocol.HourOf(tsRecord))
+	other := schema.Key(protocol.Counter{Family: protocol.Daily, EventType: protocol.OverflowValue, Hour: day})
+	incrs := map[string]int64{}
+	for _, c := range second.Counters {
+		incrs[c.Key] += c.Incr
+	}
+	assert.Equal(t, int64(3), incrs[other], "d, e and f in one folded counter")
+	want := map[string]int64{
+		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "a", Hour: day}): 2,
+		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "b", Hour: day}): 1,
+		other: 4,
+	}
+	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
 }

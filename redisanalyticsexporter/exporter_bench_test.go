@@ -101,7 +101,7 @@ func BenchmarkAggregate(b *testing.B) {
 				_ = a.selectMarkers()
 				a.finalize(&m)
 				a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 3600 * time.Second, BatchMarker: 370 * time.Second, ResourceMarker: 600 * time.Second},
-					cfg.CardinalityLimits)
+					cfg.CardinalityLimits, nil)
 			}
 			b.ReportMetric(float64(b.N*ld.LogRecordCount())/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")
@@ -184,7 +184,7 @@ func BenchmarkAggregateDetails(b *testing.B) {
 				_ = a.selectMarkers()
 				a.finalize(&m)
 				a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 3600 * time.Second, BatchMarker: 370 * time.Second, ResourceMarker: 600 * time.Second},
-					cfg.CardinalityLimits)
+					cfg.CardinalityLimits, nil)
 			}
 			reportPerEvent(b, ld.LogRecordCount())
 			b.ReportMetric(float64(a.numKeys()), "keys/batch")

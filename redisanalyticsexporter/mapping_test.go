@@ -35,7 +35,7 @@ func counters(t testing.TB, cfg *Config, fill func(*aggregator, *mapper, int64),
 	fill(a, &m, now.UnixNano())
 	a.finalize(&m)
 	a.encode([]string{"b1"}, protocol.ApplyTTLs{Counter: 60 * time.Second, BatchMarker: 60 * time.Second, ResourceMarker: 600 * time.Second},
-		cfg.CardinalityLimits)
+		cfg.CardinalityLimits, nil)
 	got := increments(t, a.layout(t))
 	var sum int64
 	for key, n := range got {

@@ -157,7 +157,7 @@ func (e *redisAnalyticsExporter) aggregate(agg *aggregator, live []*pushWaiter) 
 	for i, w := range live {
 		batchIDs[i] = w.req.batchID
 	}
-	agg.encode(batchIDs, e.ttls, e.cfg.CardinalityLimits)
+	agg.encode(batchIDs, e.ttls, e.cfg.CardinalityLimits, e.fullSets)
 }
 
 // groupApplied records an applied group and answers its pushes.
@@ -172,6 +172,7 @@ func (e *redisAnalyticsExporter) groupApplied(ctx context.Context, agg *aggregat
 			zap.Int64("counters", res.Expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
 	}
 	e.recordFolded(ctx, agg, res)
+	defer e.learnFullSets(agg, res)
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.Int("pushes", len(live)), zap.Int64("events", agg.counted),
 			zap.Int("keys", agg.numKeys()), zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
@@ -228,13 +229,25 @@ func forgetSameAsEarlier(group []*pushWaiter) {
 const overflowWarnInterval = time.Minute
 
 // recordFolded records the events that a full cardinality set folded into
-// protocol.OverflowValue and the sums Redis left out, with a rate-limited
-// warning that names one of them.
+// protocol.OverflowValue (in Redis, or here for a set known to be full) and
+// the sums Redis left out, with a rate-limited warning that names one of
+// them.
 func (e *redisAnalyticsExporter) recordFolded(ctx context.Context, agg *aggregator, res protocol.ApplyResult) {
+	folded := agg.guards.localFolded
 	for _, pos := range res.Folded {
 		info := agg.guards.infos[pos]
-		if info.events > 0 {
-			e.telemetry.ExporterRedisAnalyticsCardinalityOverflow.Add(ctx, info.events, e.attrs.folded[info.key.kind])
+		folded[info.key.kind] += info.events
+	}
+	var sample guardKey
+	switch {
+	case len(res.Folded) > 0:
+		sample = agg.guards.infos[res.Folded[0]].key
+	case agg.guards.localSample.kind != 0:
+		sample = agg.guards.localSample
+	}
+	for kind, n := range folded {
+		if n > 0 {
+			e.telemetry.ExporterRedisAnalyticsCardinalityOverflow.Add(ctx, n, e.attrs.folded[protocol.GuardKind(kind)]) //nolint:gosec // a GuardKind index
 		}
 	}
 	var overflowed int64
@@ -244,19 +257,44 @@ func (e *redisAnalyticsExporter) recordFolded(ctx context.Context, agg *aggregat
 	if overflowed > 0 {
 		e.telemetry.ExporterRedisAnalyticsValuesDropped.Add(ctx, overflowed, e.attrs.valueDropped[valueSumOverflow])
 	}
-	if len(res.Folded)+len(res.Overflowed) == 0 || !e.overflowWarn.Allow() {
+	if sample.kind == 0 && overflowed == 0 || !e.overflowWarn.Allow() {
 		return
 	}
-	if len(res.Folded) > 0 {
-		k := agg.guards.infos[res.Folded[0]].key
+	if sample.kind != 0 {
 		e.logger.Warn("A cardinality cap of the day is reached: new values are counted under "+protocol.OverflowValue+
 			" (see cardinality_limits; this warning repeats at most once a minute)",
-			zap.Stringer("cap", k.kind), zap.String("property", k.attr), zap.String("value", k.member),
-			zap.Time("day", time.Unix(k.day*3600, 0).UTC()), zap.Int("caps_reached", len(res.Folded)))
+			zap.Stringer("cap", sample.kind), zap.String("property", sample.attr), zap.String("value", sample.member),
+			zap.Time("day", time.Unix(sample.day*3600, 0).UTC()))
 	}
 	if overflowed > 0 {
 		e.logger.Warn("Sums in Redis would overflow 64 bits: their values are dropped (this warning repeats at most once a minute)",
 			zap.Int64("values", overflowed))
+	}
+}
+
+// learnFullSets reads the sets whose guards Redis folded, after the group
+// was answered, so that the next pushes fold their new values without
+// asking Redis (fullSets). A failure only costs the next pushes those
+// checks in Redis.
+func (e *redisAnalyticsExporter) learnFullSets(agg *aggregator, res protocol.ApplyResult) {
+	if len(res.Folded) == 0 {
+		return
+	}
+	e.mu.Lock()
+	client := e.client
+	e.mu.Unlock()
+	if client == nil {
+		return
+	}
+	keys := make([]guardKey, 0, len(res.Folded))
+	for _, pos := range res.Folded {
+		keys = append(keys, agg.guards.infos[pos].key)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), learnTimeout)
+	defer cancel()
+	oldest := dayOf(protocol.HourOf(e.now().Add(-e.cfg.MaxEventAge - e.cfg.MaxClockSkew)))
+	if err := e.fullSets.learn(ctx, client, e.schema, keys, e.cfg.CardinalityLimits, oldest); err != nil {
+		e.logger.Debug("Reading full cardinality sets failed", zap.Error(err))
 	}
 }
 

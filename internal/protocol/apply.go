@@ -223,8 +223,9 @@ func (c *ApplyCall) AddGuard(g Guard) int {
 // NumGuards is the number of guards added.
 func (c *ApplyCall) NumGuards() int { return len(c.guardEnds) }
 
-// AddCounter adds an increment of n to counter ctr. Each counter may be
-// added once per call; counts are positive, sums may be any value.
+// AddCounter adds an increment of n to counter ctr. Add each counter once
+// per call (a counter added twice is incremented twice, at the cost of a
+// second key); counts are positive, sums may be any value.
 func (c *ApplyCall) AddCounter(ctr Counter, n int64) { c.AddGuardedCounter(ctr, n, CounterGuards{}) }
 
 // AddGuardedCounter adds an increment of n to counter ctr, or to the key its
@@ -236,14 +237,14 @@ func (c *ApplyCall) AddGuardedCounter(ctr Counter, n int64, guards CounterGuards
 	c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr)
 	c.counterEnds = append(c.counterEnds, len(c.counterBuf))
 	if guards.Type > 0 {
-		c.counterBuf = c.schema.AppendKey(c.counterBuf, folded(ctr, true, false))
+		c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr.Folded(true, false))
 		c.counterEnds = append(c.counterEnds, len(c.counterBuf))
 	}
 	if guards.Dim > 0 {
-		c.counterBuf = c.schema.AppendKey(c.counterBuf, folded(ctr, false, true))
+		c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr.Folded(false, true))
 		c.counterEnds = append(c.counterEnds, len(c.counterBuf))
 		if guards.Type > 0 {
-			c.counterBuf = c.schema.AppendKey(c.counterBuf, folded(ctr, true, true))
+			c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr.Folded(true, true))
 			c.counterEnds = append(c.counterEnds, len(c.counterBuf))
 		}
 	}

@@ -78,8 +78,9 @@ type CounterGuards struct {
 	Dim  int
 }
 
-// folded returns c with the labels its failed guards fold.
-func folded(c Counter, foldType, foldDim bool) Counter {
+// Folded returns c with the labels that failed guards fold: the event type
+// (foldType) and the property value or user (foldDim) become OverflowValue.
+func (c Counter) Folded(foldType, foldDim bool) Counter {
 	if foldType {
 		c.EventType = OverflowValue
 	}
