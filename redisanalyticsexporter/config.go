@@ -34,6 +34,9 @@ const (
 	// Default cardinality caps: a product's vocabulary, not an attack's.
 	defaultEventTypesPerDay  = 1000
 	defaultValuesPerProperty = 1000
+	// maxHorizon bounds max_event_age and max_clock_skew, far from where
+	// nanosecond arithmetic overflows.
+	maxHorizon = 10 * 365 * 24 * time.Hour
 )
 
 // defaultEventNameAttributes and defaultUserIDAttributes return fresh slices so
@@ -223,22 +226,25 @@ func (c *Config) validateDetails() []error {
 	if l.EventTypesPerDay < 0 || l.ValuesPerPropertyPerDay < 0 || l.UsersPerDay < 0 {
 		errs = append(errs, errors.New(`"cardinality_limits" must not be negative (0: no cap)`))
 	}
-	if c.MaxEventAge <= 0 {
-		errs = append(errs, fmt.Errorf(`"max_event_age" must be positive, got %s`, c.MaxEventAge))
+	if c.MaxEventAge <= 0 || c.MaxEventAge > maxHorizon {
+		errs = append(errs, fmt.Errorf(`"max_event_age" must be positive and at most %s, got %s`, maxHorizon, c.MaxEventAge))
 	}
-	if c.MaxClockSkew < 0 {
-		errs = append(errs, fmt.Errorf(`"max_clock_skew" must not be negative, got %s`, c.MaxClockSkew))
+	if c.MaxClockSkew < 0 || c.MaxClockSkew > maxHorizon {
+		errs = append(errs, fmt.Errorf(`"max_clock_skew" must be between 0 and %s, got %s`, maxHorizon, c.MaxClockSkew))
 	}
 	return errs
 }
 
 // guardTTL is how long a day's cardinality set lives from its creation: past
-// the last moment an event of its day can arrive (the day's end plus
-// max_event_age; the set may be created as early as max_clock_skew before
-// the day starts), so a set never expires and restarts its cap while its day
-// still takes events.
+// the last moment an event of its day can reach Redis (the day's end plus
+// max_event_age, checked as the request arrives, plus the retries of its
+// push, batchMarkerTTL; the set may be created as early as max_clock_skew
+// before the day starts), so a set does not expire and restart its cap
+// while its day still takes events. A request held longer in a persistent
+// queue (an outage past the retries' window) may find its day's set gone
+// and start the cap anew for that day.
 func (c *Config) guardTTL() time.Duration {
-	return c.MaxClockSkew + 24*time.Hour + c.MaxEventAge + time.Hour
+	return c.MaxClockSkew + 24*time.Hour + c.MaxEventAge + c.batchMarkerTTL()
 }
 
 // validateNames reports empty and duplicate entries of the list under key;

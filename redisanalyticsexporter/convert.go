@@ -69,7 +69,9 @@ func (c *converter) count(ev event, identified bool, m *mapper, attrs ...pcommon
 		pc, d = &c.identified, &c.identifiedDetails
 	}
 	pc.add(ev)
-	if m.hasDetails() {
+	// An invalid user id drops its event when the pair is admitted
+	// (aggregate.go): its details must go with it.
+	if m.hasDetails() && (ev.user.kind != userStr || validValue(ev.user.str)) {
 		m.details(d, ev, attrs...)
 	}
 }

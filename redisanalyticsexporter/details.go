@@ -69,10 +69,12 @@ func (a *sumAmount) add(o sumAmount) bool {
 	return true
 }
 
-// addInt64 returns a+b, and false when it overflows.
+// addInt64 returns a+b, and false when it overflows. math.MinInt64 counts
+// as an overflow too: Redis could not undo an increment by it (DECRBY of
+// -2^63 overflows), so the apply script would not be all or nothing.
 func addInt64(a, b int64) (int64, bool) {
 	s := a + b
-	if (b > 0 && s < a) || (b < 0 && s > a) {
+	if (b > 0 && s < a) || (b < 0 && s > a) || s == math.MinInt64 {
 		return 0, false
 	}
 	return s, true

@@ -2,13 +2,16 @@ package redisanalyticsexporter
 
 import (
 	"context"
+	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -248,4 +251,78 @@ func TestFullSetFoldsWithoutAskingRedis(t *testing.T) {
 		other: 4,
 	}
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)))
+}
+
+// TestCutEntryKeepsItsDetails: an entry cut by max_size keeps its property
+// counts, sums and value drops (with its first piece), whichever sizer,
+// even when the request before it is full.
+func TestCutEntryKeepsItsDetails(t *testing.T) {
+	t.Parallel()
+	for _, szt := range []exporterhelper.RequestSizerType{exporterhelper.RequestSizerTypeItems, exporterhelper.RequestSizerTypeBytes} {
+		full := testRequest(t, manyRecords(10, 1, "view"))
+		details := detailsRequest()
+		// Without records outside the horizon, the first piece holds only
+		// counts and details.
+		en := &details.entries[0]
+		details.records -= int(en.tooOld + en.inFuture)
+		en.records -= en.tooOld + en.inFuture
+		en.tooOld, en.inFuture = 0, 0
+		want := *en
+		maxSize := 10
+		if szt == exporterhelper.RequestSizerTypeBytes {
+			maxSize = full.bytes
+		}
+		out, err := full.MergeSplit(t.Context(), maxSize, szt, details)
+		require.NoError(t, err)
+		var props, sums, drops int64
+		for _, r := range out {
+			for _, en := range r.(*countsRequest).entries {
+				for _, p := range en.props {
+					props += p.n
+				}
+				for _, s := range en.sums {
+					sums += s.sum
+				}
+				drops += en.valueDrops[valueNotInteger]
+			}
+		}
+		var wantProps, wantSums int64
+		for _, p := range want.props {
+			wantProps += p.n
+		}
+		for _, s := range want.sums {
+			wantSums += s.sum
+		}
+		assert.Equal(t, wantProps, props, szt)
+		assert.Equal(t, wantSums, sums, szt)
+		assert.Equal(t, want.valueDrops[valueNotInteger], drops, szt)
+	}
+}
+
+// TestDetailsOfDroppedEventsAreNotCounted: an event dropped for its user id
+// drops its property values and sums too; a sum reaching math.MinInt64 is
+// an overflow (Redis could not undo it).
+func TestDetailsOfDroppedEventsAreNotCounted(t *testing.T) {
+	t.Parallel()
+	cfg := createDefaultConfig().(*Config)
+	cfg.Properties = []PropertyConfig{{Attribute: "model"}}
+	cfg.Sums = []SumConfig{{Attribute: "tokens"}}
+	m := newMapper(cfg)
+	ld := plog.NewLogs()
+	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for _, user := range []string{strings.Repeat("u", maxValueBytes+1), "ok"} {
+		lr := lrs.AppendEmpty()
+		lr.SetEventName("gen")
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(tsRecord))
+		lr.Attributes().PutStr("user.id", user)
+		lr.Attributes().PutStr("model", "m-"+user[:2])
+		lr.Attributes().PutInt("tokens", math.MinInt64)
+	}
+	a := newAggregator(testSchema)
+	a.addLogs(ld, &m, tsRecord.UnixNano())
+	a.finalize(&m)
+	assert.Equal(t, int64(1), a.dropped[reasonInvalidValue])
+	assert.Len(t, a.props, 1, "only the counted event's property")
+	assert.Empty(t, a.sums, "-2^63 is an overflow")
+	assert.Equal(t, int64(1), a.valueDrops[valueSumOverflow])
 }

@@ -85,7 +85,7 @@ type signalAttrs struct {
 	signal       metric.MeasurementOption
 	dropped      [numDropReasons]metric.MeasurementOption
 	valueDropped [numValueDropReasons]metric.MeasurementOption
-	folded       map[protocol.GuardKind]metric.MeasurementOption
+	folded       [protocol.GuardUsers + 1]metric.MeasurementOption // by GuardKind
 	retryable    metric.MeasurementOption
 	permanent    metric.MeasurementOption
 }
@@ -104,7 +104,6 @@ func newSignalAttrs(signal string) signalAttrs {
 		a.valueDropped[r] = metric.WithAttributeSet(attribute.NewSet(
 			attribute.String("signal", signal), attribute.String("reason", r.String())))
 	}
-	a.folded = make(map[protocol.GuardKind]metric.MeasurementOption)
 	for _, k := range []protocol.GuardKind{protocol.GuardEventTypes, protocol.GuardPropertyValues, protocol.GuardUsers} {
 		a.folded[k] = metric.WithAttributeSet(attribute.NewSet(
 			attribute.String("signal", signal), attribute.String("reason", k.String())))

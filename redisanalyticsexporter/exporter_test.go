@@ -49,7 +49,7 @@ func testConfig(endpoint, prefix string) *Config {
 	cfg.Redis.Endpoint = endpoint
 	cfg.KeyPrefix = prefix
 	cfg.TTL = time.Hour
-	cfg.MaxEventAge = 100 * 365 * 24 * time.Hour
+	cfg.MaxEventAge = maxHorizon
 	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
 	cfg.RetryConfig.InitialInterval = 10 * time.Millisecond
 	cfg.RetryConfig.MaxInterval = 100 * time.Millisecond

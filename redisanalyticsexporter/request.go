@@ -231,7 +231,7 @@ func (s *splitter) add(en *entryCounts) {
 	// the pairs its counts use.
 	p := piece{src: en, entryCounts: entryCounts{excluded: en.excluded}, index: make([]int32, len(en.pairs))}
 	flush := func() {
-		if p.records > 0 || len(p.counts) > 0 {
+		if p.hasContent() {
 			s.put(p.entryCounts, p.size)
 		}
 		s.close()
@@ -281,9 +281,16 @@ func (s *splitter) add(en *entryCounts) {
 			c.n -= take
 		}
 	}
-	if p.records > 0 || len(p.counts) > 0 {
+	if p.hasContent() {
 		s.put(p.entryCounts, p.size)
 	}
+}
+
+// hasContent reports whether the piece holds anything to put: records,
+// counts, or the details that go with the first piece.
+func (p *piece) hasContent() bool {
+	return p.records > 0 || len(p.counts) > 0 || len(p.props) > 0 || len(p.sums) > 0 ||
+		p.valueDrops != [numValueDropReasons]int64{}
 }
 
 // piece is a part of a cut entry being filled.

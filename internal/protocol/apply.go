@@ -78,7 +78,9 @@ import (
 // included: the group is all or nothing. The types of the pending set and
 // the cardinality sets are checked first, so the later ZADD, SISMEMBER and
 // SADD cannot fail half-way. A sum's overflow leaves out that one sum (the
-// caller counts it as dropped) instead of refusing the group. unpack() is chunked below Lua's C stack limit.
+// caller counts it as dropped) instead of refusing the group.
+//
+// unpack() is chunked below Lua's C stack limit.
 //
 // Only a key this script created gets its TTL and its pending-set entry (a
 // count key is new when INCRBY answers its increment, counts being
@@ -164,8 +166,8 @@ type ApplyTTLs struct {
 }
 
 // ApplyCall holds the arguments of one apply call. It is built in place and
-// reused across calls: every counter key is a substring of one string, so
-// the keys of a call cost one allocation.
+// reused across calls: the keys of each kind (markers, guards, counters) are
+// substrings of one string, so they cost one allocation per kind.
 type ApplyCall struct {
 	schema Schema
 
@@ -316,7 +318,23 @@ func (c *ApplyCall) Run(ctx context.Context, runner *redisconn.ScriptRunner) (Ap
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("redis apply counters: %w", err)
 	}
-	return parseApplyReply(res)
+	r, err := parseApplyReply(res)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	// Positions index the caller's guards and counters: an answer out of
+	// their range is not this call's.
+	for _, p := range r.Folded {
+		if p >= c.NumGuards() {
+			return ApplyResult{}, fmt.Errorf("%w: guard %d of %d", ErrUnexpectedReply, p+1, c.NumGuards())
+		}
+	}
+	for _, p := range r.Overflowed {
+		if p >= c.counters {
+			return ApplyResult{}, fmt.Errorf("%w: counter %d of %d", ErrUnexpectedReply, p+1, c.counters)
+		}
+	}
+	return r, nil
 }
 
 var (

@@ -77,7 +77,7 @@ func ParseApplyArgs(keys []string, argv []any) (ApplyLayout, error) {
 	k += g
 	for k < len(keys) {
 		var c LaidOutCounter
-		vals := make([]int64, 4)
+		var vals [4]int64
 		for i := range vals {
 			v, err := num(a + i)
 			if err != nil {
