@@ -172,7 +172,7 @@ func (e *redisAnalyticsExporter) groupApplied(ctx context.Context, agg *aggregat
 			zap.Int64("counters", res.Expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
 	}
 	e.recordFolded(ctx, agg, res)
-	defer e.learnFullSets(agg, res)
+	defer e.learnFullSets(ctx, agg, res)
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.Int("pushes", len(live)), zap.Int64("events", agg.counted),
 			zap.Int("keys", agg.numKeys()), zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
@@ -247,7 +247,7 @@ func (e *redisAnalyticsExporter) recordFolded(ctx context.Context, agg *aggregat
 	}
 	for kind, n := range folded {
 		if n > 0 {
-			e.telemetry.ExporterRedisAnalyticsCardinalityOverflow.Add(ctx, n, e.attrs.folded[protocol.GuardKind(kind)]) //nolint:gosec // a GuardKind index
+			e.telemetry.ExporterRedisAnalyticsCardinalityOverflow.Add(ctx, n, e.attrs.folded[kind])
 		}
 	}
 	var overflowed int64
@@ -276,7 +276,7 @@ func (e *redisAnalyticsExporter) recordFolded(ctx context.Context, agg *aggregat
 // was answered, so that the next pushes fold their new values without
 // asking Redis (fullSets). A failure only costs the next pushes those
 // checks in Redis.
-func (e *redisAnalyticsExporter) learnFullSets(agg *aggregator, res protocol.ApplyResult) {
+func (e *redisAnalyticsExporter) learnFullSets(ctx context.Context, agg *aggregator, res protocol.ApplyResult) {
 	if len(res.Folded) == 0 {
 		return
 	}
@@ -290,7 +290,8 @@ func (e *redisAnalyticsExporter) learnFullSets(agg *aggregator, res protocol.App
 	for _, pos := range res.Folded {
 		keys = append(keys, agg.guards.infos[pos].key)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), learnTimeout)
+	// Its own time: the group's may be nearly spent, and it is answered.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), learnTimeout)
 	defer cancel()
 	oldest := dayOf(protocol.HourOf(e.now().Add(-e.cfg.MaxEventAge - e.cfg.MaxClockSkew)))
 	if err := e.fullSets.learn(ctx, client, e.schema, keys, e.cfg.CardinalityLimits, oldest); err != nil {

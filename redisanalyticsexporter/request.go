@@ -286,13 +286,6 @@ func (s *splitter) add(en *entryCounts) {
 	}
 }
 
-// hasContent reports whether the piece holds anything to put: records,
-// counts, or the details that go with the first piece.
-func (p *piece) hasContent() bool {
-	return p.records > 0 || len(p.counts) > 0 || len(p.props) > 0 || len(p.sums) > 0 ||
-		p.valueDrops != [numValueDropReasons]int64{}
-}
-
 // piece is a part of a cut entry being filled.
 type piece struct {
 	entryCounts
@@ -302,6 +295,13 @@ type piece struct {
 	index []int32
 	// size is the piece's size under the splitter's sizer.
 	size int64
+}
+
+// hasContent reports whether the piece holds anything to put: records,
+// counts, or the details that go with the first piece.
+func (p *piece) hasContent() bool {
+	return p.records > 0 || len(p.counts) > 0 || len(p.props) > 0 || len(p.sums) > 0 ||
+		p.valueDrops != [numValueDropReasons]int64{}
 }
 
 func (p *piece) reset() {
