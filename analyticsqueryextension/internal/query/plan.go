@@ -125,8 +125,8 @@ func (p *plan) addPropertyPart(q *Query, prop string, attrs []Attribute, needHou
 		return fieldErr(fieldIndex("metrics", i),
 			"visitors are counted from per-user data, which holds no event properties: %s cannot be combined with visitors; use events", name)
 	}
-	if slices.ContainsFunc(attrs, func(a Attribute) bool { return a.Kind == EventUser }) {
-		return fieldErr("dimensions", "per-user data holds no event properties: %s cannot be combined with event:user", name)
+	if field, ok := userField(q); ok {
+		return fieldErr(field, "per-user data holds no event properties: %s cannot be combined with event:user", name)
 	}
 	if !q.has(Events) {
 		return nil
@@ -137,6 +137,18 @@ func (p *plan) addPropertyPart(q *Query, prop string, attrs []Attribute, needHou
 	}
 	p.parts = append(p.parts, &part{src: propertySources[i], events: true, key: prop})
 	return nil
+}
+
+// userField returns the request field of the query's first event:user
+// dimension or filter.
+func userField(q *Query) (string, bool) {
+	if i := slices.IndexFunc(q.Dimensions, func(d Dimension) bool { return d.Attr.Kind == EventUser }); i >= 0 {
+		return fieldIndex("dimensions", i), true
+	}
+	if i := slices.IndexFunc(q.Filters, func(c Condition) bool { return c.Attr.Kind == EventUser }); i >= 0 {
+		return q.Filters[i].field, true
+	}
+	return "", false
 }
 
 // checkSums rejects what the sum families cannot answer: sums are kept per
