@@ -120,9 +120,8 @@ func (pq propQuery) body() string {
 // metrics' families holds a counter for it.
 func (pq propQuery) expect(evs []pev) []string {
 	type acc struct {
-		dims          []string
-		events, sum   int64
-		hasEv, hasSum bool
+		dims        []string
+		events, sum int64
 	}
 	groups := map[string]*acc{}
 	for _, e := range evs {
