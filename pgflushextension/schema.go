@@ -62,6 +62,11 @@ var schemaDDL = []string{
 	updated_at timestamptz NOT NULL,
 	PRIMARY KEY (event_type, property, value, hour)
 )`,
+	// Breakdowns by one property over a time range, for all event types
+	// (the query API's event:props:<key>): the primary keys lead with
+	// event_type. Without count, so upserts can stay HOT updates.
+	`CREATE INDEX IF NOT EXISTS analytics_property_daily_property_date_idx ON analytics_property_daily (property, date)`,
+	`CREATE INDEX IF NOT EXISTS analytics_property_hourly_property_hour_idx ON analytics_property_hourly (property, hour)`,
 	`CREATE TABLE IF NOT EXISTS analytics_sum_daily (
 	event_type text        NOT NULL,
 	attribute  text        NOT NULL,

@@ -143,12 +143,12 @@ func echoRange(r TimeRange) any {
 
 func (q *Query) parseMetrics(names []string) error {
 	if len(names) == 0 {
-		return fieldErr("metrics", "must list at least one of %s", quoteList(slices.Sorted(maps.Keys(metricNames))))
+		return fieldErr("metrics", "must list at least one of %s", quoteList(metricNames))
 	}
 	for i, n := range names {
-		m, ok := metricNames[n]
-		if !ok {
-			return fieldErr(fieldIndex("metrics", i), "unknown metric %q; expected one of %s", n, quoteList(slices.Sorted(maps.Keys(metricNames))))
+		m, why := parseMetric(n)
+		if why != "" {
+			return fieldErr(fieldIndex("metrics", i), "%s", why)
 		}
 		if q.has(m) {
 			return fieldErr(fieldIndex("metrics", i), "metric %q is listed twice", n)
@@ -171,8 +171,7 @@ func (q *Query) parseDimensions(names []string) error {
 		} else if a, ok := parseAttribute(n); ok {
 			d = Dimension{Name: n, Attr: a}
 		} else {
-			return fieldErr(field, "unknown dimension %q; expected one of %s",
-				n, quoteList(append(slices.Sorted(maps.Keys(timeDimensions)), attributeNames()...)))
+			return attributeError(field, "unknown dimension", n, slices.Sorted(maps.Keys(timeDimensions))...)
 		}
 		for _, prev := range q.Dimensions {
 			if prev.Name == n {
@@ -243,7 +242,7 @@ func (q *Query) parseFilter(raw json.RawMessage, field string, depth int) error 
 		}
 		a, ok := parseAttribute(name)
 		if !ok {
-			return fieldErr(field+"[1]", "cannot filter on %q; expected one of %s", name, quoteList(attributeNames()))
+			return attributeError(field+"[1]", "cannot filter on", name)
 		}
 		var values []string
 		if err := json.Unmarshal(parts[2], &values); err != nil || len(values) == 0 {
@@ -252,7 +251,7 @@ func (q *Query) parseFilter(raw json.RawMessage, field string, depth int) error 
 		if len(values) > maxFilterValues {
 			return fieldErr(field+"[2]", "holds %d values; at most %d", len(values), maxFilterValues)
 		}
-		q.Filters = append(q.Filters, Condition{Attr: a, Negate: op == "is_not", Values: values})
+		q.Filters = append(q.Filters, Condition{Attr: a, Negate: op == "is_not", Values: values, field: field + "[1]"})
 		return nil
 	default:
 		return fieldErr(field+"[0]", "unknown filter operator %q; expected \"is\", \"is_not\" or \"and\"", op)
@@ -275,7 +274,7 @@ func (q *Query) parseOrder(raw []json.RawMessage) error {
 		default:
 			return fieldErr(field+"[1]", "direction %q must be \"asc\" or \"desc\"", pair[1])
 		}
-		if m, ok := metricNames[pair[0]]; ok && q.has(m) {
+		if m, why := parseMetric(pair[0]); why == "" && q.has(m) {
 			term.Metric = m
 		} else {
 			term.Dimension = slices.IndexFunc(q.Dimensions, func(d Dimension) bool { return d.Name == pair[0] })

@@ -20,6 +20,11 @@ type part struct {
 	src      *source
 	events   bool
 	visitors bool
+	// key fixes the source's keyColumn: the property of a property
+	// breakdown, the attribute of a sum.
+	key string
+	// sum is the sum metric the part answers, or "".
+	sum Metric
 }
 
 // newPlan chooses the families: events from the smallest table that holds
@@ -38,12 +43,32 @@ func newPlan(q *Query) (*plan, error) {
 	td, hasTime := q.timeDimension()
 	needHours := (hasTime && td.Time == Hour) || !q.Range.DayAligned()
 	p := &plan{q: q}
-	if q.has(Events) {
+	prop, err := propertyOf(q)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSums(q, attrs); err != nil {
+		return nil, err
+	}
+	if prop != "" {
+		if err := p.addPropertyPart(q, prop, attrs, needHours); err != nil {
+			return nil, err
+		}
+	} else if q.has(Events) {
 		i := slices.IndexFunc(sources, func(s *source) bool { return s.supports(attrs, needHours) })
 		if i < 0 {
 			return nil, hourlyConflict(q, needHours, attrs)
 		}
 		p.parts = append(p.parts, &part{src: sources[i], events: true})
+	}
+	for _, m := range q.Metrics {
+		if attr, ok := m.SumAttribute(); ok {
+			i := slices.IndexFunc(sumSources, func(s *source) bool { return s.supports(attrs, needHours) })
+			if i < 0 {
+				return nil, hourlyConflict(q, needHours, attrs)
+			}
+			p.parts = append(p.parts, &part{src: sumSources[i], key: attr, sum: m})
+		}
 	}
 	if q.has(Visitors) {
 		if needHours {
@@ -58,6 +83,91 @@ func newPlan(q *Query) (*plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// propertyOf returns the property that the query's event:props dimension
+// and filters name ("" for none): one at most, since the property families
+// count each property on its own.
+func propertyOf(q *Query) (string, *FieldError) {
+	var key, first string
+	check := func(a Attribute, field string) *FieldError {
+		if a.Kind != EventProp {
+			return nil
+		}
+		if key == "" {
+			key, first = a.Key, a.Name()
+			return nil
+		}
+		if a.Key != key {
+			return fieldErr(field, "properties are counted one at a time: %s cannot be combined with %s in one query", a.Name(), first)
+		}
+		return nil
+	}
+	for i, d := range q.Dimensions {
+		if err := check(d.Attr, fieldIndex("dimensions", i)); err != nil {
+			return "", err
+		}
+	}
+	for _, c := range q.Filters {
+		if err := check(c.Attr, c.field); err != nil {
+			return "", err
+		}
+	}
+	return key, nil
+}
+
+// addPropertyPart plans a query that breaks down or filters by property
+// prop: events from the property families; visitors and event:user need
+// per-user data, which holds no properties.
+func (p *plan) addPropertyPart(q *Query, prop string, attrs []Attribute, needHours bool) *FieldError {
+	name := propsPrefix + prop
+	if i := slices.Index(q.Metrics, Visitors); i >= 0 {
+		return fieldErr(fieldIndex("metrics", i),
+			"visitors are counted from per-user data, which holds no event properties: %s cannot be combined with visitors; use events", name)
+	}
+	if field, ok := userField(q); ok {
+		return fieldErr(field, "per-user data holds no event properties: %s cannot be combined with event:user", name)
+	}
+	if !q.has(Events) {
+		return nil
+	}
+	i := slices.IndexFunc(propertySources, func(s *source) bool { return s.supports(attrs, needHours) })
+	if i < 0 {
+		return hourlyConflict(q, needHours, attrs)
+	}
+	p.parts = append(p.parts, &part{src: propertySources[i], events: true, key: prop})
+	return nil
+}
+
+// userField returns the request field of the query's first event:user
+// dimension or filter.
+func userField(q *Query) (string, bool) {
+	if i := slices.IndexFunc(q.Dimensions, func(d Dimension) bool { return d.Attr.Kind == EventUser }); i >= 0 {
+		return fieldIndex("dimensions", i), true
+	}
+	if i := slices.IndexFunc(q.Filters, func(c Condition) bool { return c.Attr.Kind == EventUser }); i >= 0 {
+		return q.Filters[i].field, true
+	}
+	return "", false
+}
+
+// checkSums rejects what the sum families cannot answer: sums are kept per
+// event type and time bucket only.
+func checkSums(q *Query, attrs []Attribute) *FieldError {
+	for i, m := range q.Metrics {
+		if _, ok := m.SumAttribute(); !ok {
+			continue
+		}
+		for _, a := range attrs {
+			switch a.Kind {
+			case EventUser:
+				return fieldErr(fieldIndex("metrics", i), "sums are kept per event type, not per user: %s cannot be combined with event:user", m)
+			case EventProp:
+				return fieldErr(fieldIndex("metrics", i), "sums are kept per event type, not per property value: %s cannot be combined with %s", m, a.Name())
+			}
+		}
+	}
+	return nil
 }
 
 // hourlyConflict explains why no family answers: an attribute that only a
@@ -82,7 +192,7 @@ func hourlyConflict(q *Query, needHours bool, attrs []Attribute) *FieldError {
 // keep reports whether the Redis counter c counts for part pt: its family,
 // within the range, passing every filter.
 func (pt *part) keep(q *Query, c protocol.Counter) bool {
-	if c.Family != pt.src.family || !q.Range.contains(c.Hour) {
+	if c.Family != pt.src.family || !q.Range.contains(c.Hour) || c.Attribute != pt.key {
 		return false
 	}
 	for _, cond := range q.Filters {
@@ -130,6 +240,9 @@ func (a *sqlArgs) add(v any) string {
 // where returns the WHERE clause of pt: the range and the filters.
 func (pt *part) where(q *Query, args *sqlArgs) string {
 	conds := []string{pt.src.rangeSQL(q.Range, args)}
+	if pt.src.keyColumn != "" {
+		conds = append(conds, pt.src.keyColumn+" = "+args.add(pt.key)+"::text")
+	}
 	for _, c := range q.Filters {
 		col := pt.src.columns[c.Attr.Kind]
 		expr := col + " = ANY(" + args.add(c.Values) + "::text[])"
@@ -169,6 +282,11 @@ func (pt *part) aggregateSQL(q *Query, maxRows int) (string, []any) {
 	if pt.visitors {
 		sel = append(sel, "count(DISTINCT "+userColumn+")::int8")
 	}
+	if pt.sum != "" {
+		// numeric, as text: a sum over many rows may not fit 64 bits, which
+		// the merge reports instead of PostgreSQL failing the cast.
+		sel = append(sel, "COALESCE(sum("+sumColumn+"), 0)::text")
+	}
 	var b strings.Builder
 	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM " + pt.src.table + " WHERE " + pt.where(q, &args))
 	if len(dims) > 0 {
@@ -199,9 +317,11 @@ func groupByOrdinals(n int) string {
 
 // tables lists the tables the plan reads, for the response's meta.
 func (p *plan) tables() []string {
-	t := make([]string, len(p.parts))
-	for i, pt := range p.parts {
-		t[i] = pt.src.table
+	t := make([]string, 0, len(p.parts))
+	for _, pt := range p.parts {
+		if !slices.Contains(t, pt.src.table) {
+			t = append(t, pt.src.table)
+		}
 	}
 	return t
 }

@@ -4,10 +4,12 @@
 // counters of that family that still wait in Redis), and Run reads both
 // stores consistently (read.go).
 //
-// Adding a dimension or a filter attribute (such as event:props:<key> once
-// properties are counted) means: an attribute kind in attribute.go, the
-// column of each table that holds it and its value in a Redis counter
-// (sources.go). Parsing, planning, the SQL and the merge take it from there.
+// Adding a dimension or a filter attribute means: an attribute kind in
+// attribute.go, the column of each table that holds it and its value in a
+// Redis counter (sources.go). Parsing, planning, the SQL and the merge take
+// it from there. Property breakdowns (event:props:<key>) and sums
+// (sum:<attribute>) read families whose rows also carry a key (the property
+// or the summed attribute): a part of the plan fixes it (plan.go).
 package query
 
 import (
@@ -16,28 +18,43 @@ import (
 	"strings"
 )
 
-// Metric is a requested metric.
-type Metric uint8
+// Metric is a requested metric, by its name in requests and responses.
+type Metric string
 
 const (
 	// Events is the sum of the counts.
-	Events Metric = iota + 1
+	Events Metric = "events"
 	// Visitors is the number of distinct users (per-user data is daily).
-	Visitors
+	Visitors Metric = "visitors"
 )
 
-var metricNames = map[string]Metric{"events": Events, "visitors": Visitors}
+// sumPrefix starts the name of a sum metric: sum:<attribute> is the sum of
+// the integer attribute's values (the sum families).
+const sumPrefix = "sum:"
+
+// metricNames are the metric names a request may use, for error messages.
+var metricNames = []string{string(Events), sumPrefix + "<attribute>", string(Visitors)}
 
 // String returns the metric's name in requests and responses.
-func (m Metric) String() string {
-	switch m {
-	case Events:
-		return "events"
-	case Visitors:
-		return "visitors"
-	default:
-		return fmt.Sprintf("metric(%d)", uint8(m))
+func (m Metric) String() string { return string(m) }
+
+// SumAttribute returns the attribute a sum metric sums, and whether m is a
+// sum metric.
+func (m Metric) SumAttribute() (string, bool) { return strings.CutPrefix(string(m), sumPrefix) }
+
+// parseMetric returns the metric named name, or why there is none.
+func parseMetric(name string) (Metric, string) {
+	switch m := Metric(name); m {
+	case Events, Visitors:
+		return m, ""
 	}
+	if attr, ok := Metric(name).SumAttribute(); ok {
+		if attr == "" {
+			return "", fmt.Sprintf("metric %q names no attribute; expected sum:<attribute>, e.g. \"sum:tokens\"", name)
+		}
+		return Metric(name), ""
+	}
+	return "", fmt.Sprintf("unknown metric %q; expected one of %s", name, quoteList(metricNames))
 }
 
 // Granularity is the bucket size of a time dimension.
@@ -74,6 +91,8 @@ type Condition struct {
 	Attr   Attribute
 	Negate bool
 	Values []string
+	// field is the request field that names the attribute, for errors.
+	field string
 }
 
 // matches reports whether value satisfies c.
@@ -83,8 +102,8 @@ func (c Condition) matches(value string) bool {
 
 // OrderTerm orders the results by a metric or a dimension.
 type OrderTerm struct {
-	// Metric is set when the term orders by a metric; Dimension (an index
-	// into Query.Dimensions) otherwise.
+	// Metric is set (not "") when the term orders by a metric; Dimension
+	// (an index into Query.Dimensions) otherwise.
 	Metric    Metric
 	Dimension int
 	Desc      bool

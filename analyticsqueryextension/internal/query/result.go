@@ -26,7 +26,7 @@ func rows(q *Query, groups map[string]*group) ([]Row, int) {
 	slices.SortFunc(all, func(a, b *group) int {
 		for _, t := range order {
 			var c int
-			if t.Metric != 0 {
+			if t.Metric != "" {
 				c = cmp.Compare(a.metric(t.Metric), b.metric(t.Metric))
 			} else {
 				c = strings.Compare(a.dims[t.Dimension], b.dims[t.Dimension])
@@ -56,6 +56,9 @@ func rows(q *Query, groups map[string]*group) ([]Row, int) {
 func (g *group) metric(m Metric) int64 {
 	if m == Visitors {
 		return g.visitors
+	}
+	if _, ok := m.SumAttribute(); ok {
+		return g.sums[m]
 	}
 	return g.events
 }

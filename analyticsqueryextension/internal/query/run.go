@@ -1,9 +1,11 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,6 +111,36 @@ type group struct {
 	// redisUsers are the users Redis holds for the group, of which those
 	// PostgreSQL does not hold add to visitors.
 	redisUsers map[string]struct{}
+	// sums holds the value of each sum metric; overflow is the first sum
+	// metric whose value does not fit 64 bits.
+	sums     map[Metric]int64
+	overflow Metric
+}
+
+// addSum adds v to the group's sum metric m, noting an overflow.
+func (g *group) addSum(m Metric, v int64) {
+	if g.sums == nil {
+		g.sums = make(map[Metric]int64)
+	}
+	s := g.sums[m]
+	if (v > 0 && s > math.MaxInt64-v) || (v < 0 && s < math.MinInt64-v) {
+		if g.overflow == "" {
+			g.overflow = m
+		}
+		return
+	}
+	g.sums[m] = s + v
+}
+
+// sumOverflow reports a sum metric that does not fit 64 bits in some group.
+func sumOverflow(q *Query, groups map[string]*group) *FieldError {
+	for _, g := range groups {
+		if g.overflow != "" {
+			return fieldErr(fieldIndex("metrics", slices.Index(q.Metrics, g.overflow)),
+				"%s exceeds 64 bits in a result row; narrow date_range or use a finer time dimension", g.overflow)
+		}
+	}
+	return nil
 }
 
 // attempt reads both stores once; stable is false when a STAGE ran
@@ -185,6 +217,9 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 	if len(groups) > r.MaxCells {
 		return nil, false, tooManyRows(r.MaxCells)
 	}
+	if ferr := sumOverflow(p.q, groups); ferr != nil {
+		return nil, false, ferr
+	}
 	if len(p.q.Dimensions) == 0 && len(groups) == 0 {
 		groups[""] = &group{dims: []string{}}
 	}
@@ -260,6 +295,10 @@ func (r *Runner) aggregate(ctx context.Context, tx pgx.Tx, p *plan, pt *part, gr
 	if pt.visitors {
 		dest = append(dest, &visitors)
 	}
+	var sum string
+	if pt.sum != "" {
+		dest = append(dest, &sum)
+	}
 	n := 0
 	_, err = pgx.ForEachRow(rows, dest, func() error {
 		n++
@@ -269,6 +308,15 @@ func (r *Runner) aggregate(ctx context.Context, tx pgx.Tx, p *plan, pt *part, gr
 		g := groupFor(groups, render())
 		g.events += events
 		g.visitors += visitors
+		if pt.sum != "" {
+			v, perr := strconv.ParseInt(sum, 10, 64)
+			if perr != nil {
+				// A sum that numeric holds but int64 does not.
+				g.overflow = cmp.Or(g.overflow, pt.sum)
+				return nil
+			}
+			g.addSum(pt.sum, v)
+		}
 		return nil
 	})
 	if err != nil {
@@ -287,6 +335,9 @@ func addRedis(p *plan, counts []redisCount, groups map[string]*group) {
 		g := groupFor(groups, p.groupOf(rc.Counter))
 		if rc.part.events {
 			g.events += rc.Count
+		}
+		if rc.part.sum != "" {
+			g.addSum(rc.part.sum, rc.Count)
 		}
 		if rc.part.visitors && rc.Count > 0 {
 			if g.redisUsers == nil {

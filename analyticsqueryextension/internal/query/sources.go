@@ -14,6 +14,10 @@ type source struct {
 	hourly bool
 	// columns holds the column of each attribute the family carries.
 	columns map[AttrKind]string
+	// keyColumn is the column of the property (property families) or the
+	// summed attribute (sum families), which a part fixes; "" for the
+	// other families.
+	keyColumn string
 }
 
 // sources in order of preference: the first that can answer a metric is
@@ -23,6 +27,28 @@ var sources = []*source{
 	{family: protocol.Hourly, table: "analytics_hourly", hourly: true, columns: map[AttrKind]string{EventName: "event_type"}},
 	{family: protocol.UserDaily, table: "analytics_user_daily", columns: map[AttrKind]string{EventName: "event_type", EventUser: "user_id"}},
 }
+
+// propertySources answer events broken down or filtered by a property
+// (event:props:<key>), daily first.
+var propertySources = []*source{
+	{
+		family: protocol.PropertyDaily, table: "analytics_property_daily", keyColumn: "property",
+		columns: map[AttrKind]string{EventName: "event_type", EventProp: "value"},
+	},
+	{
+		family: protocol.PropertyHourly, table: "analytics_property_hourly", hourly: true, keyColumn: "property",
+		columns: map[AttrKind]string{EventName: "event_type", EventProp: "value"},
+	},
+}
+
+// sumSources answer the sum metrics (sum:<attribute>), daily first.
+var sumSources = []*source{
+	{family: protocol.SumDaily, table: "analytics_sum_daily", keyColumn: "attribute", columns: map[AttrKind]string{EventName: "event_type"}},
+	{family: protocol.SumHourly, table: "analytics_sum_hourly", hourly: true, keyColumn: "attribute", columns: map[AttrKind]string{EventName: "event_type"}},
+}
+
+// sumColumn is the sum families' value column, which sum metrics add up.
+const sumColumn = `"sum"`
 
 // userColumn is the per-user family's user column, which visitors counts.
 const userColumn = "user_id"
