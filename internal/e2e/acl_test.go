@@ -23,7 +23,7 @@ import (
 // cannot store); removing any of the others fails this test.
 const (
 	aclRules = "-@all +ping +info +evalsha +eval +wait " +
-		"+zcard +zrange +zcount +hgetall +mget +sismember +scard +sadd +srem " +
+		"+zcard +zrange +zcount +hgetall +mget +sismember +scard +sadd +srem +smembers " +
 		"+getdel +incrby +decrby +hincrby +set +hset +expire +exists +type +del +unlink +zadd +zpopmin +zrem +time"
 	// aclClusterRules: what a Redis Cluster client needs on top (the slot map,
 	// and COMMAND, which go-redis reads to route commands).
