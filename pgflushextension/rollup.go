@@ -116,6 +116,12 @@ func createRollups(ctx context.Context, tx pgx.Tx) error {
 	if !missing {
 		return nil
 	}
+	return backfillRollups(ctx, tx)
+}
+
+// backfillRollups rebuilds the rollups from analytics_user_daily, which it
+// locks against writes until tx ends.
+func backfillRollups(ctx context.Context, tx pgx.Tx) error {
 	if _, err := tx.Exec(ctx, "LOCK TABLE analytics_user_daily IN SHARE MODE"); err != nil {
 		return fmt.Errorf("create schema: lock analytics_user_daily for the rollup backfill: %w", err)
 	}

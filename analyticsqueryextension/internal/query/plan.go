@@ -20,6 +20,11 @@ type part struct {
 	src      *source
 	events   bool
 	visitors bool
+	// rollup, when set, is the table that holds PostgreSQL's distinct
+	// users of src per group (visitors only): aggregateSQL reads it instead
+	// of counting src's rows. src still gives the Redis counters and the
+	// lookup of the users PostgreSQL holds.
+	rollup *source
 }
 
 // newPlan chooses the families: events from the smallest table that holds
@@ -54,7 +59,7 @@ func newPlan(q *Query) (*plan, error) {
 		if len(p.parts) == 1 && p.parts[0].src == users {
 			p.parts[0].visitors = true
 		} else {
-			p.parts = append(p.parts, &part{src: users, visitors: true})
+			p.parts = append(p.parts, &part{src: users, visitors: true, rollup: visitorsRollup(q)})
 		}
 	}
 	return p, nil
@@ -169,8 +174,14 @@ func (pt *part) aggregateSQL(q *Query, maxRows int) (string, []any) {
 	if pt.visitors {
 		sel = append(sel, "count(DISTINCT "+userColumn+")::int8")
 	}
+	table := pt.src.table
+	if pt.rollup != nil {
+		// One row per group and day, and only daily groups: its count.
+		sel = append(slices.Clone(dims), "COALESCE(sum(visitors), 0)::int8")
+		table = pt.rollup.table
+	}
 	var b strings.Builder
-	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM " + pt.src.table + " WHERE " + pt.where(q, &args))
+	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM " + table + " WHERE " + pt.where(q, &args))
 	if len(dims) > 0 {
 		b.WriteString(" GROUP BY " + groupByOrdinals(len(dims)))
 	}
@@ -199,9 +210,12 @@ func groupByOrdinals(n int) string {
 
 // tables lists the tables the plan reads, for the response's meta.
 func (p *plan) tables() []string {
-	t := make([]string, len(p.parts))
-	for i, pt := range p.parts {
-		t[i] = pt.src.table
+	t := make([]string, 0, len(p.parts)+1)
+	for _, pt := range p.parts {
+		if pt.rollup != nil {
+			t = append(t, pt.rollup.table)
+		}
+		t = append(t, pt.src.table)
 	}
 	return t
 }
