@@ -127,8 +127,11 @@ func TestQueryExactBeforeAndAfterFlush(t *testing.T) {
 		tables  []any
 	}{
 		{modelQuery{dims: []string{"time:day"}, metrics: []string{"visitors"}}, "", []any{"analytics_visitors_daily", "analytics_user_daily"}},
-		{modelQuery{dims: []string{"time:day", "event:name"}, metrics: []string{"events", "visitors"}}, "",
-			[]any{"analytics_daily", "analytics_type_visitors_daily", "analytics_user_daily"}},
+		{
+			modelQuery{dims: []string{"time:day", "event:name"}, metrics: []string{"events", "visitors"}},
+			"",
+			[]any{"analytics_daily", "analytics_type_visitors_daily", "analytics_user_daily"},
+		},
 		{modelQuery{dims: []string{"time:week"}, metrics: []string{"visitors"}}, "", []any{"analytics_user_daily"}},
 		{modelQuery{dims: []string{"time:day"}, metrics: []string{"visitors"}}, `[["is","event:name",["signup"]]]`, []any{"analytics_user_daily"}},
 	} {
