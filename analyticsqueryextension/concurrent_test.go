@@ -26,6 +26,7 @@ func TestQueryExactWhileFlushesRun(t *testing.T) {
 	queries := []modelQuery{
 		{dims: []string{"time:day", "event:name"}, metrics: []string{"events", "visitors"}, from: start, to: start.AddDate(0, 0, 6)},
 		{metrics: []string{"events", "visitors"}, from: start, to: start.AddDate(0, 0, 6)},
+		{dims: []string{"time:day"}, metrics: []string{"visitors"}, from: start, to: start.AddDate(0, 0, 6)},
 	}
 
 	var (

@@ -63,6 +63,25 @@ func modelQueries() []struct {
 			filters: `[["and",[["is_not","event:user",["alice"]],["is_not","event:name",["signup"]]]]]`,
 		},
 		{mq: modelQuery{dims: []string{"time:day"}, metrics: []string{"events"}, from: from.AddDate(0, 0, 1), to: from.AddDate(0, 0, 1)}},
+		// Daily visitors come from the rollups: of any type, of each type,
+		// of each of some types; filtered by type without grouping by it
+		// they are counted from the per-user rows.
+		{mq: modelQuery{dims: []string{"time:day"}, metrics: []string{"visitors"}, from: from, to: to}},
+		{mq: modelQuery{dims: []string{"time:day", "event:name"}, metrics: []string{"visitors"}, from: from, to: to}},
+		{
+			mq: modelQuery{
+				dims: []string{"time:day", "event:name"}, metrics: []string{"visitors", "events"}, from: from, to: to,
+				keep: func(e ev) bool { return e.typ != "signup" },
+			},
+			filters: `[["is_not","event:name",["signup"]]]`,
+		},
+		{
+			mq: modelQuery{
+				dims: []string{"time:day"}, metrics: []string{"visitors"}, from: from, to: to,
+				keep: func(e ev) bool { return e.typ == "page_view" || e.typ == "signup" },
+			},
+			filters: `[["is","event:name",["page_view","signup"]]]`,
+		},
 	}
 }
 
@@ -99,6 +118,28 @@ func TestQueryExactBeforeAndAfterFlush(t *testing.T) {
 
 	e.flushOnce(ctx)
 	checkModel(t, base, all, "after the second flush")
+
+	// Which tables answered: daily visitors from a rollup, coarser buckets
+	// and type filters without a type dimension from the per-user rows.
+	for _, tc := range []struct {
+		mq      modelQuery
+		filters string
+		tables  []any
+	}{
+		{modelQuery{dims: []string{"time:day"}, metrics: []string{"visitors"}}, "", []any{"analytics_visitors_daily", "analytics_user_daily"}},
+		{
+			modelQuery{dims: []string{"time:day", "event:name"}, metrics: []string{"events", "visitors"}},
+			"",
+			[]any{"analytics_daily", "analytics_type_visitors_daily", "analytics_user_daily"},
+		},
+		{modelQuery{dims: []string{"time:week"}, metrics: []string{"visitors"}}, "", []any{"analytics_user_daily"}},
+		{modelQuery{dims: []string{"time:day"}, metrics: []string{"visitors"}}, `[["is","event:name",["signup"]]]`, []any{"analytics_user_daily"}},
+	} {
+		tc.mq.from, tc.mq.to = day1, day3
+		status, resp := post(ctx, t, base, tc.mq.body(tc.filters))
+		require.Equal(t, http.StatusOK, status, resp.Error)
+		assert.Equal(t, tc.tables, resp.Meta["tables"], tc.mq.body(tc.filters))
+	}
 
 	assert.Equal(t, []string{"page:view", "page_view", "signup"}, getEventNames(ctx, t, base))
 }

@@ -309,6 +309,7 @@ func requireExactTotals(ctx context.Context, t *testing.T, env *testEnv, want to
 		}
 	}
 	assert.Equal(t, wantFamily, gotFamily, "PostgreSQL sums per family")
+	requireRollupsExact(ctx, t, env.db)
 	var left []string
 	for _, k := range env.keys(ctx) {
 		if keep == nil || !keep(k) {

@@ -65,7 +65,7 @@ func BenchmarkFlush(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				b.StopTimer()
-				_, err := env.db.Exec(ctx, "TRUNCATE analytics_user_daily, analytics_flush_ledger")
+				_, err := env.db.Exec(ctx, "TRUNCATE analytics_user_daily, analytics_flush_ledger, "+strings.Join(rollupTables, ", "))
 				require.NoError(b, err)
 				seedUserCounters(ctx, b, env.rdb, env.schema, n)
 				b.StartTimer()
@@ -98,7 +98,7 @@ func BenchmarkUpsert(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				b.StopTimer()
-				_, err := env.db.Exec(ctx, "TRUNCATE analytics_user_daily, analytics_flush_ledger")
+				_, err := env.db.Exec(ctx, "TRUNCATE analytics_user_daily, analytics_flush_ledger, "+strings.Join(rollupTables, ", "))
 				require.NoError(b, err)
 				b.StartTimer()
 				for _, pb := range batches {

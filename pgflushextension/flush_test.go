@@ -455,6 +455,7 @@ func TestThreeFlushersConcurrently(t *testing.T) {
 		mergeTotals(want, s)
 	}
 	assert.Equal(t, want, env.readTotals(ctx))
+	requireRollupsExact(ctx, t, env.db)
 	requireOnlyMarkersLeft(t, env)
 	var recovered, flushes int64
 	for _, f := range flushers {

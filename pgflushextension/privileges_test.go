@@ -23,6 +23,7 @@ import (
 // applied_at.
 const leastPrivilegeGrants = `GRANT SELECT, INSERT, UPDATE ON analytics_daily, analytics_hourly, analytics_user_daily TO flusher;
 GRANT SELECT, INSERT, UPDATE ON analytics_property_daily, analytics_property_hourly, analytics_sum_daily, analytics_sum_hourly TO flusher;
+GRANT SELECT, INSERT, UPDATE ON analytics_user_seen_daily, analytics_visitors_daily, analytics_type_visitors_daily TO flusher;
 GRANT SELECT, INSERT, UPDATE, DELETE ON analytics_flush_ledger TO flusher;`
 
 // TestFlushAsLeastPrivilegedRole: with the tables created by their owner,

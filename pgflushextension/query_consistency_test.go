@@ -111,12 +111,14 @@ func userEvents(typ, user string, at time.Time, n int64) []increment {
 }
 
 // consistencyQueries are checked at every step: per day and type with
-// visitors, per hour, per user, and the totals.
+// visitors, per hour, per user, the totals, and visitors per day (the
+// daily ones from the visitors rollups).
 var consistencyQueries = []string{
 	`{"metrics":["events","visitors"],"dimensions":["time:day","event:name"],"date_range":["2026-12-01","2026-12-03"]}`,
 	`{"metrics":["events"],"dimensions":["time:hour"],"date_range":["2026-12-01","2026-12-03"]}`,
 	`{"metrics":["events","visitors"],"dimensions":["event:user"],"date_range":"all","order_by":[["event:user","asc"]]}`,
 	`{"metrics":["visitors","events"],"date_range":["2026-12-01","2026-12-03"]}`,
+	`{"metrics":["visitors"],"dimensions":["time:day"],"date_range":["2026-12-01","2026-12-03"]}`,
 }
 
 // TestQueryExactAtEveryFlushStep pauses flushes at each of their steps
@@ -171,6 +173,9 @@ func TestQueryExactAtEveryFlushStep(t *testing.T) {
 		{"dimensions":["dave"],"metrics":[1,1]},
 		{"dimensions":["erin"],"metrics":[1,1]}]`, want[2])
 	require.JSONEq(t, `[{"dimensions":[],"metrics":[5,20]}]`, want[3])
+	require.JSONEq(t, `[
+		{"dimensions":["2026-12-01"],"metrics":[4]},
+		{"dimensions":["2026-12-02"],"metrics":[4]}]`, want[4])
 
 	var (
 		mu    sync.Mutex

@@ -115,6 +115,6 @@ func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
 				return fmt.Errorf("create schema: %w", err)
 			}
 		}
-		return nil
+		return createRollups(ctx, tx)
 	})
 }

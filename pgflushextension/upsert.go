@@ -33,10 +33,7 @@ SELECT u.event_type, to_timestamp(u.hour * 3600), u.count, now()
 FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(event_type, hour, count)
 ON CONFLICT (event_type, hour) DO UPDATE SET count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at`
 
-	upsertUserDailySQL = `INSERT INTO analytics_user_daily AS t (user_id, event_type, date, count, updated_at)
-SELECT u.user_id, u.event_type, DATE '1970-01-01' + u.day, u.count, now()
-FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[]) AS u(user_id, event_type, day, count)
-ON CONFLICT (user_id, event_type, date) DO UPDATE SET count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at`
+	// upsertUserDailySQL (rollup.go) also keeps the visitors rollups.
 
 	upsertPropertyDailySQL = `INSERT INTO analytics_property_daily AS t (event_type, property, value, date, count, updated_at)
 SELECT u.event_type, u.property, u.value, DATE '1970-01-01' + u.day, u.count, now()
@@ -96,7 +93,7 @@ func upsertUnnest(ctx context.Context, tx pgx.Tx, r *familyRows) (int64, error) 
 	case protocol.Hourly:
 		tag, err = tx.Exec(ctx, upsertHourlySQL, r.eventTypes, r.hours, r.counts)
 	case protocol.UserDaily:
-		tag, err = tx.Exec(ctx, upsertUserDailySQL, r.userIDs, r.eventTypes, r.days, r.counts)
+		return upsertUserDaily(ctx, tx, r)
 	case protocol.PropertyDaily:
 		tag, err = tx.Exec(ctx, upsertPropertyDailySQL, r.eventTypes, r.attributes, r.values, r.days, r.counts)
 	case protocol.PropertyHourly:

@@ -25,6 +25,11 @@ type part struct {
 	key string
 	// sum is the sum metric the part answers, or "".
 	sum Metric
+	// rollup, when set, is the table that holds PostgreSQL's distinct
+	// users of src per group (visitors only): aggregateSQL reads it instead
+	// of counting src's rows. src still gives the Redis counters and the
+	// lookup of the users PostgreSQL holds.
+	rollup *source
 }
 
 // newPlan chooses the families: events from the smallest table that holds
@@ -79,7 +84,7 @@ func newPlan(q *Query) (*plan, error) {
 		if len(p.parts) == 1 && p.parts[0].src == users {
 			p.parts[0].visitors = true
 		} else {
-			p.parts = append(p.parts, &part{src: users, visitors: true})
+			p.parts = append(p.parts, &part{src: users, visitors: true, rollup: visitorsRollup(q)})
 		}
 	}
 	return p, nil
@@ -287,8 +292,14 @@ func (pt *part) aggregateSQL(q *Query, maxRows int) (string, []any) {
 		// the merge reports instead of PostgreSQL failing the cast.
 		sel = append(sel, "COALESCE(sum("+sumColumn+"), 0)::text")
 	}
+	table := pt.src.table
+	if pt.rollup != nil {
+		// One row per group and day, and only daily groups: its count.
+		sel = append(slices.Clone(dims), "COALESCE(sum(visitors), 0)::int8")
+		table = pt.rollup.table
+	}
 	var b strings.Builder
-	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM " + pt.src.table + " WHERE " + pt.where(q, &args))
+	b.WriteString("SELECT " + strings.Join(sel, ", ") + " FROM " + table + " WHERE " + pt.where(q, &args))
 	if len(dims) > 0 {
 		b.WriteString(" GROUP BY " + groupByOrdinals(len(dims)))
 	}
@@ -317,8 +328,11 @@ func groupByOrdinals(n int) string {
 
 // tables lists the tables the plan reads, for the response's meta.
 func (p *plan) tables() []string {
-	t := make([]string, 0, len(p.parts))
+	t := make([]string, 0, len(p.parts)+1)
 	for _, pt := range p.parts {
+		if pt.rollup != nil && !slices.Contains(t, pt.rollup.table) {
+			t = append(t, pt.rollup.table)
+		}
 		if !slices.Contains(t, pt.src.table) {
 			t = append(t, pt.src.table)
 		}

@@ -50,6 +50,47 @@ var sumSources = []*source{
 // sumColumn is the sum families' value column, which sum metrics add up.
 const sumColumn = `"sum"`
 
+// The visitors rollups (pgflushextension's rollup.go), kept by the flush in
+// the transaction that upserts analytics_user_daily: the distinct users of
+// each day, and of each event type and day. Distinct users do not add up
+// across days or types, so they answer only groups of one day and, with
+// event:name filters, one type (visitorsRollup).
+var (
+	visitorsDaily     = &source{family: protocol.UserDaily, table: "analytics_visitors_daily", columns: map[AttrKind]string{}}
+	typeVisitorsDaily = &source{family: protocol.UserDaily, table: "analytics_type_visitors_daily", columns: map[AttrKind]string{EventName: "event_type"}}
+)
+
+// visitorsRollup returns the rollup that holds PostgreSQL's visitors of
+// each group of q, or nil when the groups need a distinct count over the
+// per-user rows: q's groups must be days (a time:day dimension) and, when q
+// groups or filters by event name, single event types (an event:name
+// dimension); no other attribute may appear.
+func visitorsRollup(q *Query) *source {
+	td, ok := q.timeDimension()
+	if !ok || td.Time != Day {
+		return nil
+	}
+	byName := false
+	for _, d := range q.Dimensions {
+		switch {
+		case d.IsTime():
+		case d.Attr.Kind == EventName:
+			byName = true
+		default:
+			return nil
+		}
+	}
+	for _, c := range q.Filters {
+		if c.Attr.Kind != EventName || !byName {
+			return nil
+		}
+	}
+	if byName {
+		return typeVisitorsDaily
+	}
+	return visitorsDaily
+}
+
 // userColumn is the per-user family's user column, which visitors counts.
 const userColumn = "user_id"
 
