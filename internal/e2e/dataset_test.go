@@ -35,8 +35,11 @@ type expectedTable struct {
 // tables lists e's rows by table, always in the same order.
 func (e *expected) tables() []expectedTable {
 	return []expectedTable{
-		{"analytics_daily", e.daily}, {"analytics_hourly", e.hourly}, {"analytics_user_daily", e.userDaily},
-		{"analytics_property_daily", e.propDaily}, {"analytics_sum_daily", e.sumDaily},
+		{"analytics_daily", e.daily},
+		{"analytics_hourly", e.hourly},
+		{"analytics_user_daily", e.userDaily},
+		{"analytics_property_daily", e.propDaily},
+		{"analytics_sum_daily", e.sumDaily},
 	}
 }
 
