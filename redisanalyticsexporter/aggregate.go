@@ -287,8 +287,15 @@ func (a *aggregator) reset() {
 
 // reusable reports whether the aggregator is small enough to keep pooled.
 func (a *aggregator) reusable() bool {
-	return a.pairCounter.reusable() && len(a.userDaily) <= maxPooledEntries && len(a.seenFP) <= maxPooledEntries &&
-		len(a.props) <= maxPooledEntries && len(a.sums) <= maxPooledEntries
+	for _, n := range []int{
+		len(a.userDaily), len(a.seenFP), len(a.props), len(a.sums), len(a.propsDaily), len(a.sumsDaily),
+		len(a.typeAllowed), len(a.guards.index), len(a.folds),
+	} {
+		if n > maxPooledEntries {
+			return false
+		}
+	}
+	return a.pairCounter.reusable()
 }
 
 // numKeys is the number of distinct counters derived by finalize.
