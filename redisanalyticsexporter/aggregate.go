@@ -433,9 +433,9 @@ func (a *aggregator) addHour(p *pair, hour, n int64) {
 
 // encode builds the script call (protocol.ApplyCall): the batch markers of
 // batchIDs, the resource markers chosen by selectMarkers, the cardinality
-// guards under limits (or folds where full knows the day's set is full), and
-// one increment per counter.
-func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits CardinalityLimits, full *fullSets) {
+// guards under limits (none where known knows the member: admitted, or
+// folded here for a full set), and one increment per counter.
+func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits CardinalityLimits, known *knownSets) {
 	a.call.Reset()
 	clear(a.folds)
 	for _, id := range batchIDs {
@@ -445,7 +445,7 @@ func (a *aggregator) encode(batchIDs []string, ttls protocol.ApplyTTLs, limits C
 		a.call.AddResourceMarker(a.res[i].fp.hi, a.res[i].fp.lo)
 	}
 	g := &a.guards
-	g.begin(a.call, limits, full)
+	g.begin(a.call, limits, known)
 	none := guardResult{}
 	for b, n := range a.daily {
 		typ := a.types[b.typ]

@@ -204,11 +204,11 @@ func TestTimeHorizonDropsOldAndFutureEvents(t *testing.T) {
 	}, opts...)
 }
 
-// TestFullSetFoldsWithoutAskingRedis: once Redis folded a guard, the
-// exporter knows the day's set is full: its next pushes fold new values
-// themselves (no guard, one folded counter) and admit the set's members
-// without a guard, and the totals stay exact.
-func TestFullSetFoldsWithoutAskingRedis(t *testing.T) {
+// TestKnownMembersNeedNoGuard: the exporter remembers the members Redis
+// admitted, and a day's set once Redis folded a guard against it: its next
+// pushes send no guard for admitted members, fold new values of a full set
+// themselves (one folded counter), and the totals stay exact.
+func TestKnownMembersNeedNoGuard(t *testing.T) {
 	t.Parallel()
 	client, prefix := testservers.SharedRedis(t)
 	rec := &evalRecorder{}
@@ -216,38 +216,37 @@ func TestFullSetFoldsWithoutAskingRedis(t *testing.T) {
 	cfg.UserIDAttributes = nil
 	cfg.CardinalityLimits = CardinalityLimits{EventTypesPerDay: 2}
 	le, e := startLogs(t, cfg, exportertest.NewNopSettings(metadata.Type), componenttest.NewNopHost(), func(e *redisAnalyticsExporter) { e.hooks = append(e.hooks, rec) })
-	push := func(types ...string) {
+	push := func(types ...string) protocol.ApplyLayout {
 		t.Helper()
 		var records []logRecord
 		for _, typ := range types {
 			records = append(records, logRecord{typ, "", tsRecord})
 		}
 		require.NoError(t, le.ConsumeLogs(t.Context(), newLogs(records)))
+		calls := rec.scriptCalls()
+		return scriptLayout(t, calls[len(calls)-1])
 	}
-	push("a", "b") // the set is full
-	push("c")      // Redis folds c
+	day := dayOf(protocol.HourOf(tsRecord))
+	assert.Len(t, push("a", "b").Guards, 2, "the set fills")
+	assert.Empty(t, push("a", "b").Guards, "admitted members need no guard")
+	assert.Len(t, push("c").Guards, 1, "Redis folds c")
 	require.Eventually(t, func() bool {
-		_, known := e.fullSets.admits(guardKey{capSet{kind: protocol.GuardEventTypes, day: dayOf(protocol.HourOf(tsRecord))}, "a"})
+		_, known := e.knownSets.admits(guardKey{capSet{kind: protocol.GuardEventTypes, day: day}, "never-seen"})
 		return known
 	}, 5*time.Second, 10*time.Millisecond, "the exporter learns that the set is full")
-	push("a", "d", "e", "f")
-
-	calls := rec.scriptCalls()
-	require.Len(t, calls, 3)
-	second := scriptLayout(t, calls[2])
-	assert.Empty(t, second.Guards, "a full set needs no guard")
+	last := push("a", "d", "e", "f")
+	assert.Empty(t, last.Guards, "a full set needs no guard")
 	schema, err := protocol.New(prefix)
 	require.NoError(t, err)
-	day := dayOf(protocol.HourOf(tsRecord))
 	other := schema.Key(protocol.Counter{Family: protocol.Daily, EventType: protocol.OverflowValue, Hour: day})
 	incrs := map[string]int64{}
-	for _, c := range second.Counters {
+	for _, c := range last.Counters {
 		incrs[c.Key] += c.Incr
 	}
 	assert.Equal(t, int64(3), incrs[other], "d, e and f in one folded counter")
 	want := map[string]int64{
-		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "a", Hour: day}): 2,
-		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "b", Hour: day}): 1,
+		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "a", Hour: day}): 3,
+		schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "b", Hour: day}): 2,
 		other: 4,
 	}
 	assert.Equal(t, want, counterValues(t, client, keysOf(want)))

@@ -62,8 +62,8 @@ type redisAnalyticsExporter struct {
 	failing     atomic.Bool // the last push failed on Redis; report OK on recovery
 	// overflowWarn rate-limits the warnings about cardinality caps and sums.
 	overflowWarn everyInterval
-	// fullSets are the day's cardinality sets known to be full (guard.go).
-	fullSets *fullSets
+	// knownSets is what pushes learned of the day's cardinality sets (guard.go).
+	knownSets *knownSets
 }
 
 // everyInterval allows one event per interval, from any goroutine.
@@ -136,7 +136,7 @@ func newRedisAnalyticsExporter(cfg *Config, set exporter.Settings, signal string
 		aggregators: sync.Pool{New: func() any { return newAggregator(schema) }},
 	}
 	e.overflowWarn.interval = overflowWarnInterval
-	e.fullSets = newFullSets()
+	e.knownSets = newKnownSets()
 	e.committer = newCommitter(e.applyWhenConnected)
 	return e, nil
 }

@@ -40,13 +40,13 @@ type sumInfo struct {
 
 // guardSet adds each distinct guard of a call once (protocol.ApplyCall
 // positions) and remembers what it covers. With a limit of 0 a kind has no
-// guard; OverflowValue itself is never checked. A member of a set that
-// fullSets knows to be full needs no guard: it is admitted when the set
-// holds it, and folded here otherwise, as Redis would.
+// guard; OverflowValue itself is never checked. A member that knownSets
+// knows needs no guard: one Redis admitted before is admitted, and one of
+// a set known to be full is folded here, as Redis would.
 type guardSet struct {
 	call   *protocol.ApplyCall
 	limits CardinalityLimits
-	full   *fullSets
+	known  *knownSets
 	index  map[guardKey]int
 	infos  []guardInfo
 	sums   []sumInfo
@@ -61,14 +61,14 @@ func newGuardSet() guardSet { return guardSet{index: make(map[guardKey]int)} }
 func (g *guardSet) reset() {
 	clear(g.index)
 	clear(g.infos)
-	g.infos, g.sums, g.call, g.full = g.infos[:0], g.sums[:0], nil, nil
+	g.infos, g.sums, g.call, g.known = g.infos[:0], g.sums[:0], nil, nil
 	g.localFolded = [protocol.GuardUsers + 1]int64{}
 	g.localSample = guardKey{}
 }
 
-func (g *guardSet) begin(call *protocol.ApplyCall, limits CardinalityLimits, full *fullSets) {
+func (g *guardSet) begin(call *protocol.ApplyCall, limits CardinalityLimits, known *knownSets) {
 	g.reset()
-	g.call, g.limits, g.full = call, limits, full
+	g.call, g.limits, g.known = call, limits, known
 }
 
 // guardResult is how a counter's label is checked: by the guard at a
@@ -103,7 +103,7 @@ func (g *guardSet) add(k guardKey, limit, events int64) guardResult {
 	if limit <= 0 || k.member == protocol.OverflowValue {
 		return guardResult{}
 	}
-	if admitted, known := g.full.admits(k); known {
+	if admitted, known := g.known.admits(k); known {
 		if admitted {
 			return guardResult{}
 		}
@@ -133,41 +133,84 @@ func (g *guardSet) sumValues(position int) int64 {
 	return 0
 }
 
-// fullSets remembers the day's cardinality sets that Redis found full, with
-// their members. A full set never takes a new member (its day's counters
-// only fold), so the exporter can decide for it without asking Redis: a
-// flood of new values then costs one folded counter per key, not a guard
-// and a folded key per value. Shared by the exporter's pushes.
-type fullSets struct {
-	mu   sync.RWMutex
-	sets map[capSet]map[string]struct{}
+// knownSets is what the exporter knows of the day's cardinality sets, so
+// that it needs no guard for most values: the members Redis admitted (a
+// member stays in its set while its day takes events), and the sets Redis
+// found full, with all their members (a full set never takes a new
+// member, so the exporter folds the values it does not hold before the
+// call: a flood costs one folded counter per key, not a guard and a folded
+// key per value). Shared by the exporter's pushes; bounded by the caps.
+type knownSets struct {
+	mu       sync.RWMutex
+	full     map[capSet]map[string]struct{}
+	admitted map[capSet]map[string]struct{}
 }
 
-func newFullSets() *fullSets { return &fullSets{sets: make(map[capSet]map[string]struct{})} }
+func newKnownSets() *knownSets {
+	return &knownSets{full: make(map[capSet]map[string]struct{}), admitted: make(map[capSet]map[string]struct{})}
+}
 
-// admits reports whether k's set is known to be full (known) and, if so,
-// whether it holds k's member.
-func (f *fullSets) admits(k guardKey) (admitted, known bool) {
+// maxKnownPerSet bounds the admitted members remembered per set (a users
+// cap may be large); past it, members are checked in Redis.
+const maxKnownPerSet = 100_000
+
+// admits reports whether k's member is known (known) and, if so, whether
+// its set admits it.
+func (f *knownSets) admits(k guardKey) (admitted, known bool) {
 	if f == nil {
 		return false, false
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	members, known := f.sets[k.capSet]
-	if !known {
-		return false, false
+	if members, full := f.full[k.capSet]; full {
+		_, admitted = members[k.member]
+		return admitted, true
 	}
-	_, admitted = members[k.member]
-	return admitted, true
+	if _, admitted = f.admitted[k.capSet][k.member]; admitted {
+		return true, true
+	}
+	return false, false
+}
+
+// remember records members that Redis admitted, and forgets the sets of
+// days before oldestDay.
+func (f *knownSets) remember(keys []guardKey, oldestDay int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, k := range keys {
+		set, ok := f.admitted[k.capSet]
+		if !ok {
+			set = make(map[string]struct{})
+			f.admitted[k.capSet] = set
+			f.forget(oldestDay)
+		}
+		if len(set) < maxKnownPerSet {
+			set[k.member] = struct{}{}
+		}
+	}
+}
+
+// forget drops the sets of days before oldestDay; f.mu is held.
+func (f *knownSets) forget(oldestDay int64) {
+	for s := range f.full {
+		if s.day < oldestDay {
+			delete(f.full, s)
+		}
+	}
+	for s := range f.admitted {
+		if s.day < oldestDay {
+			delete(f.admitted, s)
+		}
+	}
 }
 
 // learn reads the members of the sets of keys (guards Redis found full)
 // and remembers those that are full under limits; it forgets the sets of
 // days before oldestDay.
-func (f *fullSets) learn(ctx context.Context, client redis.UniversalClient, schema protocol.Schema, keys []guardKey, limits CardinalityLimits, oldestDay int64) error {
+func (f *knownSets) learn(ctx context.Context, client redis.UniversalClient, schema protocol.Schema, keys []guardKey, limits CardinalityLimits, oldestDay int64) error {
 	for _, k := range keys {
 		f.mu.RLock()
-		_, known := f.sets[k.capSet]
+		_, known := f.full[k.capSet]
 		f.mu.RUnlock()
 		if known {
 			continue
@@ -185,12 +228,9 @@ func (f *fullSets) learn(ctx context.Context, client redis.UniversalClient, sche
 			set[m] = struct{}{}
 		}
 		f.mu.Lock()
-		f.sets[k.capSet] = set
-		for s := range f.sets {
-			if s.day < oldestDay {
-				delete(f.sets, s)
-			}
-		}
+		f.full[k.capSet] = set
+		delete(f.admitted, k.capSet)
+		f.forget(oldestDay)
 		f.mu.Unlock()
 	}
 	return nil

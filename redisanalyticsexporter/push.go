@@ -157,7 +157,7 @@ func (e *redisAnalyticsExporter) aggregate(agg *aggregator, live []*pushWaiter) 
 	for i, w := range live {
 		batchIDs[i] = w.req.batchID
 	}
-	agg.encode(batchIDs, e.ttls, e.cfg.CardinalityLimits, e.fullSets)
+	agg.encode(batchIDs, e.ttls, e.cfg.CardinalityLimits, e.knownSets)
 }
 
 // groupApplied records an applied group and answers its pushes.
@@ -172,7 +172,7 @@ func (e *redisAnalyticsExporter) groupApplied(ctx context.Context, agg *aggregat
 			zap.Int64("counters", res.Expired), zap.Duration("ttl", e.cfg.TTL), zap.String("key_prefix", e.cfg.KeyPrefix))
 	}
 	e.recordFolded(ctx, agg, res)
-	defer e.learnFullSets(ctx, agg, res)
+	defer e.learnSets(ctx, agg, res)
 	if ce := e.logger.Check(zap.DebugLevel, "Applied counters"); ce != nil {
 		ce.Write(zap.Int("pushes", len(live)), zap.Int64("events", agg.counted),
 			zap.Int("keys", agg.numKeys()), zap.Int64("duplicate_events", agg.dropped[reasonDuplicate]),
@@ -272,12 +272,31 @@ func (e *redisAnalyticsExporter) recordFolded(ctx context.Context, agg *aggregat
 	}
 }
 
-// learnFullSets reads the sets whose guards Redis folded, after the group
-// was answered, so that the next pushes fold their new values without
-// asking Redis (fullSets). A failure only costs the next pushes those
-// checks in Redis.
-func (e *redisAnalyticsExporter) learnFullSets(ctx context.Context, agg *aggregator, res protocol.ApplyResult) {
-	if len(res.Folded) == 0 {
+// learnSets remembers what the applied call told of the day's cardinality
+// sets, after the group was answered: the members its guards admitted, and
+// (read from Redis) the members of the sets its folded guards found full.
+// The next pushes then need no guard for them (knownSets). A failed read
+// only costs the next pushes those checks in Redis.
+func (e *redisAnalyticsExporter) learnSets(ctx context.Context, agg *aggregator, res protocol.ApplyResult) {
+	infos := agg.guards.infos
+	if len(infos) == 0 {
+		return
+	}
+	oldest := dayOf(protocol.HourOf(e.now().Add(-e.cfg.MaxEventAge - e.cfg.MaxClockSkew)))
+	folded := make([]guardKey, 0, len(res.Folded))
+	isFolded := make(map[int]bool, len(res.Folded))
+	for _, pos := range res.Folded {
+		folded = append(folded, infos[pos].key)
+		isFolded[pos] = true
+	}
+	admitted := make([]guardKey, 0, len(infos)-len(folded))
+	for pos, info := range infos {
+		if !isFolded[pos] {
+			admitted = append(admitted, info.key)
+		}
+	}
+	e.knownSets.remember(admitted, oldest)
+	if len(folded) == 0 {
 		return
 	}
 	e.mu.Lock()
@@ -286,15 +305,10 @@ func (e *redisAnalyticsExporter) learnFullSets(ctx context.Context, agg *aggrega
 	if client == nil {
 		return
 	}
-	keys := make([]guardKey, 0, len(res.Folded))
-	for _, pos := range res.Folded {
-		keys = append(keys, agg.guards.infos[pos].key)
-	}
 	// Its own time: the group's may be nearly spent, and it is answered.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), learnTimeout)
 	defer cancel()
-	oldest := dayOf(protocol.HourOf(e.now().Add(-e.cfg.MaxEventAge - e.cfg.MaxClockSkew)))
-	if err := e.fullSets.learn(ctx, client, e.schema, keys, e.cfg.CardinalityLimits, oldest); err != nil {
+	if err := e.knownSets.learn(ctx, client, e.schema, folded, e.cfg.CardinalityLimits, oldest); err != nil {
 		e.logger.Debug("Reading full cardinality sets failed", zap.Error(err))
 	}
 }
