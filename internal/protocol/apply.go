@@ -19,10 +19,12 @@ import (
 //	KEYS[2…1+b]          batch markers, one per push of the group (its batch id)
 //	KEYS[2+b…1+b+m]      resource markers, one per fingerprinted resource entry (dedup.go)
 //	KEYS[2+b+m…1+b+m+g]  cardinality sets, one per guard (see Guard)
-//	KEYS[2+b+m+g…]       counters: per counter its key, then the keys it folds
-//	                     into: [type folded] when it has a type guard, [value
-//	                     folded, both folded] when it also has a value guard
-//	                     ([value folded] when it has only that one)
+//	KEYS[2+b+m+g…]       counters: first the u plain counts (no guard, not a
+//	                     sum), their key each; then the others, per counter
+//	                     its key and the keys it folds into: [type folded]
+//	                     when it has a type guard, [value folded, both
+//	                     folded] when it also has a value guard ([value
+//	                     folded] when it has only that one)
 //	ARGV[1]              counter TTL in seconds
 //	ARGV[2]              batch marker TTL in seconds
 //	ARGV[3]              b, the number of batch markers (at least 1)
@@ -30,9 +32,11 @@ import (
 //	ARGV[5]              resource marker TTL in seconds (the dedup window)
 //	ARGV[6]              g, the number of guards
 //	ARGV[7]              cardinality set TTL in seconds
-//	ARGV[8…7+2g]         per guard: its member, its limit
-//	ARGV[8+2g…]          per counter: increment, type guard, value guard
-//	                     (1-based guard positions, 0 for none), 1 for a sum
+//	ARGV[8]              u, the number of plain counts
+//	ARGV[9…8+2g]         per guard: its member, its limit
+//	ARGV[9+2g…]          per plain count: its increment; then per other
+//	                     counter: increment, type guard, value guard (1-based
+//	                     guard positions, 0 for none), 1 for a sum
 //
 // It answers with an array whose first element says what it did:
 //
@@ -47,8 +51,8 @@ import (
 //	               expired (ttl) before a flush moved it, and its count is
 //	               gone. The f guards j found their set full, so their
 //	               counters went to the folded keys. The sum counters c
-//	               (1-based among the counters) would have overflowed a
-//	               64-bit integer and were left out.
+//	               (1-based among the counters, in KEYS order) would have
+//	               overflowed a 64-bit integer and were left out.
 //	{2, j…}        the resource markers KEYS[1+b+j] exist. It changed nothing
 //	               but their TTLs: the caller drops those entries (already
 //	               counted) and calls again with the same batch ids.
@@ -112,6 +116,7 @@ const (
 	argDedupWindow
 	argNumGuards
 	argGuardTTL
+	argNumPlain
 	// headArgs is the number of ARGV entries before the guards'.
 	headArgs
 )
@@ -174,13 +179,14 @@ type ApplyCall struct {
 	batchKeys   []string
 	markerBuf   []byte
 	markers     int
-	guardBuf    []byte
-	guardEnds   []int
-	guardArgs   []any // member, limit per guard
-	counterBuf  []byte
-	counterEnds []int
-	counterArgs []any // increment, type guard, value guard, sum flag per counter
-	counters    int
+	guardBuf  []byte
+	guardEnds []int
+	guardArgs []any // member, limit per guard
+	// Plain counts (no guard, not a sum) take one key and one argument;
+	// the other counters their folded keys and four arguments.
+	plain    counterSection
+	guarded  counterSection
+	counters int
 
 	keys []string
 	args []any
@@ -196,10 +202,31 @@ func (c *ApplyCall) Reset() {
 	clear(c.args)
 	c.batchKeys, c.keys, c.args = c.batchKeys[:0], c.keys[:0], c.args[:0]
 	clear(c.guardArgs)
-	clear(c.counterArgs)
 	c.markerBuf, c.markers = c.markerBuf[:0], 0
 	c.guardBuf, c.guardEnds, c.guardArgs = c.guardBuf[:0], c.guardEnds[:0], c.guardArgs[:0]
-	c.counterBuf, c.counterEnds, c.counterArgs, c.counters = c.counterBuf[:0], c.counterEnds[:0], c.counterArgs[:0], 0
+	c.plain.reset()
+	c.guarded.reset()
+	c.counters = 0
+}
+
+// counterSection holds the counters of one layout: their keys in one
+// buffer, their arguments, and the position each was added at.
+type counterSection struct {
+	buf       []byte
+	ends      []int
+	args      []any
+	positions []int
+}
+
+func (s *counterSection) reset() {
+	clear(s.args)
+	s.buf, s.ends, s.args, s.positions = s.buf[:0], s.ends[:0], s.args[:0], s.positions[:0]
+}
+
+// appendKey appends a key of the current counter.
+func (s *counterSection) appendKey(schema Schema, ctr Counter) {
+	s.buf = schema.AppendKey(s.buf, ctr)
+	s.ends = append(s.ends, len(s.buf))
 }
 
 // AddBatch adds the batch marker of a push (its batch id). A call needs at
@@ -236,25 +263,31 @@ func (c *ApplyCall) AddGuardedCounter(ctr Counter, n int64, guards CounterGuards
 	if !ctr.Family.hasDim() {
 		guards.Dim = 0
 	}
-	c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr)
-	c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+	isSum := ctr.Family == SumDaily || ctr.Family == SumHourly
+	if guards.Type == 0 && guards.Dim == 0 && !isSum {
+		c.plain.appendKey(c.schema, ctr)
+		c.plain.args = append(c.plain.args, n)
+		c.plain.positions = append(c.plain.positions, c.counters)
+		c.counters++
+		return
+	}
+	s := &c.guarded
+	s.appendKey(c.schema, ctr)
 	if guards.Type > 0 {
-		c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr.Folded(true, false))
-		c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+		s.appendKey(c.schema, ctr.Folded(true, false))
 	}
 	if guards.Dim > 0 {
-		c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr.Folded(false, true))
-		c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+		s.appendKey(c.schema, ctr.Folded(false, true))
 		if guards.Type > 0 {
-			c.counterBuf = c.schema.AppendKey(c.counterBuf, ctr.Folded(true, true))
-			c.counterEnds = append(c.counterEnds, len(c.counterBuf))
+			s.appendKey(c.schema, ctr.Folded(true, true))
 		}
 	}
 	var sum int64
-	if ctr.Family == SumDaily || ctr.Family == SumHourly {
+	if isSum {
 		sum = 1
 	}
-	c.counterArgs = append(c.counterArgs, n, int64(guards.Type), int64(guards.Dim), sum)
+	s.args = append(s.args, n, int64(guards.Type), int64(guards.Dim), sum)
+	s.positions = append(s.positions, c.counters)
 	c.counters++
 }
 
@@ -275,7 +308,8 @@ func (c *ApplyCall) Build(ttls ApplyTTLs) {
 		}
 	}
 	c.keys = appendSplit(c.keys, string(c.guardBuf), c.guardEnds)
-	c.keys = appendSplit(c.keys, string(c.counterBuf), c.counterEnds)
+	c.keys = appendSplit(c.keys, string(c.plain.buf), c.plain.ends)
+	c.keys = appendSplit(c.keys, string(c.guarded.buf), c.guarded.ends)
 	var head [headArgs]any
 	head[argCounterTTL] = seconds(ttls.Counter)
 	head[argBatchMarkerTTL] = seconds(ttls.BatchMarker)
@@ -284,9 +318,11 @@ func (c *ApplyCall) Build(ttls ApplyTTLs) {
 	head[argDedupWindow] = seconds(ttls.ResourceMarker)
 	head[argNumGuards] = int64(len(c.guardEnds))
 	head[argGuardTTL] = seconds(ttls.Guard)
+	head[argNumPlain] = int64(len(c.plain.positions))
 	c.args = append(c.args, head[:]...)
 	c.args = append(c.args, c.guardArgs...)
-	c.args = append(c.args, c.counterArgs...)
+	c.args = append(c.args, c.plain.args...)
+	c.args = append(c.args, c.guarded.args...)
 }
 
 // appendSplit appends the substrings of all that end at ends to dst: the
@@ -329,10 +365,14 @@ func (c *ApplyCall) Run(ctx context.Context, runner *redisconn.ScriptRunner) (Ap
 			return ApplyResult{}, fmt.Errorf("%w: guard %d of %d", ErrUnexpectedReply, p+1, c.NumGuards())
 		}
 	}
-	for _, p := range r.Overflowed {
-		if p >= c.counters {
-			return ApplyResult{}, fmt.Errorf("%w: counter %d of %d", ErrUnexpectedReply, p+1, c.counters)
+	// The script counts in KEYS order, plain counts first: back to the
+	// order the counters were added in.
+	for i, p := range r.Overflowed {
+		plain := len(c.plain.positions)
+		if p < plain || p >= c.counters {
+			return ApplyResult{}, fmt.Errorf("%w: counter %d of %d overflowed", ErrUnexpectedReply, p+1, c.counters)
 		}
+		r.Overflowed[i] = c.guarded.positions[p-plain]
 	}
 	return r, nil
 }

@@ -47,12 +47,12 @@ for j = 1, m do
 end
 local admitted, joined, folded = {}, {}, {}
 for j = 1, g do
-  local key, member = KEYS[gk + j], ARGV[6 + 2 * j]
+  local key, member = KEYS[gk + j], ARGV[7 + 2 * j]
   if redis.call('SISMEMBER', key, member) == 1 then
     admitted[j] = true
   else
     local size = redis.call('SCARD', key)
-    if size < tonumber(ARGV[7 + 2 * j]) then
+    if size < tonumber(ARGV[8 + 2 * j]) then
       redis.call('SADD', key, member)
       if size == 0 then
         redis.call('EXPIRE', key, ARGV[7])
@@ -65,9 +65,37 @@ for j = 1, g do
   end
 end
 local chosen, incrs, created, overflowed = {}, {}, {}, {}
+local function undo(key, err)
+  for i = #chosen, 1, -1 do
+    if created[i] then
+      redis.call('DEL', chosen[i])
+    else
+      redis.call('DECRBY', chosen[i], incrs[i])
+    end
+  end
+  for j = 2, 1 + b + m do
+    redis.call('DEL', KEYS[j])
+  end
+  for _, j in ipairs(joined) do
+    redis.call('SREM', KEYS[gk + j], ARGV[7 + 2 * j])
+  end
+  return redis.error_reply('ANALYTICS_ABORT ' .. key .. ': ' .. err)
+end
 local k = 2 + b + m + g
-local a = 8 + 2 * g
-local c = 0
+local a = 9 + 2 * g
+local u = tonumber(ARGV[8])
+for c = 1, u do
+  local key, incr = KEYS[k], ARGV[a]
+  k, a = k + 1, a + 1
+  local r = redis.pcall('INCRBY', key, incr)
+  if type(r) == 'table' and r.err then
+    return undo(key, r.err)
+  end
+  chosen[#chosen + 1] = key
+  incrs[#incrs + 1] = incr
+  created[#chosen] = (r == tonumber(incr))
+end
+local c = u
 while k <= #KEYS do
   c = c + 1
   local incr, tg, dg, isSum = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3] == '1'
@@ -96,20 +124,7 @@ while k <= #KEYS do
     if isSum and string.find(r.err, 'overflow', 1, true) then
       overflowed[#overflowed + 1] = c
     else
-      for i = #chosen, 1, -1 do
-        if created[i] then
-          redis.call('DEL', chosen[i])
-        else
-          redis.call('DECRBY', chosen[i], incrs[i])
-        end
-      end
-      for j = 2, 1 + b + m do
-        redis.call('DEL', KEYS[j])
-      end
-      for _, j in ipairs(joined) do
-        redis.call('SREM', KEYS[gk + j], ARGV[6 + 2 * j])
-      end
-      return redis.error_reply('ANALYTICS_ABORT ' .. key .. ': ' .. r.err)
+      return undo(key, r.err)
     end
   else
     if not isSum then

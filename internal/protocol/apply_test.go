@@ -194,7 +194,8 @@ func TestApplyCallLayout(t *testing.T) {
 	call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: "view", Hour: 0}, 7)
 	call.Build(protocol.ApplyTTLs{Counter: 1500 * time.Millisecond, BatchMarker: time.Minute, ResourceMarker: time.Hour})
 	assert.Equal(t, []string{"p:pending", "p:batch:b1", "p:res:c7e0f1a2b3c4d5e6f708192a3b4c5d6e", "p:counter:view:1970-01-01"}, call.Keys())
-	assert.Equal(t, []any{int64(2), int64(60), int64(1), int64(1), int64(3600), int64(0), int64(1), int64(7), int64(0), int64(0), int64(0)}, call.Args())
+	// One plain count: one argument.
+	assert.Equal(t, []any{int64(2), int64(60), int64(1), int64(1), int64(3600), int64(0), int64(1), int64(1), int64(7)}, call.Args())
 
 	call.Reset()
 	call.AddBatch("b1")
@@ -212,7 +213,7 @@ func TestApplyCallLayout(t *testing.T) {
 		"p:sum:view:tokens:1970-01-01:01", "p:sum:__other__:tokens:1970-01-01:01",
 	}, call.Keys())
 	assert.Equal(t, []any{
-		int64(1), int64(1), int64(1), int64(0), int64(1), int64(2), int64(172800),
+		int64(1), int64(1), int64(1), int64(0), int64(1), int64(2), int64(172800), int64(0),
 		"view", int64(10), "pro", int64(5),
 		int64(3), int64(1), int64(2), int64(0),
 		int64(-4), int64(1), int64(0), int64(1),

@@ -179,3 +179,38 @@ func TestSumOfZeroIsNotReportedExpired(t *testing.T) {
 		assert.Equal(t, protocol.ApplyResult{Outcome: protocol.Applied}, res)
 	}
 }
+
+// TestPlainAndGuardedCountersMix: plain counts (one argument) and the
+// other counters keep the positions they were added at in the answer, and
+// an abort undoes both kinds.
+func TestPlainAndGuardedCountersMix(t *testing.T) {
+	t.Parallel()
+	client, schema, call, runner := newCall(t)
+	ctx := t.Context()
+	sum := protocol.Counter{Family: protocol.SumDaily, EventType: "gen", Attribute: "tokens", Hour: day}
+	daily := protocol.Counter{Family: protocol.Daily, EventType: "gen", Hour: day}
+	require.NoError(t, client.Set(ctx, schema.Key(sum), math.MaxInt64, 0).Err())
+	call.AddBatch("1")
+	call.AddCounter(sum, 1) // position 0, laid out after the plain count
+	call.AddCounter(daily, 2)
+	call.Build(guardTTLs)
+	res, err := call.Run(ctx, runner)
+	require.NoError(t, err)
+	assert.Equal(t, []int{0}, res.Overflowed)
+	assert.Equal(t, "2", client.Get(ctx, schema.Key(daily)).Val())
+
+	bad := protocol.Counter{Family: protocol.Hourly, EventType: "gen", Hour: hour}
+	require.NoError(t, client.LPush(ctx, schema.Key(bad), "x").Err())
+	call.Reset()
+	call.AddBatch("2")
+	g := call.AddGuard(typeGuard("gen", 10))
+	call.AddGuardedCounter(protocol.Counter{Family: protocol.Daily, EventType: "gen", Hour: day}, 5, protocol.CounterGuards{Type: g})
+	call.AddCounter(protocol.Counter{Family: protocol.Daily, EventType: "other", Hour: day}, 3)
+	call.AddGuardedCounter(bad, 1, protocol.CounterGuards{Type: g})
+	call.Build(guardTTLs)
+	_, err = call.Run(ctx, runner)
+	require.Error(t, err)
+	assert.Equal(t, "2", client.Get(ctx, schema.Key(daily)).Val(), "the guarded increment is undone")
+	assert.Zero(t, client.Exists(ctx, schema.Key(protocol.Counter{Family: protocol.Daily, EventType: "other", Hour: day})).Val(), "the plain one too")
+	assert.Zero(t, client.SCard(ctx, schema.GuardKey(typeGuard("", 0))).Val(), "and the member")
+}

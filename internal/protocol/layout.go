@@ -8,6 +8,7 @@ import (
 
 // ApplyLayout is an apply call's KEYS and ARGV read back into their parts
 // (see apply.lua): what a test or a debugging tool sees of a recorded call.
+// Counters are in KEYS order: the plain counts first.
 type ApplyLayout struct {
 	Pending  string
 	Batches  []string
@@ -65,6 +66,7 @@ func ParseApplyArgs(keys []string, argv []any) (ApplyLayout, error) {
 		return l, fmt.Errorf("%w: %d keys for %d batches, %d markers, %d guards", errLayout, len(keys), b, m, g)
 	}
 	l.Pending, l.Batches, l.Markers = keys[0], keys[1:1+b], keys[1+b:1+b+m]
+	plain := int(head[argNumPlain])
 	k, a := 1+b+m, headArgs
 	for j := range g {
 		limit, err := num(a + 1)
@@ -75,6 +77,18 @@ func ParseApplyArgs(keys []string, argv []any) (ApplyLayout, error) {
 		a += 2
 	}
 	k += g
+	if plain < 0 || k+plain > len(keys) {
+		return l, fmt.Errorf("%w: %d plain counts, %d keys left", errLayout, plain, len(keys)-k)
+	}
+	for range plain {
+		incr, err := num(a)
+		if err != nil {
+			return l, err
+		}
+		l.Counters = append(l.Counters, LaidOutCounter{Key: keys[k], Folded: []string{}, Incr: incr})
+		k++
+		a++
+	}
 	for k < len(keys) {
 		var c LaidOutCounter
 		var vals [4]int64
