@@ -176,9 +176,9 @@ type ApplyTTLs struct {
 type ApplyCall struct {
 	schema Schema
 
-	batchKeys   []string
-	markerBuf   []byte
-	markers     int
+	batchKeys []string
+	markerBuf []byte
+	markers   int
 	guardBuf  []byte
 	guardEnds []int
 	guardArgs []any // member, limit per guard
