@@ -13,6 +13,9 @@ import (
 type plan struct {
 	q     *Query
 	parts []*part
+	// topUsers: the query asks for the top users by events, which
+	// PostgreSQL answers (topUsers) instead of every user's count.
+	topUsers bool
 }
 
 // part is one family read for some of the query's metrics.
@@ -87,6 +90,8 @@ func newPlan(q *Query) (*plan, error) {
 			p.parts = append(p.parts, &part{src: users, visitors: true, rollup: visitorsRollup(q)})
 		}
 	}
+	p.topUsers = topUsersShape(q) && len(p.parts) == 1 && p.parts[0].src == sources[len(sources)-1] &&
+		p.parts[0].events && !p.parts[0].visitors && p.parts[0].sum == "" && p.parts[0].key == ""
 	return p, nil
 }
 

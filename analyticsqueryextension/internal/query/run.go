@@ -178,6 +178,9 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 	res := &Result{Query: p.q.echo, Meta: Meta{Tables: p.tables(), PendingCounters: pending, StagingEntries: len(ids)}}
 
 	groups := make(map[string]*group)
+	// topTotal is the number of rows of a top-users query, which reads only
+	// its candidates into groups.
+	topTotal := -1
 	err = pgx.BeginTxFunc(ctx, b.Postgres, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		committed, lerr := committedIDs(ctx, tx, ids)
 		if lerr != nil {
@@ -188,6 +191,11 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 			if _, ok := committed[id]; !ok {
 				counts = append(counts, staged[id]...)
 			}
+		}
+		if p.topUsers {
+			var terr error
+			topTotal, terr = r.topUsers(ctx, tx, p, counts, groups)
+			return terr
 		}
 		for _, pt := range p.parts {
 			if aerr := r.aggregate(ctx, tx, p, pt, groups); aerr != nil {
@@ -214,7 +222,7 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 	if after != gen {
 		return nil, false, nil
 	}
-	if len(groups) > r.MaxCells {
+	if topTotal < 0 && len(groups) > r.MaxCells {
 		return nil, false, tooManyRows(r.MaxCells)
 	}
 	if ferr := sumOverflow(p.q, groups); ferr != nil {
@@ -224,6 +232,9 @@ func (r *Runner) attempt(ctx context.Context, p *plan, store *protocol.ReadStore
 		groups[""] = &group{dims: []string{}}
 	}
 	res.Results, res.Meta.TotalRows = rows(p.q, groups)
+	if topTotal >= 0 {
+		res.Meta.TotalRows = topTotal
+	}
 	return res, true, nil
 }
 
