@@ -95,13 +95,18 @@ func newEnvWith(t testing.TB, settings map[string]any) *env {
 func (e *env) flushOnce(ctx context.Context) {
 	e.t.Helper()
 	f := pgflushextension.NewFactory()
-	ext, err := f.Create(ctx, extensiontest.NewNopSettings(f.Type()), e.flusherCfg)
-	require.NoError(e.t, err)
-	require.NoError(e.t, ext.Start(ctx, &testHost{}))
-	require.NoError(e.t, ext.Shutdown(ctx))
-	n, err := e.rdb.ZCard(ctx, e.schema.PendingKey()).Result()
-	require.NoError(e.t, err)
-	require.Zero(e.t, n, "the flush moved every pending counter")
+	// A loaded host can leave a staging entry to the next start (the final
+	// flush out of time): flush again, a bounded number of times.
+	for range 5 {
+		ext, err := f.Create(ctx, extensiontest.NewNopSettings(f.Type()), e.flusherCfg)
+		require.NoError(e.t, err)
+		require.NoError(e.t, ext.Start(ctx, &testHost{}))
+		require.NoError(e.t, ext.Shutdown(ctx))
+		if e.rdb.ZCard(ctx, e.schema.PendingKey()).Val() == 0 && e.rdb.ZCard(ctx, e.schema.StagingIndexKey()).Val() == 0 {
+			return
+		}
+	}
+	e.t.Fatal("five flushes left counters in Redis")
 }
 
 // startQuery starts an analytics_query extension on a free loopback port,
