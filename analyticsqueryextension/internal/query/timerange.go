@@ -3,6 +3,8 @@ package query
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/otelcol-analytics/otelcol-analytics/internal/protocol"
 )
 
 // TimeRange is the hours a query covers: [From, To) in whole hours since the
@@ -67,14 +69,14 @@ func parseDateRange(raw json.RawMessage, now time.Time) (TimeRange, *FieldError)
 	for i, s := range pair {
 		if d, err := time.Parse(time.DateOnly, s); err == nil {
 			isDate[i] = true
-			hours[i] = floorDiv(d.Unix(), 3600)
+			hours[i] = protocol.HourOf(d)
 			continue
 		}
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
 			return TimeRange{}, fieldErr(fieldIndex(field, i), "%q is neither an ISO date (2026-12-01) nor an RFC 3339 time (2026-12-01T10:00:00Z)", s)
 		}
-		hours[i] = floorDiv(t.Unix(), 3600)
+		hours[i] = protocol.HourOf(t)
 	}
 	if isDate[0] != isDate[1] {
 		return TimeRange{}, fieldErr(field, "must be two dates or two times, not one of each")
@@ -126,7 +128,7 @@ func bucketStart(g Granularity, hour int64) int64 {
 		return (day - floorMod(day+3, 7)) * 24
 	case Month:
 		t := time.Unix(day*86400, 0).UTC()
-		return floorDiv(time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC).Unix(), 3600)
+		return protocol.HourOf(time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC))
 	default:
 		return day * 24
 	}
@@ -141,7 +143,7 @@ func nextBucket(g Granularity, b int64) int64 {
 		return b + 7*24
 	case Month:
 		t := time.Unix(b*3600, 0).UTC()
-		return floorDiv(t.AddDate(0, 1, 0).Unix(), 3600)
+		return protocol.HourOf(t.AddDate(0, 1, 0))
 	default:
 		return b + 24
 	}
